@@ -1,0 +1,101 @@
+/* TUN/TAP constants the system headers may lack.
+ *
+ * The machine's headers are older than its kernel (USO arrived in 6.2), so every
+ * constant tunpump uses is defined here when missing. Values are the kernel's
+ * uapi values (include/uapi/linux/if_tun.h, include/uapi/linux/virtio_net.h). */
+#ifndef TP_COMPAT_H
+#define TP_COMPAT_H
+
+#include <linux/if_tun.h>
+#include <linux/types.h>
+#include <sys/ioctl.h>
+
+#ifndef IFF_TUN
+#define IFF_TUN 0x0001
+#endif
+#ifndef IFF_TAP
+#define IFF_TAP 0x0002
+#endif
+#ifndef IFF_NO_PI
+#define IFF_NO_PI 0x1000
+#endif
+#ifndef IFF_VNET_HDR
+#define IFF_VNET_HDR 0x4000
+#endif
+#ifndef IFF_TUN_EXCL
+#define IFF_TUN_EXCL 0x8000
+#endif
+#ifndef IFF_MULTI_QUEUE
+#define IFF_MULTI_QUEUE 0x0100
+#endif
+#ifndef IFF_ATTACH_QUEUE
+#define IFF_ATTACH_QUEUE 0x0200
+#endif
+#ifndef IFF_DETACH_QUEUE
+#define IFF_DETACH_QUEUE 0x0400
+#endif
+#ifndef IFF_PERSIST
+#define IFF_PERSIST 0x0800
+#endif
+
+#ifndef TUN_F_CSUM
+#define TUN_F_CSUM 0x01
+#endif
+#ifndef TUN_F_TSO4
+#define TUN_F_TSO4 0x02
+#endif
+#ifndef TUN_F_TSO6
+#define TUN_F_TSO6 0x04
+#endif
+#ifndef TUN_F_TSO_ECN
+#define TUN_F_TSO_ECN 0x08
+#endif
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+#ifndef TUNSETIFF
+#define TUNSETIFF _IOW('T', 202, int)
+#endif
+#ifndef TUNSETPERSIST
+#define TUNSETPERSIST _IOW('T', 203, int)
+#endif
+#ifndef TUNSETOWNER
+#define TUNSETOWNER _IOW('T', 204, int)
+#endif
+#ifndef TUNSETGROUP
+#define TUNSETGROUP _IOW('T', 206, int)
+#endif
+#ifndef TUNGETFEATURES
+#define TUNGETFEATURES _IOR('T', 207, unsigned int)
+#endif
+#ifndef TUNSETOFFLOAD
+#define TUNSETOFFLOAD _IOW('T', 208, unsigned int)
+#endif
+#ifndef TUNGETIFF
+#define TUNGETIFF _IOR('T', 210, unsigned int)
+#endif
+#ifndef TUNGETVNETHDRSZ
+#define TUNGETVNETHDRSZ _IOR('T', 215, int)
+#endif
+#ifndef TUNSETVNETHDRSZ
+#define TUNSETVNETHDRSZ _IOW('T', 216, int)
+#endif
+#ifndef TUNSETQUEUE
+#define TUNSETQUEUE _IOW('T', 217, int)
+#endif
+
+/* struct virtio_net_hdr field values */
+#define TP_VNET_F_NEEDS_CSUM 1
+#define TP_VNET_F_DATA_VALID 2
+#define TP_VNET_GSO_NONE 0
+#define TP_VNET_GSO_TCPV4 1
+#define TP_VNET_GSO_UDP 3
+#define TP_VNET_GSO_TCPV6 4
+#define TP_VNET_GSO_UDP_L4 5
+#define TP_VNET_GSO_ECN 0x80
+
+#endif

@@ -1,0 +1,112 @@
+"""Hand-built packets and an independent Internet checksum, for the tests."""
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
+FAKE_MAC = bytes.fromhex("02005e000002")
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4_header(src: str, dst: str, proto: int, payload_len: int, ident: int = 1, ttl: int = 64) -> bytes:
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0, ttl, proto, 0,
+                    ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:]
+
+
+def pseudo6(src: bytes, dst: bytes, length: int, nh: int) -> bytes:
+    return src + dst + struct.pack("!IxxxB", length, nh)
+
+
+def echo_reply_v4(pkt: bytes) -> bytes | None:
+    """The reply to an IPv4 ICMP echo request, or None for anything else."""
+    if len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 1:
+        return None
+    ihl = (pkt[0] & 0xF) * 4
+    icmp = pkt[ihl:]
+    if icmp[0] != 8:
+        return None
+    body = b"\x00\x00\x00\x00" + icmp[4:]
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    src, dst = pkt[12:16], pkt[16:20]
+    return ipv4_header(str(ipaddress.IPv4Address(dst)), str(ipaddress.IPv4Address(src)), 1, len(body)) + body
+
+
+def echo_reply_v6(pkt: bytes) -> bytes | None:
+    if len(pkt) < 48 or pkt[0] >> 4 != 6 or pkt[6] != 58 or pkt[40] != 128:
+        return None
+    src, dst = pkt[8:24], pkt[24:40]
+    body = bytes([129, 0, 0, 0]) + pkt[44:40 + struct.unpack("!H", pkt[4:6])[0]]
+    c = csum(pseudo6(dst, src, len(body), 58) + body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    return struct.pack("!IHBB", 6 << 28, len(body), 58, 64) + dst + src + body
+
+
+def arp_reply(frame: bytes, mac: bytes = FAKE_MAC) -> bytes | None:
+    """An Ethernet ARP reply claiming the asked-for address, or None."""
+    if len(frame) < 42 or struct.unpack("!H", frame[12:14])[0] != ETH_P_ARP:
+        return None
+    arp = frame[14:42]
+    if struct.unpack("!H", arp[6:8])[0] != 1:
+        return None
+    sha, spa, tpa = arp[8:14], arp[14:18], arp[24:28]
+    reply = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 2) + mac + tpa + sha + spa
+    return sha + mac + struct.pack("!H", ETH_P_ARP) + reply
+
+
+def neighbour_advert(frame: bytes, mac: bytes = FAKE_MAC) -> bytes | None:
+    """An Ethernet IPv6 neighbour advertisement answering a solicitation."""
+    if len(frame) < 14 + 40 + 24 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IPV6:
+        return None
+    ip6 = frame[14:]
+    if ip6[6] != 58 or ip6[40] != 135:
+        return None
+    src, target = ip6[8:24], ip6[48:64]
+    # flags: solicited + override; option 2 = target link-layer address
+    body = bytes([136, 0, 0, 0]) + struct.pack("!I", 0x60000000) + target + bytes([2, 1]) + mac
+    c = csum(pseudo6(target, src, len(body), 58) + body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    ip = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + target + src
+    return frame[6:12] + mac + struct.pack("!H", ETH_P_IPV6) + ip + body
+
+
+def tap_echo_reply(frame: bytes, mac: bytes = FAKE_MAC) -> bytes | None:
+    """Answer what a pinging kernel sends through a TAP device: ARP, neighbour
+    solicitation, and ICMP / ICMPv6 echo requests."""
+    r = arp_reply(frame, mac) or neighbour_advert(frame, mac)
+    if r:
+        return r
+    if len(frame) < 14:
+        return None
+    etype = struct.unpack("!H", frame[12:14])[0]
+    inner = frame[14:]
+    reply = echo_reply_v4(inner) if etype == ETH_P_IP else echo_reply_v6(inner) if etype == ETH_P_IPV6 else None
+    if reply is None:
+        return None
+    return frame[6:12] + mac + frame[12:14] + reply
+
+
+def verify_l4_checksum(pkt: bytes) -> bool:
+    """True when the TCP/UDP/ICMP checksum of an IPv4 or IPv6 packet verifies."""
+    if pkt[0] >> 4 == 4:
+        ihl = (pkt[0] & 0xF) * 4
+        total = struct.unpack("!H", pkt[2:4])[0]
+        proto = pkt[9]
+        l4 = pkt[ihl:total]
+        if proto == 1:
+            return csum(l4) == 0
+        ph = pkt[12:20] + struct.pack("!BBH", 0, proto, len(l4))
+        return csum(ph + l4) == 0
+    plen = struct.unpack("!H", pkt[4:6])[0]
+    nh = pkt[6]
+    l4 = pkt[40:40 + plen]
+    return csum(pseudo6(pkt[8:24], pkt[24:40], len(l4), nh) + l4) == 0

@@ -1,0 +1,61 @@
+"""`python -m tunpump dev add|del|show`, like ip tuntap / tunctl."""
+import json
+import subprocess
+import sys
+
+from nettest import ip_link_json
+
+
+def cli(ns_name, *args):
+    return subprocess.run(["ip", "netns", "exec", ns_name, sys.executable, "-m", "tunpump", "dev", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_add_show_del(ns):
+    n = ns.make()
+    r = cli(n, "add", "tpcli%d", "--mode", "tap", "--multi-queue", "--vnet-hdr", "--user", "65534",
+            "--group", "65533")
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.strip()
+    assert name == "tpcli0"
+    data = ip_link_json(n, name)["linkinfo"]["info_data"]
+    assert data["type"] == "tap" and data["multi_queue"] and data["vnet_hdr"] and data["persist"]
+    assert data["pi"] is False
+
+    r = cli(n, "show", "--json")
+    assert r.returncode == 0, r.stderr
+    devs = json.loads(r.stdout)
+    assert [d["name"] for d in devs] == [name]
+    d = devs[0]
+    assert (d["mode"], d["owner"], d["group"], d["vnet_hdr"], d["multi_queue"]) == ("tap", 65534, 65533, True, True)
+
+    r = cli(n, "show", name)
+    assert r.returncode == 0 and r.stdout.startswith(f"{name}: tap vnet_hdr multi_queue persist"), r.stdout
+
+    r = cli(n, "del", name)
+    assert r.returncode == 0, r.stderr
+    r = cli(n, "show", "--json")
+    assert json.loads(r.stdout) == []
+
+
+def test_add_pi_tun(ns):
+    n = ns.make()
+    r = cli(n, "add", "tppi", "--pi")
+    assert r.returncode == 0, r.stderr
+    data = ip_link_json(n, "tppi")["linkinfo"]["info_data"]
+    assert data["type"] == "tun" and data["pi"] is True and data["persist"] is True
+    assert cli(n, "del", "tppi").returncode == 0
+
+
+def test_errors_are_clear(ns):
+    n = ns.make()
+    r = cli(n, "add", "x" * 16)
+    assert r.returncode == 2 and "at most 15 bytes" in r.stderr
+    r = cli(n, "del", "nosuch")
+    assert r.returncode == 2 and "no interface named 'nosuch'" in r.stderr
+    r = cli(n, "show", "nosuch")
+    assert r.returncode == 1 and "no TUN/TAP device named 'nosuch'" in r.stderr
+    assert cli(n, "add", "tpdup").returncode == 0
+    r = cli(n, "add", "tpdup")
+    assert r.returncode == 2 and "exclusive" in r.stderr
+    assert cli(n, "del", "tpdup").returncode == 0

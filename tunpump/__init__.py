@@ -1,0 +1,15 @@
+"""tunpump: pump packets between TUN/TAP devices, UDP and TCP at kernel speed.
+
+The forwarding path is C worker threads; Python configures and decides.
+"""
+from .device import Device
+from .errors import (DeviceConflictError, PrivilegeError, PumpError,
+                     TunpumpError, TunUnavailableError)
+from .link import Link
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Device", "Link",
+    "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
+]

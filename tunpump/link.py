@@ -1,0 +1,169 @@
+"""Link configuration over netlink (pyroute2): up/down, MTU, addresses, and
+moving an interface to another network namespace. Works for any interface,
+not only tunpump's devices."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Dict, List, Optional
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .errors import PrivilegeError, TunpumpError
+
+
+def _netlink_error(exc: NetlinkError, what: str) -> OSError:
+    code = exc.code
+    if code == 1:  # EPERM
+        return PrivilegeError(code, f"{what} needs CAP_NET_ADMIN")
+    return TunpumpError(code, f"{what} failed: {exc}")
+
+
+class Link:
+    """A network interface, by name, in a namespace (None: the caller's)."""
+
+    def __init__(self, name: str, netns: Optional[str] = None) -> None:
+        self.name = name
+        self.netns = netns
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r}, netns={self.netns!r})"
+
+    def _ipr(self) -> IPRoute:
+        return IPRoute(netns=self.netns) if self.netns else IPRoute()
+
+    def _index(self, ipr: IPRoute) -> int:
+        found = ipr.link_lookup(ifname=self.name)
+        if not found:
+            where = f"namespace {self.netns!r}" if self.netns else "this namespace"
+            raise TunpumpError(19, f"no interface named {self.name!r} in {where}")
+        return found[0]
+
+    def _set(self, what: str, **kwargs: Any) -> None:
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            try:
+                ipr.link("set", index=idx, **kwargs)
+            except NetlinkError as exc:
+                raise _netlink_error(exc, f"{what} on {self.name!r}") from None
+
+    @property
+    def ifindex(self) -> int:
+        with self._ipr() as ipr:
+            return self._index(ipr)
+
+    def up(self) -> "Link":
+        self._set("setting the link up", state="up")
+        return self
+
+    def down(self) -> "Link":
+        self._set("setting the link down", state="down")
+        return self
+
+    def set_mtu(self, mtu: int) -> "Link":
+        if not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu={mtu!r}: expected an integer from 68 to 65535")
+        self._set("setting the MTU", mtu=mtu)
+        return self
+
+    def add_address(self, address: str, peer: Optional[str] = None, *, nodad: bool = False) -> "Link":
+        """Add "ADDR/PREFIX" (IPv4 or IPv6); `peer` is the far end of a
+        point-to-point link (TUN), like `ip addr add A peer B`. `nodad` skips
+        IPv6 duplicate address detection, so the address is usable at once."""
+        try:
+            iface = ipaddress.ip_interface(address)
+        except ValueError:
+            raise ValueError(f"address={address!r}: expected ADDR/PREFIX, e.g. 198.18.0.1/24 or fd00::1/64") from None
+        kwargs: Dict[str, Any] = {"address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+        if peer is not None:
+            try:
+                p = ipaddress.ip_address(peer.split("/")[0])
+            except ValueError:
+                raise ValueError(f"peer={peer!r}: expected an IP address") from None
+            if p.version != iface.version:
+                raise ValueError(f"peer={peer!r}: not the same IP version as address={address!r}")
+            # For a point-to-point address IFA_ADDRESS is the peer, IFA_LOCAL ours.
+            kwargs = {"local": str(iface.ip), "address": str(p), "prefixlen": iface.network.prefixlen}
+        if nodad and iface.version == 6:
+            kwargs["flags"] = 0x02  # IFA_F_NODAD
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            try:
+                ipr.addr("add", index=idx, **kwargs)
+            except NetlinkError as exc:
+                raise _netlink_error(exc, f"adding address {address} to {self.name!r}") from None
+        return self
+
+    def addresses(self) -> List[str]:
+        """The interface's addresses as "ADDR/PREFIX" strings."""
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            out = []
+            for msg in ipr.get_addr(index=idx):
+                addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                out.append(f"{addr}/{msg['prefixlen']}")
+            return out
+
+    def info(self) -> Dict[str, Any]:
+        """State, MTU, flags and kind as the kernel reports them."""
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            msg = ipr.get_links(idx)[0]
+            linkinfo = msg.get_attr("IFLA_LINKINFO")
+            kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+            return {
+                "name": msg.get_attr("IFLA_IFNAME"),
+                "ifindex": idx,
+                "state": msg.get_attr("IFLA_OPERSTATE"),
+                "up": bool(msg["flags"] & 1),
+                "mtu": msg.get_attr("IFLA_MTU"),
+                "flags": msg["flags"],
+                "kind": kind,
+                "txqueues": msg.get_attr("IFLA_NUM_TX_QUEUES"),
+            }
+
+    def tun_info(self) -> Optional[Dict[str, Any]]:
+        """TUN/TAP details (IFLA_TUN_*) or None when the link is not TUN/TAP."""
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            msg = ipr.get_links(idx)[0]
+            linkinfo = msg.get_attr("IFLA_LINKINFO")
+            if not linkinfo or linkinfo.get_attr("IFLA_INFO_KIND") != "tun":
+                return None
+            data = linkinfo.get_attr("IFLA_INFO_DATA")
+            get = data.get_attr
+            return {
+                "name": self.name,
+                "ifindex": idx,
+                "mode": "tun" if get("IFLA_TUN_TYPE") == 1 else "tap",
+                "pi": bool(get("IFLA_TUN_PI")),
+                "vnet_hdr": bool(get("IFLA_TUN_VNET_HDR")),
+                "persist": bool(get("IFLA_TUN_PERSIST")),
+                "multi_queue": bool(get("IFLA_TUN_MULTI_QUEUE")),
+                "queues": get("IFLA_TUN_NUM_QUEUES"),
+                "disabled_queues": get("IFLA_TUN_NUM_DISABLED_QUEUES"),
+                "owner": get("IFLA_TUN_OWNER"),
+                "group": get("IFLA_TUN_GROUP"),
+                "up": bool(msg["flags"] & 1),
+                "mtu": msg.get_attr("IFLA_MTU"),
+            }
+
+    def move_to_netns(self, netns: str) -> "Link":
+        """Move the interface into namespace `netns` (fds stay valid)."""
+        from . import _core
+        import os
+        fd = _core.netns_open(netns)
+        try:
+            self._set(f"moving to namespace {netns!r}", net_ns_fd=fd)
+        finally:
+            os.close(fd)
+        self.netns = netns
+        return self
+
+    def delete(self) -> None:
+        with self._ipr() as ipr:
+            idx = self._index(ipr)
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError as exc:
+                raise _netlink_error(exc, f"deleting {self.name!r}") from None

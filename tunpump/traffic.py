@@ -1,0 +1,118 @@
+"""Kernel-socket traffic for tests and the bench: a TCP source that sends a
+bounded number of random bytes and a sink that hashes what it receives.
+
+Run inside a namespace: `python -m tunpump.traffic sink --port P` prints one JSON
+line when the sender closes; `python -m tunpump.traffic source --host H --port P
+--bytes N` prints the same fields for what it sent, so the two SHA-256 can be
+compared. Both stop by themselves (byte count, and --timeout seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+CHUNK = 1 << 20
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def sink(port: int, host: str = "::", timeout: float = 60.0, ready_fd: int = -1) -> dict:
+    srv = socket.socket(_family(host), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if srv.family == socket.AF_INET6:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind((host, port))
+    srv.listen(1)
+    srv.settimeout(timeout)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+    conn, _ = srv.accept()
+    conn.settimeout(timeout)
+    h = hashlib.sha256()
+    total = 0
+    start = None
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        n = conn.recv_into(view)
+        if not n:
+            break
+        if start is None:
+            start = time.monotonic()
+        h.update(view[:n])
+        total += n
+    secs = time.monotonic() - (start or time.monotonic())
+    conn.close()
+    srv.close()
+    return {"bytes": total, "sha256": h.hexdigest(), "seconds": secs,
+            "gbps": total * 8 / secs / 1e9 if secs > 0 else 0.0}
+
+
+def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int = 1) -> dict:
+    import random
+    rnd = random.Random(seed)
+    deadline = time.monotonic() + timeout
+    while True:  # the sink may still be starting
+        try:
+            conn = socket.create_connection((host, port), timeout=min(5.0, timeout))
+            break
+        except (ConnectionRefusedError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    conn.settimeout(timeout)
+    h = hashlib.sha256()
+    blocks = [rnd.randbytes(CHUNK) for _ in range(4)]
+    sent = 0
+    start = time.monotonic()
+    i = 0
+    while sent < nbytes:
+        block = blocks[i % 4][: nbytes - sent]
+        # Vary the first bytes so no two chunks are equal: reordering shows in the hash.
+        block = i.to_bytes(8, "big") + block[8:] if len(block) > 8 else block
+        conn.sendall(block)
+        h.update(block)
+        sent += len(block)
+        i += 1
+        if time.monotonic() > deadline:
+            break
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)  # wait for the sink to close: the bytes arrived
+    secs = time.monotonic() - start
+    conn.close()
+    return {"bytes": sent, "sha256": h.hexdigest(), "seconds": secs,
+            "gbps": sent * 8 / secs / 1e9 if secs > 0 else 0.0}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tunpump.traffic")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sink")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--host", default="::")
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--ready-fd", type=int, default=-1)
+    c = sub.add_parser("source")
+    c.add_argument("--host", required=True)
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--bytes", type=int, required=True)
+    c.add_argument("--timeout", type=float, default=60.0)
+    a = p.parse_args(argv)
+    if a.cmd == "sink":
+        out = sink(a.port, a.host, a.timeout, a.ready_fd)
+    else:
+        out = source(a.host, a.port, a.bytes, a.timeout)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
