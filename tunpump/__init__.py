@@ -5,11 +5,13 @@ The forwarding path is C worker threads; Python configures and decides.
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError,
                      TunpumpError, TunUnavailableError)
+from .endpoint import TCPEndpoint, UDPEndpoint
 from .link import Link
+from .pump import Pump
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Device", "Link",
+    "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
 ]

@@ -126,3 +126,194 @@ def netns_enter(int ns_fd):
 
 def netns_restore(int saved):
     _check(tp_netns_restore(saved), "setns (restore)")
+
+
+# ---- the pump ---------------------------------------------------------------
+
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+
+cdef extern from "tp_pump.h":
+    enum:
+        TP_MAX_BATCH, TP_MAX_WORKERS, TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP, TP_DROP__COUNT
+    struct tp_fmt:
+        int pi
+        int vnet_hdr_sz
+        int tap
+    struct tp_dev_cfg:
+        int nfds
+        const int *fds
+        tp_fmt fmt
+    struct tp_sock_cfg:
+        int family
+        unsigned char local_addr[16]
+        unsigned local_port
+        int has_remote
+        unsigned char remote_addr[16]
+        unsigned remote_port
+        int listen
+        int learn_peer
+        int sock_buf
+        int netns_fd
+        unsigned max_frame
+    struct tp_pump_cfg:
+        int nworkers
+        int batch
+        tp_dev_cfg dev
+        int kind
+        tp_dev_cfg peer_dev
+        tp_sock_cfg sock
+    struct tp_dir_stats:
+        uint64_t pkts_in, bytes_in, pkts_out, bytes_out
+        uint64_t batches, read_calls, write_calls
+        uint64_t drops[9]
+    struct tp_worker_stats:
+        tp_dir_stats dir[2]
+        uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned
+    struct tp_pump:
+        pass
+    const char *tp_drop_names[]
+    int tp_pump_start(const tp_pump_cfg *cfg, tp_pump **out, const char **err) nogil
+    int tp_pump_stop(tp_pump *p) nogil
+    int tp_pump_wait(tp_pump *p, int timeout_ms) nogil
+    int tp_pump_error(const tp_pump *p, int *worker, const char **where) nogil
+    int tp_pump_nworkers(const tp_pump *p) nogil
+    void tp_pump_stats(const tp_pump *p, int worker, tp_worker_stats *out) nogil
+    void tp_pump_free(tp_pump *p) nogil
+
+KIND_TUN, KIND_UDP, KIND_TCP = TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
+MAX_BATCH = TP_MAX_BATCH
+DROP_REASONS = tuple(tp_drop_names[i].decode() for i in range(TP_DROP__COUNT))
+
+
+cdef int *_int_array(list values) except NULL:
+    cdef int *arr = <int *>malloc(sizeof(int) * max(1, len(values)))
+    if arr == NULL:
+        raise MemoryError()
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+cdef dict _dir_dict(tp_dir_stats *d):
+    return {
+        "packets_in": d.pkts_in, "bytes_in": d.bytes_in,
+        "packets_out": d.pkts_out, "bytes_out": d.bytes_out,
+        "batches": d.batches, "read_calls": d.read_calls, "write_calls": d.write_calls,
+        "drops": {DROP_REASONS[i]: d.drops[i] for i in range(TP_DROP__COUNT)},
+    }
+
+
+cdef class CorePump:
+    """The C pump. tunpump.pump.Pump is the Python face; this only marshals."""
+    cdef tp_pump *p
+
+    def __cinit__(self):
+        self.p = NULL
+
+    def start(self, int kind, int batch, list dev_fds, tuple dev_fmt, list peer_fds=None,
+              tuple peer_fmt=None, dict sock=None):
+        cdef tp_pump_cfg cfg
+        cdef const char *err = NULL
+        cdef tp_pump *out = NULL
+        cdef int rc
+        cdef int *dfds = NULL
+        cdef int *pfds = NULL
+        cdef bytes a
+        if self.p != NULL:
+            raise RuntimeError("already started")
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.nworkers = len(dev_fds)
+        cfg.batch = batch
+        cfg.kind = kind
+        dfds = _int_array(dev_fds)
+        cfg.dev.nfds = len(dev_fds)
+        cfg.dev.fds = dfds
+        cfg.dev.fmt.pi, cfg.dev.fmt.vnet_hdr_sz, cfg.dev.fmt.tap = dev_fmt
+        cfg.sock.netns_fd = -1
+        try:
+            if kind == TP_KIND_TUN:
+                pfds = _int_array(peer_fds)
+                cfg.peer_dev.nfds = len(peer_fds)
+                cfg.peer_dev.fds = pfds
+                cfg.peer_dev.fmt.pi, cfg.peer_dev.fmt.vnet_hdr_sz, cfg.peer_dev.fmt.tap = peer_fmt
+            else:
+                cfg.sock.family = sock["family"]
+                a = sock["local_addr"]
+                memcpy(cfg.sock.local_addr, <const char *>a, len(a))
+                cfg.sock.local_port = sock["local_port"]
+                if sock["remote_addr"] is not None:
+                    cfg.sock.has_remote = 1
+                    a = sock["remote_addr"]
+                    memcpy(cfg.sock.remote_addr, <const char *>a, len(a))
+                    cfg.sock.remote_port = sock["remote_port"]
+                cfg.sock.listen = sock.get("listen", 0)
+                cfg.sock.learn_peer = sock.get("learn_peer", 0)
+                cfg.sock.sock_buf = sock.get("sock_buf", 0)
+                cfg.sock.netns_fd = sock.get("netns_fd", -1)
+                cfg.sock.max_frame = sock.get("max_frame", 65535)
+            with nogil:
+                rc = tp_pump_start(&cfg, &out, &err)
+        finally:
+            free(dfds)
+            free(pfds)
+        if rc < 0:
+            raise OSError(-rc, f"{(err or b'start').decode()}: {strerror(-rc).decode()}")
+        self.p = out
+
+    def stop(self):
+        if self.p != NULL:
+            with nogil:
+                tp_pump_stop(self.p)
+
+    def wait(self, int timeout_ms):
+        """True when a worker ended on its own within timeout_ms."""
+        cdef int r = 0
+        if self.p == NULL:
+            return False
+        with nogil:
+            r = tp_pump_wait(self.p, timeout_ms)
+        return bool(r)
+
+    def error(self):
+        """None, or (worker, errno, where) of the first worker that failed."""
+        cdef int worker = -1
+        cdef const char *where = NULL
+        cdef int err
+        if self.p == NULL:
+            return None
+        err = tp_pump_error(self.p, &worker, &where)
+        if err == 0:
+            return None
+        return worker, -err, (where or b"?").decode()
+
+    def stats(self):
+        """Per-worker counters, read without stopping the workers."""
+        cdef tp_worker_stats st
+        out = []
+        if self.p == NULL:
+            return out
+        for i in range(tp_pump_nworkers(self.p)):
+            tp_pump_stats(self.p, i, &st)
+            out.append({
+                "to_endpoint": _dir_dict(&st.dir[0]),
+                "to_device": _dir_dict(&st.dir[1]),
+                "wakeups": st.wakeups, "connects": st.connects,
+                "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
+                "peers_learned": st.peer_learned,
+            })
+        return out
+
+    def close(self):
+        cdef tp_pump *p = self.p
+        if p != NULL:
+            with nogil:
+                tp_pump_free(p)
+            self.p = NULL
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            with nogil:
+                tp_pump_free(self.p)
+            self.p = NULL

@@ -1,0 +1,622 @@
+/* Batch I/O for each kind of endpoint: TUN/TAP queues, UDP sockets (mmsg) and
+ * TCP streams with simpletun's framing (2-byte big-endian length). */
+#define _GNU_SOURCE
+#include "tp_compat.h"
+#include "tp_pump_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int tp__prefix_len(const struct tp_fmt *f)
+{
+    return (f->pi ? 4 : 0) + f->vnet_hdr_sz;
+}
+
+static void tp__drop(struct tp_dir_stats *st, enum tp_drop reason)
+{
+    TP__ADD(st->drops[reason], 1);
+}
+
+void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop reason)
+{
+    if (d->next < d->n)
+        TP__ADD(st->drops[reason], d->n - d->next);
+    d->n = d->next = 0;
+    d->off = 0;
+    d->pending = 0;
+}
+
+/* A packet from the network must look like what the device carries. */
+static int tp__plausible(const struct tp_fmt *dev, const uint8_t *p, uint32_t len)
+{
+    if (dev->tap)
+        return len >= 14;
+    if (len >= 20 && (p[0] >> 4) == 4)
+        return 1;
+    return len >= 40 && (p[0] >> 4) == 6;
+}
+
+/* ---- TUN/TAP -------------------------------------------------------------- */
+
+int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st)
+{
+    int prelen = tp__prefix_len(fmt);
+
+    d->n = d->next = 0;
+    d->off = 0;
+    while (d->n < batch) {
+        uint8_t *start = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
+        ssize_t r = read(fd, start, TP__BUF_SIZE - (TP__HEADROOM - prelen));
+
+        TP__ADD(st->read_calls, 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            return -errno;
+        }
+        TP__ADD(st->pkts_in, 1);
+        if (r <= prelen) {
+            tp__drop(st, TP_DROP_MALFORMED);
+            continue;
+        }
+        struct tp__pkt *p = &d->pkts[d->n++];
+        p->pre = start;
+        p->prelen = (uint32_t)prelen;
+        p->data = start + prelen;
+        p->len = (uint32_t)(r - prelen);
+        TP__ADD(st->bytes_in, p->len);
+    }
+    if (d->n)
+        TP__ADD(st->batches, 1);
+    return d->n;
+}
+
+/* Build the sink device's prefix for one packet. Returns -1 when it is in
+ * iov, or a drop reason. */
+static int tp__make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
+                           const struct tp__pkt *p, uint8_t *scratch, struct iovec *iov)
+{
+    int dlen = tp__prefix_len(dst);
+    const uint8_t *svnet = NULL;
+    uint8_t *o = scratch;
+
+    if (src && src->pi == dst->pi && src->vnet_hdr_sz == dst->vnet_hdr_sz) {
+        iov->iov_base = p->pre;        /* same format: pass through unchanged */
+        iov->iov_len = p->prelen;
+        return -1;
+    }
+    if (!src && !tp__plausible(dst, p->data, p->len))
+        return TP_DROP_MALFORMED;
+    if (src && src->vnet_hdr_sz)
+        svnet = p->pre + (src->pi ? 4 : 0);
+    if (svnet && !dst->vnet_hdr_sz &&
+        ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || (svnet[1] & ~TP_VNET_GSO_ECN) != TP_VNET_GSO_NONE))
+        return TP_DROP_OFFLOAD;    /* the sink cannot take a super-packet */
+    if (dst->pi) {
+        uint16_t proto = 0;
+        if (src && src->pi)
+            memcpy(&proto, p->pre + 2, 2);
+        else if (dst->tap && p->len >= 14)
+            memcpy(&proto, p->data + 12, 2);
+        else if (!dst->tap)
+            proto = htons((p->data[0] >> 4) == 6 ? 0x86DD : 0x0800);
+        o[0] = o[1] = 0;
+        memcpy(o + 2, &proto, 2);
+        o += 4;
+    }
+    if (dst->vnet_hdr_sz) {
+        memset(o, 0, (size_t)dst->vnet_hdr_sz);
+        if (svnet)
+            memcpy(o, svnet, 10);   /* the fields both sizes share */
+    }
+    iov->iov_base = scratch;
+    iov->iov_len = (size_t)dlen;
+    return -1;
+}
+
+int tp__tun_write(int fd, const struct tp_fmt *dst, const struct tp_fmt *src,
+                  struct tp__dir *d, struct tp_dir_stats *st)
+{
+    int done = 0;
+
+    while (d->next < d->n) {
+        struct tp__pkt *p = &d->pkts[d->next];
+        struct iovec iov[2];
+        int reason = tp__make_prefix(dst, src, p, d->scratch[d->next], &iov[0]);
+
+        if (reason >= 0) {
+            tp__drop(st, reason);
+            d->next++;
+            continue;
+        }
+        iov[1].iov_base = p->data;
+        iov[1].iov_len = p->len;
+        ssize_t r = writev(fd, iov, 2);
+        TP__ADD(st->write_calls, 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                d->pending = 1;
+                return done;
+            }
+            if (errno == EBADFD || errno == EBADF)
+                return -errno;     /* the queue or device is gone */
+            tp__drop(st, errno == ENOBUFS ? TP_DROP_ENOBUFS :
+                         errno == EINVAL ? TP_DROP_MALFORMED : TP_DROP_WRITE_ERROR);
+            d->next++;
+            continue;
+        }
+        TP__ADD(st->pkts_out, 1);
+        TP__ADD(st->bytes_out, p->len);
+        d->next++;
+        done++;
+    }
+    d->pending = 0;
+    return done;
+}
+
+/* ---- UDP ------------------------------------------------------------------ */
+
+static int tp__same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st)
+{
+    struct mmsghdr msgs[TP_MAX_BATCH];
+    struct iovec iov[TP_MAX_BATCH];
+    int i, r;
+
+    d->n = d->next = 0;
+    d->off = 0;
+    memset(msgs, 0, sizeof(msgs[0]) * (size_t)batch);
+    for (i = 0; i < batch; i++) {
+        iov[i].iov_base = d->bufs + (size_t)i * TP__BUF_SIZE + TP__HEADROOM;
+        iov[i].iov_len = TP__PKT_MAX;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &d->names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(d->names[i]);
+    }
+    do {
+        r = recvmmsg(w->peer_fd, msgs, (unsigned)batch, MSG_DONTWAIT, NULL);
+    } while (r < 0 && errno == EINTR);
+    TP__ADD(st->read_calls, 1);
+    if (r < 0) {
+        if (errno == EBADF || errno == ENOTSOCK || errno == EFAULT)
+            return -errno;
+        return 0;   /* EAGAIN, or an ICMP error the socket reported: nothing to read */
+    }
+    for (i = 0; i < r; i++) {
+        uint32_t len = msgs[i].msg_len;
+        TP__ADD(st->pkts_in, 1);
+        TP__ADD(st->bytes_in, len);
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            tp__drop(st, TP_DROP_TOO_BIG);
+            continue;
+        }
+        if (!w->peer_known) {
+            if (!w->pump->cfg.sock.learn_peer) {
+                tp__drop(st, TP_DROP_UNKNOWN_PEER);
+                continue;
+            }
+            memcpy(&w->peer, &d->names[i], sizeof(w->peer));
+            w->peer_len = msgs[i].msg_hdr.msg_namelen;
+            w->peer_known = 1;
+            TP__ADD(w->st.peer_learned, 1);
+        } else if (!tp__same_addr(&w->peer, &d->names[i])) {
+            tp__drop(st, TP_DROP_UNKNOWN_PEER);   /* strangers cannot inject */
+            continue;
+        }
+        if (!tp__plausible(dev, iov[i].iov_base, len)) {
+            tp__drop(st, TP_DROP_MALFORMED);
+            continue;
+        }
+        struct tp__pkt *p = &d->pkts[d->n++];
+        p->data = iov[i].iov_base;
+        p->len = len;
+        p->pre = NULL;
+        p->prelen = 0;
+    }
+    if (d->n)
+        TP__ADD(st->batches, 1);
+    return d->n;
+}
+
+int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st)
+{
+    struct mmsghdr msgs[TP_MAX_BATCH];
+    struct iovec iov[TP_MAX_BATCH];
+    int done = 0;
+
+    if (!w->peer_known) {
+        tp__dir_drop_rest(d, st, TP_DROP_NO_PEER);
+        return 0;
+    }
+    while (d->next < d->n) {
+        int k = d->n - d->next, i, r;
+
+        memset(msgs, 0, sizeof(msgs[0]) * (size_t)k);
+        for (i = 0; i < k; i++) {
+            struct tp__pkt *p = &d->pkts[d->next + i];
+            iov[i].iov_base = p->data;
+            iov[i].iov_len = p->len;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &w->peer;
+            msgs[i].msg_hdr.msg_namelen = w->peer_len;
+        }
+        r = sendmmsg(w->peer_fd, msgs, (unsigned)k, MSG_DONTWAIT);
+        TP__ADD(st->write_calls, 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                d->pending = 1;
+                return done;
+            }
+            if (errno == EBADF || errno == ENOTSOCK)
+                return -errno;
+            /* This datagram was refused (EMSGSIZE, ENOBUFS, unreachable, ...): drop it. */
+            tp__drop(st, errno == EMSGSIZE ? TP_DROP_TOO_BIG :
+                         errno == ENOBUFS ? TP_DROP_ENOBUFS : TP_DROP_WRITE_ERROR);
+            d->next++;
+            continue;
+        }
+        for (i = 0; i < r; i++)
+            TP__ADD(st->bytes_out, d->pkts[d->next + i].len);
+        TP__ADD(st->pkts_out, r);
+        d->next += r;
+        done += r;
+    }
+    d->pending = 0;
+    return done;
+}
+
+/* ---- TCP stream ----------------------------------------------------------- */
+
+static void tp__sockbufs(int fd, int bytes)
+{
+    if (bytes <= 0)
+        return;
+    /* The FORCE variants pass rmem_max / wmem_max as root; fall back without. */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+static socklen_t tp__sockaddr(struct sockaddr_storage *ss, int family, const unsigned char *addr,
+                              unsigned port)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *s = (void *)ss;
+        s->sin_family = AF_INET;
+        s->sin_port = htons((uint16_t)port);
+        memcpy(&s->sin_addr, addr, 4);
+        return sizeof(*s);
+    }
+    struct sockaddr_in6 *s6 = (void *)ss;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    memcpy(&s6->sin6_addr, addr, 16);
+    return sizeof(*s6);
+}
+
+static void tp__nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int tp__sock_setup(struct tp__worker *w)
+{
+    const struct tp_sock_cfg *c = &w->pump->cfg.sock;
+    int kind = w->pump->cfg.kind;
+    unsigned lport = c->local_port ? c->local_port + (unsigned)w->idx : 0;
+    int fd, one = 1;
+
+    w->local_len = tp__sockaddr(&w->local, c->family, c->local_addr, lport);
+    if (c->has_remote) {
+        w->peer_len = tp__sockaddr(&w->peer, c->family, c->remote_addr, c->remote_port + (unsigned)w->idx);
+        w->peer_known = 1;
+    }
+    if (kind == TP_KIND_TCP && !c->listen)
+        return 0;   /* the worker connects, and reconnects, by itself */
+
+    fd = socket(c->family, (kind == TP_KIND_UDP ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (kind == TP_KIND_TCP)
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    tp__sockbufs(fd, c->sock_buf);
+    if (bind(fd, (struct sockaddr *)&w->local, w->local_len) < 0 ||
+        (kind == TP_KIND_TCP && listen(fd, 8) < 0)) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    if (kind == TP_KIND_UDP) {
+        w->peer_fd = fd;
+        w->own_peer_fd = 1;
+    } else {
+        w->listen_fd = fd;
+    }
+    return 0;
+}
+
+static void tp__tcp_up(struct tp__worker *w, int fd)
+{
+    w->peer_fd = fd;
+    w->own_peer_fd = 1;
+    w->tcp = TP__TCP_UP;
+    w->backoff_ms = 100;
+    w->stream_len = w->stream_pos = 0;
+    w->stream_bad = 0;
+    tp__nodelay(fd);
+    TP__ADD(w->st.connects, 1);
+}
+
+static void tp__tcp_retry_later(struct tp__worker *w)
+{
+    w->tcp = TP__TCP_DOWN;
+    w->next_connect_ns = tp__now_ns() + (int64_t)w->backoff_ms * 1000000;
+    w->backoff_ms = w->backoff_ms * 2 > 5000 ? 5000 : w->backoff_ms * 2;
+}
+
+void tp__tcp_connect(struct tp__worker *w)
+{
+    const struct tp_sock_cfg *c = &w->pump->cfg.sock;
+    int fd = socket(c->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        tp__tcp_retry_later(w);
+        return;
+    }
+    tp__sockbufs(fd, c->sock_buf);
+    if (c->local_port) {
+        int one = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        (void)bind(fd, (struct sockaddr *)&w->local, w->local_len);
+    }
+    if (connect(fd, (struct sockaddr *)&w->peer, w->peer_len) == 0) {
+        tp__tcp_up(w, fd);
+    } else if (errno == EINPROGRESS) {
+        w->peer_fd = fd;
+        w->own_peer_fd = 1;
+        w->tcp = TP__TCP_CONNECTING;
+    } else {
+        close(fd);
+        tp__tcp_retry_later(w);
+    }
+}
+
+void tp__tcp_connected(struct tp__worker *w)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(w->peer_fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err == 0) {
+        int fd = w->peer_fd;
+        tp__tcp_up(w, fd);
+        return;
+    }
+    close(w->peer_fd);
+    w->peer_fd = -1;
+    tp__tcp_retry_later(w);
+}
+
+void tp__tcp_accept(struct tp__worker *w)
+{
+    int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd < 0)
+        return;
+    /* A new client replaces the old connection: after a crash or a silent
+     * network change the old one may never report its death. */
+    if (w->peer_fd >= 0)
+        tp__tcp_drop_conn(w, 0);
+    tp__sockbufs(fd, w->pump->cfg.sock.sock_buf);
+    tp__tcp_up(w, fd);
+}
+
+void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error)
+{
+    if (w->peer_fd >= 0) {
+        close(w->peer_fd);
+        w->peer_fd = -1;
+    }
+    if (w->tcp == TP__TCP_UP)
+        TP__ADD(w->st.disconnects, 1);
+    if (protocol_error)
+        TP__ADD(w->st.protocol_errors, 1);
+    tp__dir_drop_rest(&w->d[0], &w->st.dir[0], TP_DROP_NO_CONNECTION);
+    tp__dir_drop_rest(&w->d[1], &w->st.dir[1], TP_DROP_NO_CONNECTION);
+    w->stream_len = w->stream_pos = 0;
+    w->stream_bad = 0;
+    if (w->pump->cfg.sock.listen)
+        w->tcp = TP__TCP_DOWN;
+    else
+        tp__tcp_retry_later(w);
+}
+
+int tp__tcp_has_frame(const struct tp__worker *w)
+{
+    size_t avail = w->stream_len - w->stream_pos;
+    const uint8_t *s = w->stream + w->stream_pos;
+
+    if (w->tcp != TP__TCP_UP)
+        return 0;
+    if (w->stream_bad)
+        return 1;
+    if (avail < 2)
+        return 0;
+    return avail >= 2 + (size_t)((s[0] << 8) | s[1]);
+}
+
+int tp__tcp_frames(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                   struct tp_dir_stats *st)
+{
+    unsigned max_frame = w->pump->cfg.sock.max_frame;
+
+    d->n = d->next = 0;
+    d->off = 0;
+    while (d->n < batch && !w->stream_bad) {
+        size_t avail = w->stream_len - w->stream_pos;
+        uint8_t *s = w->stream + w->stream_pos;
+        unsigned flen;
+
+        if (avail < 2)
+            break;
+        flen = ((unsigned)s[0] << 8) | s[1];
+        if (flen == 0 || flen > max_frame) {
+            w->stream_bad = 1;   /* the stream is out of step: close after this batch */
+            break;
+        }
+        if (avail < 2 + (size_t)flen)
+            break;
+        w->stream_pos += 2 + flen;
+        TP__ADD(st->pkts_in, 1);
+        TP__ADD(st->bytes_in, flen);
+        if (!tp__plausible(dev, s + 2, flen)) {
+            tp__drop(st, TP_DROP_MALFORMED);
+            continue;
+        }
+        struct tp__pkt *p = &d->pkts[d->n++];
+        p->data = s + 2;
+        p->len = flen;
+        p->pre = NULL;
+        p->prelen = 0;
+    }
+    if (d->n)
+        TP__ADD(st->batches, 1);
+    return d->n;
+}
+
+int tp__tcp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st)
+{
+    ssize_t r;
+
+    if (w->tcp != TP__TCP_UP)
+        return 0;
+    do {
+        r = read(w->peer_fd, w->stream + w->stream_len, TP__STREAM_SIZE - w->stream_len);
+    } while (r < 0 && errno == EINTR);
+    TP__ADD(st->read_calls, 1);
+    if (r == 0 || (r < 0 && errno != EAGAIN)) {
+        tp__tcp_drop_conn(w, 0);   /* closed or reset by the peer */
+        return 0;
+    }
+    if (r > 0)
+        w->stream_len += (size_t)r;
+    return tp__tcp_frames(w, dev, d, batch, st);
+}
+
+/* The batch from the stream went out: keep only the bytes not yet framed. */
+void tp__tcp_consumed(struct tp__worker *w)
+{
+    if (w->stream_bad) {
+        tp__tcp_drop_conn(w, 1);
+        return;
+    }
+    if (w->stream_pos == 0)
+        return;
+    memmove(w->stream, w->stream + w->stream_pos, w->stream_len - w->stream_pos);
+    w->stream_len -= w->stream_pos;
+    w->stream_pos = 0;
+}
+
+int tp__tcp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st)
+{
+    struct iovec iov[2 * TP_MAX_BATCH];
+    int done = 0;
+
+    if (w->tcp != TP__TCP_UP) {
+        tp__dir_drop_rest(d, st, TP_DROP_NO_CONNECTION);
+        return 0;
+    }
+    while (d->next < d->n) {
+        int i, k = 0;
+        size_t skip = d->off;
+        struct msghdr mh;
+        ssize_t r;
+
+        for (i = d->next; i < d->n; i++) {
+            struct tp__pkt *p = &d->pkts[i];
+            if (p->len > TP__PKT_MAX) {   /* cannot be framed in 2 bytes */
+                if (i == d->next && d->off == 0) {
+                    tp__drop(st, TP_DROP_TOO_BIG);
+                    d->next++;
+                    continue;
+                }
+                break;
+            }
+            d->lenbe[i] = htons((uint16_t)p->len);
+            iov[k].iov_base = (uint8_t *)&d->lenbe[i];
+            iov[k].iov_len = 2;
+            iov[k + 1].iov_base = p->data;
+            iov[k + 1].iov_len = p->len;
+            k += 2;
+        }
+        if (k == 0)
+            continue;
+        /* Skip what an earlier partial send already wrote. */
+        int first = 0;
+        while (skip >= iov[first].iov_len) {
+            skip -= iov[first].iov_len;
+            first++;
+        }
+        iov[first].iov_base = (uint8_t *)iov[first].iov_base + skip;
+        iov[first].iov_len -= skip;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov + first;
+        mh.msg_iovlen = (size_t)(k - first);
+        r = sendmsg(w->peer_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        TP__ADD(st->write_calls, 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                d->pending = 1;
+                return done;
+            }
+            tp__tcp_drop_conn(w, 0);
+            return done;
+        }
+        size_t sent = (size_t)r + d->off;
+        while (d->next < d->n && sent >= 2 + (size_t)d->pkts[d->next].len) {
+            sent -= 2 + (size_t)d->pkts[d->next].len;
+            TP__ADD(st->pkts_out, 1);
+            TP__ADD(st->bytes_out, d->pkts[d->next].len);
+            d->next++;
+            done++;
+        }
+        d->off = sent;
+    }
+    d->pending = 0;
+    d->off = 0;
+    return done;
+}

@@ -1,0 +1,95 @@
+/* The pump: one worker thread per queue fd, forwarding between a TUN/TAP
+ * device and an endpoint (another device, UDP, or a TCP stream) without the
+ * GIL. Public API; functions return 0 or -errno. */
+#ifndef TP_PUMP_H
+#define TP_PUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TP_MAX_BATCH 256
+#define TP_MAX_WORKERS 256
+
+enum tp_kind { TP_KIND_TUN = 1, TP_KIND_UDP = 2, TP_KIND_TCP = 3 };
+
+/* The per-packet prefix a device reads and writes: [PI][vnet_hdr][packet]. */
+struct tp_fmt {
+    int pi;          /* 1: 4-byte packet information header */
+    int vnet_hdr_sz; /* 0, 10 or 12 */
+    int tap;         /* 1: Ethernet frames */
+};
+
+struct tp_dev_cfg {
+    int nfds;
+    const int *fds; /* one per queue; never closed by the pump */
+    struct tp_fmt fmt;
+};
+
+struct tp_sock_cfg {
+    int family;                   /* AF_INET or AF_INET6 */
+    unsigned char local_addr[16];
+    unsigned local_port;          /* host order; worker i uses local_port + i (0: ephemeral) */
+    int has_remote;
+    unsigned char remote_addr[16];
+    unsigned remote_port;         /* worker i talks to remote_port + i */
+    int listen;                   /* TCP: 1 server, 0 client */
+    int learn_peer;               /* UDP: accept the first sender as the peer */
+    int sock_buf;                 /* SO_SNDBUF / SO_RCVBUF bytes; 0: kernel default */
+    int netns_fd;                 /* create sockets in this namespace; -1: caller's */
+    unsigned max_frame;           /* TCP: largest frame accepted */
+};
+
+struct tp_pump_cfg {
+    int nworkers;
+    int batch;                    /* 1..TP_MAX_BATCH */
+    struct tp_dev_cfg dev;
+    int kind;
+    struct tp_dev_cfg peer_dev;   /* TP_KIND_TUN */
+    struct tp_sock_cfg sock;      /* TP_KIND_UDP / TP_KIND_TCP */
+};
+
+enum tp_drop {
+    TP_DROP_ENOBUFS,
+    TP_DROP_TOO_BIG,
+    TP_DROP_MALFORMED,
+    TP_DROP_UNKNOWN_PEER,
+    TP_DROP_NO_PEER,
+    TP_DROP_NO_CONNECTION,
+    TP_DROP_WRITE_ERROR,
+    TP_DROP_OFFLOAD,
+    TP_DROP_STOPPED,
+    TP_DROP__COUNT
+};
+extern const char *const tp_drop_names[TP_DROP__COUNT];
+
+/* Direction 0: device -> endpoint; 1: endpoint -> device. */
+struct tp_dir_stats {
+    uint64_t pkts_in, bytes_in, pkts_out, bytes_out;
+    uint64_t batches, read_calls, write_calls;
+    uint64_t drops[TP_DROP__COUNT];
+};
+
+struct tp_worker_stats {
+    struct tp_dir_stats dir[2];
+    uint64_t wakeups;
+    uint64_t connects, disconnects, protocol_errors, peer_learned;
+};
+
+struct tp_pump;
+
+/* Validate cfg, make sockets (errors come back here, not from a thread) and
+ * start the workers. On failure *err names the step. */
+int tp_pump_start(const struct tp_pump_cfg *cfg, struct tp_pump **out, const char **err);
+/* Ask every worker to stop, join them, close what the pump opened. Idempotent. */
+int tp_pump_stop(struct tp_pump *p);
+/* Wait up to timeout_ms for a worker to end on its own (an error): 1 if one
+ * did, 0 on timeout. */
+int tp_pump_wait(struct tp_pump *p, int timeout_ms);
+/* The first worker error: 0, or -errno with *where naming the operation. */
+int tp_pump_error(const struct tp_pump *p, int *worker, const char **where);
+int tp_pump_nworkers(const struct tp_pump *p);
+void tp_pump_stats(const struct tp_pump *p, int worker, struct tp_worker_stats *out);
+/* Free after stop. */
+void tp_pump_free(struct tp_pump *p);
+
+#endif

@@ -1,0 +1,109 @@
+/* State shared by the pump's files (tp_pump.c, tp_endpoint.c). Not public. */
+#ifndef TP_PUMP_INTERNAL_H
+#define TP_PUMP_INTERNAL_H
+
+#include "tp_pump.h"
+
+#include <pthread.h>
+#include <sys/socket.h>
+
+#define TP__HEADROOM 64                          /* room for any prefix before a packet */
+#define TP__PKT_MAX 65535                        /* the largest IP packet / frame */
+#define TP__BUF_SIZE (TP__HEADROOM + TP__PKT_MAX + 64)
+#define TP__STREAM_SIZE (256 * 1024)             /* TCP receive buffer: several frames */
+
+/* Single writer (the worker); readers load relaxed. */
+#define TP__ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)
+
+struct tp__pkt {
+    uint8_t *data;   /* the packet (L3 for TUN, L2 for TAP) */
+    uint32_t len;
+    uint8_t *pre;    /* the prefix read with it (PI / vnet_hdr), or NULL */
+    uint32_t prelen;
+};
+
+struct tp__dir {
+    int n;                          /* packets in the batch */
+    int next;                       /* next one to send */
+    size_t off;                     /* TCP: bytes of packet `next` (with length) already sent */
+    int pending;                    /* unsent packets wait for the sink to be writable */
+    uint8_t *bufs;                  /* batch * TP__BUF_SIZE, made at start */
+    struct tp__pkt pkts[TP_MAX_BATCH];
+    uint8_t scratch[TP_MAX_BATCH][16];   /* prefixes made for the sink */
+    uint16_t lenbe[TP_MAX_BATCH];        /* TCP frame lengths, big-endian */
+    struct sockaddr_storage names[TP_MAX_BATCH];
+};
+
+enum tp__tcp_state { TP__TCP_DOWN, TP__TCP_CONNECTING, TP__TCP_UP };
+
+struct tp__worker {
+    struct tp_worker_stats st;      /* first: its own cache lines */
+    struct tp_pump *pump;
+    int idx;
+    pthread_t thread;
+    int thread_started;
+
+    int dev_fd;                     /* queue fd of the device (not ours) */
+    int peer_fd;                    /* peer device queue, UDP socket or TCP connection */
+    int listen_fd;                  /* TCP server */
+    int own_peer_fd;                /* 1 when the pump opened peer_fd */
+
+    /* UDP / TCP */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    int peer_known;
+    struct sockaddr_storage local;
+    socklen_t local_len;
+    enum tp__tcp_state tcp;
+    int64_t next_connect_ns;
+    int backoff_ms;
+    uint8_t *stream;                /* TCP bytes received, not yet framed */
+    size_t stream_len, stream_pos;
+    int stream_bad;                 /* a bad frame length: close after this batch */
+
+    struct tp__dir d[2];
+
+    int err;                        /* -errno of the error that ended the worker */
+    const char *err_where;
+} __attribute__((aligned(64)));
+
+struct tp_pump {
+    struct tp_pump_cfg cfg;
+    int stop_fd;                    /* eventfd: workers stop */
+    int exit_fd;                    /* eventfd: a worker ended on its own */
+    int netns_fd;
+    int stopped;
+    int nworkers;
+    struct tp__worker *w;
+};
+
+int64_t tp__now_ns(void);
+
+/* tp_endpoint.c: sockets and batch I/O for each kind of endpoint. Return the
+ * number of packets handled, 0 when the fd had nothing / took nothing
+ * (EAGAIN), or -errno on an error that ends the worker. */
+int tp__sock_setup(struct tp__worker *w);           /* UDP socket or TCP listen socket */
+void tp__tcp_connect(struct tp__worker *w);        /* client: start a connection attempt */
+void tp__tcp_connected(struct tp__worker *w);      /* client: the attempt finished */
+void tp__tcp_accept(struct tp__worker *w);
+void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error);
+
+int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st);
+int tp__tun_write(int fd, const struct tp_fmt *dst, const struct tp_fmt *src,
+                  struct tp__dir *d, struct tp_dir_stats *st);
+int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st);
+int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st);
+int tp__tcp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                 struct tp_dir_stats *st);
+int tp__tcp_frames(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
+                   struct tp_dir_stats *st);
+int tp__tcp_has_frame(const struct tp__worker *w);
+void tp__tcp_consumed(struct tp__worker *w);
+int tp__tcp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st);
+
+/* Drop the unsent rest of a batch, counting it under `reason`. */
+void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop reason);
+
+#endif

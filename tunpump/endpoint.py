@@ -1,0 +1,165 @@
+"""Where a pump sends a device's packets: another device (a relay), a UDP
+peer, or a TCP stream framed like simpletun (2-byte big-endian length).
+
+With N queues, worker i uses local port P+i and remote port P+i, so each
+queue has its own socket and one flow stays on one worker end to end. With one
+queue this is exactly simpletun's single connection on port 55555."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+Address = Union[str, Tuple[str, int]]
+SIMPLETUN_PORT = 55555
+DEFAULT_SOCK_BUF = 4 << 20  # default ~208 KiB buffers cost tunnels most of their TCP throughput
+
+
+def parse_address(value: Address, arg: str, default_port: Optional[int] = None) -> Tuple[str, int]:
+    """("198.18.0.1", 5000), "198.18.0.1:5000", "[fd00::1]:5000" or, with a
+    default port, a bare address."""
+    host: str
+    port: Optional[int]
+    if isinstance(value, tuple) and len(value) == 2:
+        host, port = value[0], value[1]
+    elif isinstance(value, str):
+        s = value.strip()
+        if s.startswith("["):
+            host, _, rest = s[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+            if rest and port is None:
+                raise ValueError(f"{arg}={value!r}: expected [IPv6]:PORT")
+        elif s.count(":") == 1:
+            host, _, p = s.partition(":")
+            if not p.isdigit():
+                raise ValueError(f"{arg}={value!r}: the port must be a number")
+            port = int(p)
+        else:
+            host, port = s, None
+    else:
+        raise ValueError(f"{arg}={value!r}: expected (host, port) or 'HOST:PORT'")
+    if port is None:
+        port = default_port
+    if port is None or isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"{arg}={value!r}: expected a port from 0 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0]
+        except (socket.gaierror, UnicodeError):
+            raise ValueError(f"{arg}={value!r}: {host!r} is not an IP address or a known host name") from None
+    return host, port
+
+
+def _packed(host: str) -> Tuple[int, bytes]:
+    ip = ipaddress.ip_address(host)
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), ip.packed
+
+
+@dataclass
+class _SocketEndpoint:
+    local: Tuple[str, int]
+    remote: Optional[Tuple[str, int]]
+    netns: Optional[str]
+    sock_buf: int
+
+    def _sock_cfg(self, queues: int) -> dict:
+        fam, laddr = _packed(self.local[0])
+        cfg = {"family": fam, "local_addr": laddr, "local_port": self.local[1],
+               "remote_addr": None, "remote_port": 0, "sock_buf": self.sock_buf}
+        if self.remote is not None:
+            rfam, raddr = _packed(self.remote[0])
+            if rfam != fam:
+                raise ValueError(f"local={self.local!r} and remote={self.remote!r}: not the same IP version")
+            cfg["remote_addr"], cfg["remote_port"] = raddr, self.remote[1]
+            if self.remote[1] == 0:
+                raise ValueError(f"remote={self.remote!r}: the remote port cannot be 0")
+            if self.remote[1] + queues - 1 > 65535:
+                raise ValueError(f"remote={self.remote!r}: ports {self.remote[1]}..{self.remote[1] + queues - 1} "
+                                 f"(one per queue) run past 65535")
+        if self.local[1] and self.local[1] + queues - 1 > 65535:
+            raise ValueError(f"local={self.local!r}: ports (one per queue) run past 65535")
+        return cfg
+
+
+def _check_buf(sock_buf: int) -> int:
+    if isinstance(sock_buf, bool) or not isinstance(sock_buf, int) or not 0 <= sock_buf <= 1 << 30:
+        raise ValueError(f"sock_buf={sock_buf!r}: expected bytes from 0 (kernel default) to 1 GiB")
+    return sock_buf
+
+
+class UDPEndpoint(_SocketEndpoint):
+    """A UDP peer. Each worker binds local port P+i and sends to remote port
+    P+i. Datagrams from any other source are dropped and counted
+    (``unknown_peer``). Without ``remote``, ``learn_peer`` mode takes the first
+    sender of each worker's socket as its peer (a server for one client)."""
+
+    def __init__(self, local: Address = ("0.0.0.0", 0), remote: Optional[Address] = None, *,
+                 learn_peer: Optional[bool] = None, netns: Optional[str] = None,
+                 sock_buf: int = DEFAULT_SOCK_BUF) -> None:
+        loc = parse_address(local, "local", 0)
+        rem = parse_address(remote, "remote") if remote is not None else None
+        if learn_peer is None:
+            learn_peer = rem is None
+        if rem is None and not learn_peer:
+            raise ValueError("remote=None: give the peer's address, or learn_peer=True to take the first sender")
+        if rem is not None and learn_peer:
+            raise ValueError("learn_peer=True: only without a remote address")
+        if learn_peer and loc[1] == 0:
+            raise ValueError("local: a server that learns its peer needs a fixed local port")
+        if rem is not None and loc[0] in ("0.0.0.0", "::"):
+            fam, _ = _packed(rem[0])
+            loc = ("::" if fam == socket.AF_INET6 else "0.0.0.0", loc[1])
+        super().__init__(loc, rem, netns, _check_buf(sock_buf))
+        self.learn_peer = learn_peer
+
+    def __repr__(self) -> str:
+        return f"UDPEndpoint(local={self.local!r}, remote={self.remote!r}, learn_peer={self.learn_peer})"
+
+    def sock_cfg(self, queues: int) -> dict:
+        cfg = self._sock_cfg(queues)
+        cfg["learn_peer"] = int(self.learn_peer)
+        return cfg
+
+
+class TCPEndpoint(_SocketEndpoint):
+    """A TCP stream with simpletun's framing: each packet preceded by its
+    length as a 2-byte big-endian integer. Use :meth:`listen` (server) or
+    :meth:`connect` (client). A frame of length 0 or above ``max_frame`` is a
+    protocol error: counted, the connection is closed, and the client
+    reconnects (backoff 0.1 s doubling to 5 s) or the server accepts anew.
+    A new client replaces the server's current connection."""
+
+    def __init__(self, local: Address, remote: Optional[Address], *, listen: bool,
+                 netns: Optional[str] = None, sock_buf: int = DEFAULT_SOCK_BUF,
+                 max_frame: int = 65535) -> None:
+        loc = parse_address(local, "local", SIMPLETUN_PORT if listen else 0)
+        rem = parse_address(remote, "remote", SIMPLETUN_PORT) if remote is not None else None
+        if isinstance(max_frame, bool) or not isinstance(max_frame, int) or not 1 <= max_frame <= 65535:
+            raise ValueError(f"max_frame={max_frame!r}: expected 1..65535 bytes")
+        if rem is not None and loc[0] in ("0.0.0.0", "::"):
+            fam, _ = _packed(rem[0])
+            loc = ("::" if fam == socket.AF_INET6 else "0.0.0.0", loc[1])
+        super().__init__(loc, rem, netns, _check_buf(sock_buf))
+        self.is_listener = listen
+        self.max_frame = max_frame
+
+    @classmethod
+    def listen(cls, local: Address = ("0.0.0.0", SIMPLETUN_PORT), **kw) -> "TCPEndpoint":
+        return cls(local, None, listen=True, **kw)
+
+    @classmethod
+    def connect(cls, remote: Address, local: Address = ("0.0.0.0", 0), **kw) -> "TCPEndpoint":
+        return cls(local, remote, listen=False, **kw)
+
+    def __repr__(self) -> str:
+        role = f"listen={self.local!r}" if self.is_listener else f"connect={self.remote!r}"
+        return f"TCPEndpoint({role})"
+
+    def sock_cfg(self, queues: int) -> dict:
+        cfg = self._sock_cfg(queues)
+        cfg["listen"] = int(self.is_listener)
+        cfg["max_frame"] = self.max_frame
+        return cfg
