@@ -46,6 +46,83 @@ def _dev_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate_line(prev: dict, cur: dict, secs: float) -> str:
+    parts = []
+    for key, label in (("to_endpoint", "dev->ep"), ("to_device", "ep->dev")):
+        a, b = prev.get(key, {}), cur[key]
+        pk = b["packets_out"] - a.get("packets_out", 0)
+        by = b["bytes_out"] - a.get("bytes_out", 0)
+        parts.append(f"{label} {pk / secs / 1e3:8.1f} kpps {by * 8 / secs / 1e9:7.3f} Gbit/s")
+    drops = sum(sum(cur[k]["drops"].values()) for k in ("to_endpoint", "to_device"))
+    return " | ".join(parts) + f" | drops {drops}"
+
+
+def _serve(pump, stats_every: Optional[float]) -> int:
+    """Run until SIGINT/SIGTERM, printing a stats line every `stats_every` s."""
+    import signal
+    import threading
+    import time
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    pump.start()
+    print(f"tunpump: {pump.device.name} <-> {pump.endpoint!r} running; Ctrl-C stops", flush=True)
+    try:
+        last, t_last = pump.stats(), time.monotonic()
+        while not stop.wait(0.2):
+            err = pump.error()
+            if err is not None:
+                raise err
+            now = time.monotonic()
+            if stats_every and now - t_last >= stats_every:
+                cur = pump.stats()
+                print(_rate_line(last, cur, now - t_last), flush=True)
+                last, t_last = cur, now
+    finally:
+        pump.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    total = pump.stats()
+    if stats_every:
+        print("total: " + json.dumps({k: total[k]["packets_out"] for k in ("to_endpoint", "to_device")}),
+              flush=True)
+    return 0
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from .device import Device
+    from .pump import Pump
+    mode = "tap" if args.tap else "tun"
+    with Device(args.dev_a, mode, queues=args.queues, vnet_hdr=args.vnet_hdr, netns=args.netns_a) as a, \
+            Device(args.dev_b, mode, queues=args.queues, vnet_hdr=args.vnet_hdr, netns=args.netns_b) as b:
+        return _serve(Pump(a, b, batch=args.batch), args.stats)
+
+
+def _tunnel(args: argparse.Namespace) -> int:
+    from .device import Device
+    from .endpoint import TCPEndpoint, UDPEndpoint
+    from .pump import Pump
+    mode = "tap" if args.tap else "tun"
+    if args.tcp:
+        ep = (TCPEndpoint.listen(args.listen) if args.listen else TCPEndpoint.connect(args.connect))
+    elif args.listen:
+        ep = UDPEndpoint(args.listen, args.remote) if args.remote else UDPEndpoint(args.listen)
+    else:
+        ep = UDPEndpoint(args.local or ("0.0.0.0", 0), args.connect)
+    with Device(args.dev, mode, queues=args.queues, vnet_hdr=args.vnet_hdr) as dev:
+        link = dev.link
+        if args.mtu:
+            link.set_mtu(args.mtu)
+        for addr in args.address or []:
+            link.add_address(addr, peer=args.peer, nodad=True) if args.peer and mode == "tun" \
+                else link.add_address(addr, nodad=True)
+        link.up()
+        return _serve(Pump(dev, ep, batch=args.batch), args.stats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tunpump", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,6 +148,39 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.add_argument("--netns")
     show.set_defaults(func=_dev_show)
+
+    relay = sub.add_parser("relay", help="forward between two devices, queue i to queue i")
+    relay.add_argument("dev_a")
+    relay.add_argument("dev_b")
+    relay.add_argument("--queues", type=int, default=1)
+    relay.add_argument("--tap", action="store_true")
+    relay.add_argument("--vnet-hdr", action="store_true", help="pass offloaded super-packets through")
+    relay.add_argument("--netns-a", help="create/attach DEV_A in this namespace")
+    relay.add_argument("--netns-b", help="create/attach DEV_B in this namespace")
+    relay.add_argument("--batch", type=int, default=64)
+    relay.add_argument("--stats", type=float, metavar="SECONDS", help="print a stats line this often")
+    relay.set_defaults(func=_relay)
+
+    tun = sub.add_parser("tunnel", help="a device tunnelled over UDP or TCP")
+    tun.add_argument("--dev", required=True, help="device name or pattern")
+    tun.add_argument("--tap", action="store_true")
+    kind = tun.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--udp", action="store_true")
+    kind.add_argument("--tcp", action="store_true", help="simpletun framing (2-byte length)")
+    role = tun.add_mutually_exclusive_group(required=True)
+    role.add_argument("--listen", metavar="ADDR:PORT",
+                      help="server: TCP listens; UDP binds and takes the first sender as its peer")
+    role.add_argument("--connect", metavar="ADDR:PORT", help="client: the server's address")
+    tun.add_argument("--remote", metavar="ADDR:PORT", help="UDP with --listen: a fixed peer instead of learning it")
+    tun.add_argument("--local", metavar="ADDR:PORT", help="UDP with --connect: the local address")
+    tun.add_argument("--address", action="append", metavar="CIDR", help="address for the device (repeatable)")
+    tun.add_argument("--peer", help="TUN: the far end of the point-to-point link")
+    tun.add_argument("--mtu", type=int)
+    tun.add_argument("--queues", type=int, default=1, help="worker i uses port PORT+i")
+    tun.add_argument("--vnet-hdr", action="store_true")
+    tun.add_argument("--batch", type=int, default=64)
+    tun.add_argument("--stats", type=float, metavar="SECONDS", help="print a stats line this often")
+    tun.set_defaults(func=_tunnel)
     return p
 
 
@@ -88,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             setattr(args, attr, _owner_arg(getattr(args, attr)))
     try:
         return args.func(args)
-    except (TunpumpError, ValueError, FileNotFoundError) as exc:
+    except (TunpumpError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"tunpump: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
