@@ -123,6 +123,18 @@ def _tunnel(args: argparse.Namespace) -> int:
         return _serve(Pump(dev, ep, batch=args.batch), args.stats)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+    try:
+        return bench.run(args)
+    except bench.BenchError as exc:
+        print(f"tunpump bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntunpump bench: interrupted; everything it made was removed", file=sys.stderr)
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tunpump", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -181,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--batch", type=int, default=64)
     tun.add_argument("--stats", type=float, metavar="SECONDS", help="print a stats line this often")
     tun.set_defaults(func=_tunnel)
+
+    from . import bench
+    b = sub.add_parser("bench", help="benchmark tunpump against baselines, in namespaces it makes")
+    bench.build_parser(b)
+    b.set_defaults(func=_bench)
     return p
 
 

@@ -333,8 +333,8 @@ class Device:
 
 def list_devices(netns: Optional[str] = None) -> List[dict]:
     """Every TUN/TAP device in the namespace, as the kernel describes it."""
-    from pyroute2 import IPRoute
-    with (IPRoute(netns=netns) if netns else IPRoute()) as ipr:
+    from .link import netlink
+    with netlink(netns) as ipr:
         names = [m.get_attr("IFLA_IFNAME") for m in ipr.get_links()
                  if (m.get_attr("IFLA_LINKINFO") or {}) and
                  m.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "tun"]

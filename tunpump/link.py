@@ -19,6 +19,16 @@ def _netlink_error(exc: NetlinkError, what: str) -> OSError:
     return TunpumpError(code, f"{what} failed: {exc}")
 
 
+def netlink(netns: Optional[str] = None) -> IPRoute:
+    """A netlink socket in `netns`. It is made with this thread briefly inside
+    the namespace (a socket stays bound to the namespace it was made in),
+    rather than with pyroute2's netns= option, which forks a helper process
+    for every socket."""
+    from .netns import entered
+    with entered(netns):
+        return IPRoute()
+
+
 class Link:
     """A network interface, by name, in a namespace (None: the caller's)."""
 
@@ -30,7 +40,7 @@ class Link:
         return f"Link({self.name!r}, netns={self.netns!r})"
 
     def _ipr(self) -> IPRoute:
-        return IPRoute(netns=self.netns) if self.netns else IPRoute()
+        return netlink(self.netns)
 
     def _index(self, ipr: IPRoute) -> int:
         found = ipr.link_lookup(ifname=self.name)

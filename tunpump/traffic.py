@@ -23,7 +23,8 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def sink(port: int, host: str = "::", timeout: float = 60.0, ready_fd: int = -1) -> dict:
+def sink(port: int, host: str = "::", timeout: float = 60.0, ready_fd: int = -1,
+         hash_data: bool = True) -> dict:
     srv = socket.socket(_family(host), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if srv.family == socket.AF_INET6:
@@ -47,16 +48,21 @@ def sink(port: int, host: str = "::", timeout: float = 60.0, ready_fd: int = -1)
             break
         if start is None:
             start = time.monotonic()
-        h.update(view[:n])
+        if hash_data:
+            h.update(view[:n])
         total += n
     secs = time.monotonic() - (start or time.monotonic())
     conn.close()
     srv.close()
-    return {"bytes": total, "sha256": h.hexdigest(), "seconds": secs,
+    return {"bytes": total, "sha256": h.hexdigest() if hash_data else None, "seconds": secs,
             "gbps": total * 8 / secs / 1e9 if secs > 0 else 0.0}
 
 
-def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int = 1) -> dict:
+def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int = 1,
+           seconds: float = 0.0, hash_data: bool = True) -> dict:
+    """Send nbytes, or for `seconds` when that is set (whichever ends first).
+    Without hash_data the same buffer is sent again and again: a load
+    generator that costs the CPU next to nothing."""
     import random
     rnd = random.Random(seed)
     deadline = time.monotonic() + timeout
@@ -73,22 +79,24 @@ def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int =
     blocks = [rnd.randbytes(CHUNK) for _ in range(4)]
     sent = 0
     start = time.monotonic()
+    stop_at = start + seconds if seconds > 0 else deadline
     i = 0
     while sent < nbytes:
         block = blocks[i % 4][: nbytes - sent]
-        # Vary the first bytes so no two chunks are equal: reordering shows in the hash.
-        block = i.to_bytes(8, "big") + block[8:] if len(block) > 8 else block
+        if hash_data:
+            # Vary the first bytes so no two chunks are equal: reordering shows in the hash.
+            block = i.to_bytes(8, "big") + block[8:] if len(block) > 8 else block
+            h.update(block)
         conn.sendall(block)
-        h.update(block)
         sent += len(block)
         i += 1
-        if time.monotonic() > deadline:
+        if time.monotonic() > min(deadline, stop_at):
             break
     conn.shutdown(socket.SHUT_WR)
     conn.recv(1)  # wait for the sink to close: the bytes arrived
     secs = time.monotonic() - start
     conn.close()
-    return {"bytes": sent, "sha256": h.hexdigest(), "seconds": secs,
+    return {"bytes": sent, "sha256": h.hexdigest() if hash_data else None, "seconds": secs,
             "gbps": sent * 8 / secs / 1e9 if secs > 0 else 0.0}
 
 
@@ -100,16 +108,19 @@ def main(argv=None) -> int:
     s.add_argument("--host", default="::")
     s.add_argument("--timeout", type=float, default=60.0)
     s.add_argument("--ready-fd", type=int, default=-1)
+    s.add_argument("--no-hash", action="store_true", help="count bytes only (load generation)")
     c = sub.add_parser("source")
     c.add_argument("--host", required=True)
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--bytes", type=int, required=True)
     c.add_argument("--timeout", type=float, default=60.0)
+    c.add_argument("--seconds", type=float, default=0.0, help="stop after this long")
+    c.add_argument("--no-hash", action="store_true", help="send one buffer repeatedly, no hashing")
     a = p.parse_args(argv)
     if a.cmd == "sink":
-        out = sink(a.port, a.host, a.timeout, a.ready_fd)
+        out = sink(a.port, a.host, a.timeout, a.ready_fd, hash_data=not a.no_hash)
     else:
-        out = source(a.host, a.port, a.bytes, a.timeout)
+        out = source(a.host, a.port, a.bytes, a.timeout, seconds=a.seconds, hash_data=not a.no_hash)
     print(json.dumps(out), flush=True)
     return 0
 

@@ -1,0 +1,78 @@
+"""`python -m tunpump bench`: quick JSON run validates against the documented
+schema; nothing is left behind, also after SIGINT mid-run; clear refusals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench_schema.json")))
+
+
+def leftovers():
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    mine = [ln.split()[0] for ln in ns.splitlines() if ln.startswith("tpb")]
+    return mine
+
+
+def test_quick_json_validates(privileged):
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--quick", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["quick"] is True
+    names = {x["scenario"] for x in doc["results"]}
+    assert {"veth", "py-relay", "relay-vnet", "udp", "tcp"} <= names
+    for res in doc["results"]:
+        assert res["bytes"] > 0 and res["gbps"] > 0, res
+        if res["forwarder"] == "tunpump":
+            assert "veth" in res["ratios"] and "python" in res["ratios"]
+            assert res["bytes_per_syscall"] > 0
+    assert time.monotonic() - t0 < 60  # generous: the bench itself promises 20 s
+    assert leftovers() == []
+
+
+def test_sigint_mid_run_cleans_up(privileged):
+    p = subprocess.Popen([sys.executable, "-m", "tunpump", "bench", "--scenario", "relay-vnet",
+                          "--seconds", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 20
+        while not leftovers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # traffic is flowing
+        assert leftovers(), "the bench never built its namespaces"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    assert leftovers() == []
+    link = subprocess.run(["ip", "-o", "link", "show", "type", "tun"], capture_output=True, text=True).stdout
+    assert "tpb" not in link
+
+
+def test_bench_refuses_without_root():
+    # import first: after dropping root the interpreter's own files under /root are unreadable
+    code = ("import os, sys; from tunpump.bench import main; import tunpump.device, tunpump.pump;"
+            "os.setgroups([]); os.setgid(65534); os.setuid(65534); sys.exit(main(['--quick']))")
+    if os.geteuid() != 0:
+        r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--quick"], capture_output=True, text=True)
+    else:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert "needs root" in r.stderr
+
+
+def test_unknown_scenario_is_refused():
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--scenario", "warp"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "invalid choice: 'warp'" in r.stderr

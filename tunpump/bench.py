@@ -1,0 +1,371 @@
+"""`python -m tunpump bench`: builds its own namespaces, veth underlay and
+devices, runs each scenario with kernel TCP traffic, and reports Gbit/s with
+ratios to baselines measured in the same run (the bare veth pair and a
+pure-Python os.read/os.write forwarder). Everything it makes is removed on
+exit, on failure and on Ctrl-C / SIGTERM. The JSON schema is documented in
+benchmarks/README.md and shipped as tunpump/bench_schema.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+SCHEMA = "tunpump-bench/1"
+INNER_A, INNER_B = "198.18.31.1", "198.18.31.2"
+UNDER_A, UNDER_B = "198.18.30.1", "198.18.30.2"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    endpoint: str      # veth | relay | udp | tcp
+    forwarder: str     # kernel | tunpump | python
+    offloads: bool
+    queues: int = 1
+    streams: int = 1
+    baseline: bool = False
+    doc: str = ""
+
+
+SCENARIOS = [
+    Scenario("veth", "veth", "kernel", True, baseline=True, doc="bare veth pair: the ceiling"),
+    Scenario("py-relay", "relay", "python", False, baseline=True, doc="Python loop, one packet per read"),
+    Scenario("py-relay-vnet", "relay", "python", True, baseline=True, doc="Python loop passing super-packets"),
+    Scenario("relay-vnet", "relay", "tunpump", True, doc="tunpump relay, vnet_hdr super-packets"),
+    Scenario("relay", "relay", "tunpump", False, doc="tunpump relay, per packet"),
+    Scenario("relay-vnet-2q", "relay", "tunpump", True, queues=2, streams=4, doc="2 queues, 4 TCP streams"),
+    Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
+    Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel"),
+    Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing)"),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+class BenchError(Exception):
+    pass
+
+
+def _check_environment() -> None:
+    if os.geteuid() != 0:
+        raise BenchError("the bench needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create "
+                         "namespaces and TUN devices; run it with sudo")
+    if not os.path.exists("/dev/net/tun"):
+        raise BenchError("/dev/net/tun is missing: load the tun module (modprobe tun)")
+    if not shutil.which("ip"):
+        raise BenchError("the bench needs iproute2's `ip` command to build its namespaces")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+class World:
+    """Namespaces, processes and pumps of one scenario; close() removes all."""
+
+    def __init__(self) -> None:
+        self.namespaces: List[str] = []
+        self.procs: List[subprocess.Popen] = []
+        self.closers: List = []
+
+    def netns(self) -> str:
+        name = f"tpb{os.getpid()}x{len(self.namespaces)}"
+        _ip("netns", "add", name)
+        self.namespaces.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        return name
+
+    def veth(self, n1: str, n2: str) -> None:
+        a, b = f"tpbv{os.getpid() % 10000}a", f"tpbv{os.getpid() % 10000}b"
+        _ip("-n", n1, "link", "add", a, "type", "veth", "peer", "name", b, "netns", n2)
+        _ip("-n", n1, "addr", "add", f"{UNDER_A}/24", "dev", a)
+        _ip("-n", n2, "addr", "add", f"{UNDER_B}/24", "dev", b)
+        _ip("-n", n1, "link", "set", a, "up")
+        _ip("-n", n2, "link", "set", b, "up")
+
+    def spawn(self, ns: str, *args: str) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def close(self) -> None:
+        for c in reversed(self.closers):
+            try:
+                c()
+            except Exception:
+                pass
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()  # by PID: only what the bench started
+                try:
+                    p.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=3)
+        for n in self.namespaces:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.namespaces.clear()
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _configure(name: str, ns: str, local: str, peer: str, mtu: int) -> None:
+    from .link import Link
+    Link(name, ns).up().set_mtu(mtu).add_address(f"{local}/32", peer=peer)
+
+
+def _wait_ready(p: subprocess.Popen) -> None:
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        raise BenchError(f"the Python forwarder did not start: {line}{p.stderr.read()}")
+
+
+def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64) -> dict:
+    from .device import Device
+    from .endpoint import TCPEndpoint, UDPEndpoint
+    from .pump import Pump
+
+    w = World()
+    pumps: List[Pump] = []
+    forwarders: List[subprocess.Popen] = []
+    mtu = 1500 if sc.endpoint == "relay" else 1400
+    try:
+        n1, n2 = w.netns(), w.netns()
+        target = INNER_B
+        if sc.endpoint in ("veth", "udp", "tcp"):
+            w.veth(n1, n2)
+        if sc.endpoint == "veth":
+            target = UNDER_B
+        elif sc.forwarder == "python":
+            if sc.endpoint == "relay":
+                args = ["-m", "tunpump.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
+                forwarders.append(w.spawn(n1, *args, *(["--vnet-hdr"] if sc.offloads else [])))
+            else:
+                forwarders.append(w.spawn(n1, "-m", "tunpump.pyforward", "udp", "tpba", n1, f"{UNDER_A}:7000",
+                                          f"{UNDER_B}:7000", "--seconds", str(seconds + 30)))
+                forwarders.append(w.spawn(n2, "-m", "tunpump.pyforward", "udp", "tpbb", n2, f"{UNDER_B}:7000",
+                                          f"{UNDER_A}:7000", "--seconds", str(seconds + 30)))
+            for f in forwarders:
+                _wait_ready(f)
+            _configure("tpba", n1, INNER_A, INNER_B, mtu)
+            _configure("tpbb", n2, INNER_B, INNER_A, mtu)
+        else:
+            vnet = sc.offloads
+            a = Device("tpba", queues=sc.queues, vnet_hdr=vnet, netns=n1)
+            w.closers.append(a.close)
+            b = Device("tpbb", queues=sc.queues, vnet_hdr=vnet, netns=n2)
+            w.closers.append(b.close)
+            _configure("tpba", n1, INNER_A, INNER_B, mtu)
+            _configure("tpbb", n2, INNER_B, INNER_A, mtu)
+            if sc.endpoint == "relay":
+                pumps.append(Pump(a, b, batch=batch))
+            elif sc.endpoint == "udp":
+                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch))
+                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch))
+            else:
+                pumps.append(Pump(a, TCPEndpoint.listen((UNDER_A, 7000), netns=n1), batch=batch))
+                pumps.append(Pump(b, TCPEndpoint.connect((UNDER_A, 7000), netns=n2), batch=batch))
+            for p in pumps:
+                p.start()
+                w.closers.append(p.stop)
+            if sc.endpoint == "tcp":
+                deadline = time.monotonic() + 5
+                while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+
+        # traffic: kernel TCP streams from n1 to n2, bounded in time and bytes
+        sinks = [w.spawn(n2, "-m", "tunpump.traffic", "sink", "--port", str(5201 + i), "--host", "0.0.0.0",
+                         "--timeout", str(seconds + 30), "--no-hash") for i in range(sc.streams)]
+        time.sleep(0.3)
+        cpu0 = os.times()
+        fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
+        t0 = time.monotonic()
+        sources = [w.spawn(n1, "-m", "tunpump.traffic", "source", "--host", target, "--port", str(5201 + i),
+                           "--bytes", str(1 << 40), "--seconds", str(seconds), "--timeout", str(seconds + 30),
+                           "--no-hash")
+                   for i in range(sc.streams)]
+        last_bytes, last_t = 0, t0
+        while any(s.poll() is None for s in sources):
+            time.sleep(0.25)
+            now = time.monotonic()
+            rate = None
+            if pumps:
+                nb = sum(p.stats()["to_endpoint"]["bytes_out"] for p in pumps)
+                rate = (nb - last_bytes) * 8 / (now - last_t) / 1e9
+                last_bytes, last_t = nb, now
+            progress(sc.name, now - t0, rate)
+            if now - t0 > seconds + 30:
+                raise BenchError(f"{sc.name}: traffic did not finish")
+        wall = time.monotonic() - t0
+        cpu1 = os.times()
+        fcpu1 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
+        received = 0
+        for s in sinks:
+            out, err = s.communicate(timeout=seconds + 30)
+            if s.returncode != 0:
+                raise BenchError(f"{sc.name}: traffic sink failed: {err.strip()[-300:]}")
+            received += json.loads(out)["bytes"]
+        for s in sources:
+            if s.returncode != 0:
+                raise BenchError(f"{sc.name}: traffic source failed: {s.stderr.read().strip()[-300:]}")
+        result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
+                  "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
+                  "seconds": round(wall, 3), "bytes": received,
+                  "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
+                  "cpu_percent": None, "ratios": {}}
+        if pumps:
+            stats = [p.stats() for p in pumps]
+            pk = sum(s[d]["packets_out"] for s in stats for d in ("to_endpoint", "to_device"))
+            by = sum(s[d]["bytes_out"] for s in stats for d in ("to_endpoint", "to_device"))
+            calls = sum(s[d]["read_calls"] + s[d]["write_calls"] for s in stats for d in ("to_endpoint", "to_device"))
+            result["kpps"] = pk / wall / 1e3
+            result["bytes_per_syscall"] = by / calls if calls else None
+            # the bench process is idle apart from the pump's workers
+            cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+            result["cpu_percent"] = 100 * cpu / wall
+        elif forwarders:
+            for f in forwarders:
+                f.terminate()
+            counts = [json.loads(f.communicate(timeout=10)[0].strip().splitlines()[-1]) for f in forwarders]
+            calls = sum(c["reads"] + c["writes"] for c in counts)
+            result["kpps"] = sum(c["writes"] for c in counts) / wall / 1e3
+            result["bytes_per_syscall"] = sum(c["bytes"] for c in counts) / calls if calls else None
+            result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
+        return result
+    finally:
+        w.close()
+
+
+def _ratios(results: List[dict]) -> None:
+    got = {r["scenario"]: r["gbps"] for r in results}
+    for r in results:
+        if r["forwarder"] != "tunpump":
+            continue
+        bases = {"veth": "veth"}
+        if r["endpoint"] == "relay":
+            bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet"})
+        else:
+            bases.update({"python": "py-udp"})
+        for key, base in bases.items():
+            if got.get(base):
+                r["ratios"][key] = r["gbps"] / got[base]
+
+
+def format_table(results: List[dict]) -> str:
+    head = f"{'scenario':15} {'forwarder':9} {'Gbit/s':>8} {'kpps':>8} {'B/syscall':>9} {'CPU%':>6}  ratios"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        def f(v, fmt):
+            return format(v, fmt) if v is not None else "-"
+        ratios = " ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
+        lines.append(f"{r['scenario']:15} {r['forwarder']:9} {r['gbps']:8.2f} {f(r['kpps'], '8.1f'):>8} "
+                     f"{f(r['bytes_per_syscall'], '9.0f'):>9} {f(r['cpu_percent'], '6.0f'):>6}  {ratios}")
+    return "\n".join(lines)
+
+
+def _plot(results: List[dict], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: pip install 'tunpump[plot]'") from None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = [r["scenario"] for r in results]
+    ax.barh(names, [r["gbps"] for r in results],
+            color=["#888" if r["forwarder"] != "tunpump" else "#2a7" for r in results])
+    ax.set_xlabel("Gbit/s (one run)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="python -m tunpump bench")
+    p.add_argument("--quick", action="store_true", help="short runs: finishes within 20 s")
+    p.add_argument("--seconds", type=float, help="traffic per scenario (default 3, quick 0.8)")
+    p.add_argument("--scenario", action="append", choices=sorted(BY_NAME), metavar="NAME",
+                   help=f"run only these (repeatable): {', '.join(BY_NAME)}")
+    p.add_argument("--batch", type=int, default=64, help="tunpump packets per wakeup and direction")
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema tunpump-bench/1)")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (needs matplotlib)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_environment()
+    seconds = args.seconds or (0.8 if args.quick else 3.0)
+    if not 0.1 <= seconds <= 600:
+        raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
+    chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    tty = sys.stderr.isatty()
+
+    def progress(name: str, elapsed: float, rate: Optional[float]) -> None:
+        cur = f"{rate:6.2f} Gbit/s" if rate is not None else ""
+        msg = f"  {name:15} {elapsed:5.1f}s {cur}"
+        print(("\r" + msg + "   ") if tty else msg, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    results = []
+    started = time.monotonic()
+    try:
+        for sc in chosen:
+            results.append(run_scenario(sc, seconds, progress, args.batch))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if tty:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    _ratios(results)
+    doc = {"schema": SCHEMA, "version": _version(), "quick": bool(args.quick),
+           "seconds_per_scenario": seconds, "elapsed": round(time.monotonic() - started, 2),
+           "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                       "python": platform.python_version()},
+           "results": results}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_table(results))
+        print(f"\n{len(results)} scenarios, {seconds:g} s of traffic each, {doc['elapsed']:.1f} s in all; "
+              f"ratios are to baselines measured in this run.")
+    if args.plot:
+        _plot(results, args.plot)
+    return 0
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"tunpump bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntunpump bench: interrupted; everything it made was removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
