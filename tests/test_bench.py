@@ -76,3 +76,19 @@ def test_unknown_scenario_is_refused():
     r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--scenario", "warp"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "invalid choice: 'warp'" in r.stderr
+
+
+def test_iperf3_traffic(privileged):
+    import shutil
+    args = [sys.executable, "-m", "tunpump", "bench", "--quick", "--json", "--traffic", "iperf3",
+            "--scenario", "veth", "--scenario", "relay-vnet"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if not shutil.which("iperf3"):  # .ci/run installs it; elsewhere it is optional
+        assert r.returncode == 2 and "iperf3 is not installed" in r.stderr
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert [x["scenario"] for x in doc["results"]] == ["veth", "relay-vnet"]
+    assert all(x["bytes"] > 0 for x in doc["results"])
+    assert leftovers() == []

@@ -135,7 +135,21 @@ def _wait_ready(p: subprocess.Popen) -> None:
         raise BenchError(f"the Python forwarder did not start: {line}{p.stderr.read()}")
 
 
-def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64) -> dict:
+def _iperf3(w: "World", n1: str, n2: str, target: str, seconds: float, streams: int) -> int:
+    """Bytes an iperf3 client in n1 got to a one-off server in n2."""
+    server = subprocess.Popen(["ip", "netns", "exec", n2, "iperf3", "-s", "-1", "-p", "5301"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    w.procs.append(server)
+    time.sleep(0.3)
+    r = subprocess.run(["ip", "netns", "exec", n1, "iperf3", "-c", target, "-p", "5301", "-J",
+                        "-t", str(max(1, round(seconds))), "-P", str(streams)],
+                       capture_output=True, text=True, timeout=seconds + 30)
+    if r.returncode != 0:
+        raise BenchError(f"iperf3 failed: {(r.stdout + r.stderr).strip()[-300:]}")
+    return int(json.loads(r.stdout)["end"]["sum_received"]["bytes"])
+
+
+def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffic: str = "builtin") -> dict:
     from .device import Device
     from .endpoint import TCPEndpoint, UDPEndpoint
     from .pump import Pump
@@ -188,6 +202,13 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64) -> dic
                 while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
                     time.sleep(0.02)
 
+        if traffic == "iperf3":
+            cpu0 = os.times()
+            fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
+            t0 = time.monotonic()
+            progress(sc.name, 0.0, None)
+            received = _iperf3(w, n1, n2, target, seconds, sc.streams)
+            return _result(sc, received, time.monotonic() - t0, pumps, forwarders, cpu0, fcpu0)
         # traffic: kernel TCP streams from n1 to n2, bounded in time and bytes
         sinks = [w.spawn(n2, "-m", "tunpump.traffic", "sink", "--port", str(5201 + i), "--host", "0.0.0.0",
                          "--timeout", str(seconds + 30), "--no-hash") for i in range(sc.streams)]
@@ -212,8 +233,6 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64) -> dic
             if now - t0 > seconds + 30:
                 raise BenchError(f"{sc.name}: traffic did not finish")
         wall = time.monotonic() - t0
-        cpu1 = os.times()
-        fcpu1 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
         received = 0
         for s in sinks:
             out, err = s.communicate(timeout=seconds + 30)
@@ -223,32 +242,39 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64) -> dic
         for s in sources:
             if s.returncode != 0:
                 raise BenchError(f"{sc.name}: traffic source failed: {s.stderr.read().strip()[-300:]}")
-        result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
-                  "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
-                  "seconds": round(wall, 3), "bytes": received,
-                  "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
-                  "cpu_percent": None, "ratios": {}}
-        if pumps:
-            stats = [p.stats() for p in pumps]
-            pk = sum(s[d]["packets_out"] for s in stats for d in ("to_endpoint", "to_device"))
-            by = sum(s[d]["bytes_out"] for s in stats for d in ("to_endpoint", "to_device"))
-            calls = sum(s[d]["read_calls"] + s[d]["write_calls"] for s in stats for d in ("to_endpoint", "to_device"))
-            result["kpps"] = pk / wall / 1e3
-            result["bytes_per_syscall"] = by / calls if calls else None
-            # the bench process is idle apart from the pump's workers
-            cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-            result["cpu_percent"] = 100 * cpu / wall
-        elif forwarders:
-            for f in forwarders:
-                f.terminate()
-            counts = [json.loads(f.communicate(timeout=10)[0].strip().splitlines()[-1]) for f in forwarders]
-            calls = sum(c["reads"] + c["writes"] for c in counts)
-            result["kpps"] = sum(c["writes"] for c in counts) / wall / 1e3
-            result["bytes_per_syscall"] = sum(c["bytes"] for c in counts) / calls if calls else None
-            result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
-        return result
+        return _result(sc, received, wall, pumps, forwarders, cpu0, fcpu0)
     finally:
         w.close()
+
+
+def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, fcpu0) -> dict:
+    """One scenario's figures, taken before its world is torn down."""
+    cpu1 = os.times()
+    fcpu1 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
+    result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
+              "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
+              "seconds": round(wall, 3), "bytes": received,
+              "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
+              "cpu_percent": None, "ratios": {}}
+    if pumps:
+        stats = [p.stats() for p in pumps]
+        pk = sum(s[d]["packets_out"] for s in stats for d in ("to_endpoint", "to_device"))
+        by = sum(s[d]["bytes_out"] for s in stats for d in ("to_endpoint", "to_device"))
+        calls = sum(s[d]["read_calls"] + s[d]["write_calls"] for s in stats for d in ("to_endpoint", "to_device"))
+        result["kpps"] = pk / wall / 1e3
+        result["bytes_per_syscall"] = by / calls if calls else None
+        # the bench process is idle apart from the pump's workers
+        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        result["cpu_percent"] = 100 * cpu / wall
+    elif forwarders:
+        for f in forwarders:
+            f.terminate()
+        counts = [json.loads(f.communicate(timeout=10)[0].strip().splitlines()[-1]) for f in forwarders]
+        calls = sum(c["reads"] + c["writes"] for c in counts)
+        result["kpps"] = sum(c["writes"] for c in counts) / wall / 1e3
+        result["bytes_per_syscall"] = sum(c["bytes"] for c in counts) / calls if calls else None
+        result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
+    return result
 
 
 def _ratios(results: List[dict]) -> None:
@@ -301,6 +327,8 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--seconds", type=float, help="traffic per scenario (default 3, quick 0.8)")
     p.add_argument("--scenario", action="append", choices=sorted(BY_NAME), metavar="NAME",
                    help=f"run only these (repeatable): {', '.join(BY_NAME)}")
+    p.add_argument("--traffic", choices=("builtin", "iperf3"), default="builtin",
+                   help="TCP traffic from tunpump.traffic (default) or from iperf3 when installed")
     p.add_argument("--batch", type=int, default=64, help="tunpump packets per wakeup and direction")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema tunpump-bench/1)")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (needs matplotlib)")
@@ -313,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
     chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    if args.traffic == "iperf3" and not shutil.which("iperf3"):
+        raise BenchError("--traffic iperf3: iperf3 is not installed (apt-get install iperf3)")
     tty = sys.stderr.isatty()
 
     def progress(name: str, elapsed: float, rate: Optional[float]) -> None:
@@ -328,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         for sc in chosen:
-            results.append(run_scenario(sc, seconds, progress, args.batch))
+            results.append(run_scenario(sc, seconds, progress, args.batch, args.traffic))
     finally:
         signal.signal(signal.SIGTERM, old)
         if tty:
