@@ -110,3 +110,61 @@ def verify_l4_checksum(pkt: bytes) -> bool:
     nh = pkt[6]
     l4 = pkt[40:40 + plen]
     return csum(pseudo6(pkt[8:24], pkt[24:40], len(l4), nh) + l4) == 0
+
+
+def ipv6_header(src: str, dst: str, nh: int, payload_len: int, hop: int = 64, tc: int = 0) -> bytes:
+    return (struct.pack("!IHBB", (6 << 28) | (tc << 20), payload_len, nh, hop)
+            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed)
+
+
+def _l4_with_csum(src: str, dst: str, proto: int, l4: bytes, at: int) -> bytes:
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    if len(s) == 4:
+        ph = s + d + struct.pack("!BBH", 0, proto, len(l4))
+    else:
+        ph = pseudo6(s, d, len(l4), proto)
+    c = csum(ph + l4)
+    if proto == 17 and c == 0:
+        c = 0xFFFF
+    return l4[:at] + struct.pack("!H", c) + l4[at + 2:]
+
+
+def tcp_packet(src: str, dst: str, sport: int, dport: int, seq: int, payload: bytes, *, ack: int = 1,
+               flags: int = 0x10, options: bytes = b"", window: int = 65000, ident: int = 1,
+               tos: int = 0) -> bytes:
+    """An IPv4 or IPv6 TCP packet with correct checksums."""
+    assert len(options) % 4 == 0
+    doff = (20 + len(options)) // 4
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack, doff << 4, flags, window, 0, 0)
+    l4 = _l4_with_csum(src, dst, 6, tcp + options + payload, 16)
+    if ":" in src:
+        return ipv6_header(src, dst, 6, len(l4), tc=tos) + l4
+    ip = bytearray(ipv4_header(src, dst, 6, len(l4), ident=ident))
+    ip[1] = tos
+    ip[6] |= 0x40  # DF, as TCP stacks send
+    ip[10:12] = b"\0\0"
+    ip[10:12] = struct.pack("!H", csum(bytes(ip)))
+    return bytes(ip) + l4
+
+
+def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
+    l4 = _l4_with_csum(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload, 6)
+    if ":" in src:
+        return ipv6_header(src, dst, 17, len(l4)) + l4
+    return ipv4_header(src, dst, 17, len(l4), ident=ident) + l4
+
+
+def vnet_hdr(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def parse_vnet(h: bytes) -> dict:
+    f = struct.unpack("<BBHHHH", h[:10])
+    return dict(zip(("flags", "gso_type", "hdr_len", "gso_size", "csum_start", "csum_offset"), f))
+
+
+def complete_partial(pkt: bytes, csum_start: int, csum_offset: int) -> bytes:
+    """What the kernel does with CHECKSUM_PARTIAL: fold the rest into the field."""
+    c = csum(pkt[csum_start:])
+    at = csum_start + csum_offset
+    return pkt[:at] + struct.pack("!H", c) + pkt[at + 2:]
