@@ -1,5 +1,6 @@
-/* Batch I/O for each kind of endpoint: TUN/TAP queues, UDP sockets (mmsg) and
- * TCP streams with simpletun's framing (2-byte big-endian length). */
+/* Batch I/O for each kind of endpoint: TUN/TAP queues, UDP sockets (mmsg,
+ * UDP_SEGMENT, UDP_GRO) and TCP streams with simpletun's framing (2-byte
+ * big-endian length). */
 #define _GNU_SOURCE
 #include "tp_compat.h"
 #include "tp_pump_internal.h"
@@ -8,25 +9,45 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#define TP__UDP_MAX_SEGS 64
 
 static int tp__prefix_len(const struct tp_fmt *f)
 {
     return (f->pi ? 4 : 0) + f->vnet_hdr_sz;
 }
 
-static void tp__drop(struct tp_dir_stats *st, enum tp_drop reason)
+static void tp__drop(struct tp_dir_stats *st, enum tp_drop reason, uint64_t n)
 {
-    TP__ADD(st->drops[reason], 1);
+    TP__ADD(st->drops[reason], n);
 }
 
-void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop reason)
+void tp__dir_drop_rest(struct tp__dir *d, int to_device, struct tp_dir_stats *st, enum tp_drop reason)
 {
-    if (d->next < d->n)
-        TP__ADD(st->drops[reason], d->n - d->next);
-    d->n = d->next = 0;
+    uint64_t left = 0;
+
+    if (to_device) {
+        for (int u = d->next; u < d->nunits; u++)
+            left += (uint64_t)d->units[u].count;
+    } else if (d->next < d->n) {
+        left = (uint64_t)(d->n - d->next);
+    }
+    if (left)
+        tp__drop(st, reason, left);
+    d->n = d->next = d->nunits = 0;
     d->off = 0;
     d->pending = 0;
 }
@@ -41,6 +62,17 @@ static int tp__plausible(const struct tp_fmt *dev, const uint8_t *p, uint32_t le
     return len >= 40 && (p[0] >> 4) == 6;
 }
 
+static void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group)
+{
+    p->data = data;
+    p->len = len;
+    p->hdr = NULL;
+    p->hdrlen = 0;
+    p->pre = NULL;
+    p->prelen = 0;
+    p->group = group;
+}
+
 /* ---- TUN/TAP -------------------------------------------------------------- */
 
 int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
@@ -48,7 +80,7 @@ int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
 {
     int prelen = tp__prefix_len(fmt);
 
-    d->n = d->next = 0;
+    d->n = d->next = d->nunits = 0;
     d->off = 0;
     while (d->n < batch) {
         uint8_t *start = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
@@ -62,60 +94,64 @@ int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
                 break;
             return -errno;
         }
-        TP__ADD(st->pkts_in, 1);
+        TP__ADD(st->read_bytes, r);
         if (r <= prelen) {
-            tp__drop(st, TP_DROP_MALFORMED);
+            TP__ADD(st->pkts_in, 1);
+            tp__drop(st, TP_DROP_MALFORMED, 1);
             continue;
         }
-        struct tp__pkt *p = &d->pkts[d->n++];
+        struct tp__pkt *p = &d->pkts[d->n];
+        tp__pkt_set(p, start + prelen, (uint32_t)(r - prelen), d->n);
         p->pre = start;
         p->prelen = (uint32_t)prelen;
-        p->data = start + prelen;
-        p->len = (uint32_t)(r - prelen);
-        TP__ADD(st->bytes_in, p->len);
+        d->n++;
     }
     if (d->n)
         TP__ADD(st->batches, 1);
     return d->n;
 }
 
-/* Build the sink device's prefix for one packet. Returns -1 when it is in
- * iov, or a drop reason. */
+/* The sink device's prefix for one unit, in iov. Returns -1 when it is
+ * there, or a drop reason. */
 static int tp__make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
-                           const struct tp__pkt *p, uint8_t *scratch, struct iovec *iov)
+                           const struct tp__pkt *p, const struct tp_gro_unit *u,
+                           uint8_t *scratch, struct iovec *iov)
 {
     int dlen = tp__prefix_len(dst);
     const uint8_t *svnet = NULL;
     uint8_t *o = scratch;
 
-    if (src && src->pi == dst->pi && src->vnet_hdr_sz == dst->vnet_hdr_sz) {
+    if (p->pre && src && src->pi == dst->pi && src->vnet_hdr_sz == dst->vnet_hdr_sz &&
+        p->prelen == (uint32_t)dlen && !p->hdr) {
         iov->iov_base = p->pre;        /* same format: pass through unchanged */
         iov->iov_len = p->prelen;
         return -1;
     }
-    if (!src && !tp__plausible(dst, p->data, p->len))
-        return TP_DROP_MALFORMED;
-    if (src && src->vnet_hdr_sz)
+    if (p->pre && src && src->vnet_hdr_sz && !p->hdr)
         svnet = p->pre + (src->pi ? 4 : 0);
-    if (svnet && !dst->vnet_hdr_sz &&
-        ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || (svnet[1] & ~TP_VNET_GSO_ECN) != TP_VNET_GSO_NONE))
-        return TP_DROP_OFFLOAD;    /* the sink cannot take a super-packet */
+    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && (svnet[0] || svnet[1]))))
+        return TP_DROP_OFFLOAD;    /* cannot happen once split; kept as a guard */
     if (dst->pi) {
         uint16_t proto = 0;
-        if (src && src->pi)
+        const uint8_t *first = p->hdr ? p->hdr : p->data;
+        if (p->pre && src && src->pi)
             memcpy(&proto, p->pre + 2, 2);
-        else if (dst->tap && p->len >= 14)
-            memcpy(&proto, p->data + 12, 2);
+        else if (dst->tap && (p->hdr ? p->hdrlen : p->len) >= 14)
+            memcpy(&proto, first + 12, 2);
         else if (!dst->tap)
-            proto = htons((p->data[0] >> 4) == 6 ? 0x86DD : 0x0800);
+            proto = htons((first[0] >> 4) == 6 ? 0x86DD : 0x0800);
         o[0] = o[1] = 0;
         memcpy(o + 2, &proto, 2);
         o += 4;
     }
     if (dst->vnet_hdr_sz) {
-        memset(o, 0, (size_t)dst->vnet_hdr_sz);
-        if (svnet)
-            memcpy(o, svnet, 10);   /* the fields both sizes share */
+        if (u->count > 1)
+            tp_vnet_hdr_write(o, &u->vh, dst->vnet_hdr_sz);
+        else {
+            memset(o, 0, (size_t)dst->vnet_hdr_sz);
+            if (svnet)
+                memcpy(o, svnet, 10);   /* the fields both sizes share */
+        }
     }
     iov->iov_base = scratch;
     iov->iov_len = (size_t)dlen;
@@ -127,19 +163,32 @@ int tp__tun_write(int fd, const struct tp_fmt *dst, const struct tp_fmt *src,
 {
     int done = 0;
 
-    while (d->next < d->n) {
-        struct tp__pkt *p = &d->pkts[d->next];
-        struct iovec iov[2];
-        int reason = tp__make_prefix(dst, src, p, d->scratch[d->next], &iov[0]);
+    while (d->next < d->nunits) {
+        struct tp_gro_unit *u = &d->units[d->next];
+        struct tp__pkt *p = &d->pkts[u->first];
+        struct iovec iov[3 + TP_VNET_MAX_SEGS];
+        int niov = 1, reason;
+        size_t total = 0;
 
+        reason = tp__make_prefix(dst, src, p, u, d->prefix[d->next], &iov[0]);
         if (reason >= 0) {
-            tp__drop(st, reason);
+            tp__drop(st, reason, (uint64_t)u->count);
             d->next++;
             continue;
         }
-        iov[1].iov_base = p->data;
-        iov[1].iov_len = p->len;
-        ssize_t r = writev(fd, iov, 2);
+        if (p->hdrlen) {
+            iov[niov].iov_base = p->hdr;
+            iov[niov++].iov_len = p->hdrlen;
+        }
+        iov[niov].iov_base = p->data;
+        iov[niov++].iov_len = p->len;
+        for (int k = d->chain[u->first]; k >= 0; k = d->chain[k]) {
+            iov[niov].iov_base = d->pkts[k].data + d->skip[k];
+            iov[niov++].iov_len = d->pkts[k].len - d->skip[k];
+        }
+        for (int k = 1; k < niov; k++)
+            total += iov[k].iov_len;
+        ssize_t r = writev(fd, iov, niov);
         TP__ADD(st->write_calls, 1);
         if (r < 0) {
             if (errno == EINTR)
@@ -151,12 +200,15 @@ int tp__tun_write(int fd, const struct tp_fmt *dst, const struct tp_fmt *src,
             if (errno == EBADFD || errno == EBADF)
                 return -errno;     /* the queue or device is gone */
             tp__drop(st, errno == ENOBUFS ? TP_DROP_ENOBUFS :
-                         errno == EINVAL ? TP_DROP_MALFORMED : TP_DROP_WRITE_ERROR);
+                         errno == EINVAL ? TP_DROP_MALFORMED : TP_DROP_WRITE_ERROR, (uint64_t)u->count);
             d->next++;
             continue;
         }
-        TP__ADD(st->pkts_out, 1);
-        TP__ADD(st->bytes_out, p->len);
+        TP__ADD(st->write_bytes, r);
+        TP__ADD(st->pkts_out, u->count);
+        TP__ADD(st->bytes_out, total);
+        if (u->count > 1)
+            TP__ADD(st->gro_built, 1);
         d->next++;
         done++;
     }
@@ -179,14 +231,26 @@ static int tp__same_addr(const struct sockaddr_storage *a, const struct sockaddr
            memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
+static int tp__gro_size(struct msghdr *mh)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            return v;
+        }
+    }
+    return 0;
+}
+
 int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir *d, int batch,
                  struct tp_dir_stats *st)
 {
-    struct mmsghdr msgs[TP_MAX_BATCH];
-    struct iovec iov[TP_MAX_BATCH];
+    struct mmsghdr *msgs = d->msgs;
+    struct iovec *iov = d->iov;
     int i, r;
 
-    d->n = d->next = 0;
+    d->n = d->next = d->nunits = 0;
     d->off = 0;
     memset(msgs, 0, sizeof(msgs[0]) * (size_t)batch);
     for (i = 0; i < batch; i++) {
@@ -196,6 +260,10 @@ int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir 
         msgs[i].msg_hdr.msg_iovlen = 1;
         msgs[i].msg_hdr.msg_name = &d->names[i];
         msgs[i].msg_hdr.msg_namelen = sizeof(d->names[i]);
+        if (w->udp_gro) {
+            msgs[i].msg_hdr.msg_control = d->cmsgs + (size_t)i * TP__CMSG_SPACE;
+            msgs[i].msg_hdr.msg_controllen = TP__CMSG_SPACE;
+        }
     }
     do {
         r = recvmmsg(w->peer_fd, msgs, (unsigned)batch, MSG_DONTWAIT, NULL);
@@ -207,16 +275,25 @@ int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir 
         return 0;   /* EAGAIN, or an ICMP error the socket reported: nothing to read */
     }
     for (i = 0; i < r; i++) {
-        uint32_t len = msgs[i].msg_len;
-        TP__ADD(st->pkts_in, 1);
+        uint32_t len = msgs[i].msg_len, seg = len, nseg;
+        uint8_t *base = iov[i].iov_base;
+
+        TP__ADD(st->read_bytes, len);
+        if (w->udp_gro) {
+            int g = tp__gro_size(&msgs[i].msg_hdr);
+            if (g > 0 && (uint32_t)g < len)
+                seg = (uint32_t)g;
+        }
+        nseg = seg ? (len + seg - 1) / seg : 1;
+        TP__ADD(st->pkts_in, nseg);
         TP__ADD(st->bytes_in, len);
         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-            tp__drop(st, TP_DROP_TOO_BIG);
+            tp__drop(st, TP_DROP_TOO_BIG, nseg);
             continue;
         }
         if (!w->peer_known) {
             if (!w->pump->cfg.sock.learn_peer) {
-                tp__drop(st, TP_DROP_UNKNOWN_PEER);
+                tp__drop(st, TP_DROP_UNKNOWN_PEER, nseg);
                 continue;
             }
             memcpy(&w->peer, &d->names[i], sizeof(w->peer));
@@ -224,48 +301,93 @@ int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir 
             w->peer_known = 1;
             TP__ADD(w->st.peer_learned, 1);
         } else if (!tp__same_addr(&w->peer, &d->names[i])) {
-            tp__drop(st, TP_DROP_UNKNOWN_PEER);   /* strangers cannot inject */
+            tp__drop(st, TP_DROP_UNKNOWN_PEER, nseg);   /* strangers cannot inject */
             continue;
         }
-        if (!tp__plausible(dev, iov[i].iov_base, len)) {
-            tp__drop(st, TP_DROP_MALFORMED);
-            continue;
+        /* UDP_GRO hands over a run of equal datagrams in one buffer: cut it. */
+        for (uint32_t off = 0; off < len; off += seg) {
+            uint32_t l = len - off < seg ? len - off : seg;
+            if (!tp__plausible(dev, base + off, l)) {
+                tp__drop(st, TP_DROP_MALFORMED, 1);
+                continue;
+            }
+            tp__pkt_set(&d->pkts[d->n++], base + off, l, -1);
         }
-        struct tp__pkt *p = &d->pkts[d->n++];
-        p->data = iov[i].iov_base;
-        p->len = len;
-        p->pre = NULL;
-        p->prelen = 0;
     }
     if (d->n)
         TP__ADD(st->batches, 1);
     return d->n;
 }
 
+/* How many packets from `i` on go out as one UDP_SEGMENT message: segments
+ * of one split, all the same size but the last, within the kernel's limits. */
+static int tp__udp_group(const struct tp__worker *w, const struct tp__dir *d, int i)
+{
+    const struct tp__pkt *p = &d->pkts[i];
+    uint32_t size = p->hdrlen + p->len, total = size;
+    uint32_t max = w->pump->cfg.sock.family == AF_INET ? 65507 : 65527;
+    int k = i + 1;
+
+    if (!w->udp_gso || p->group < 0)
+        return 1;
+    while (k < d->n && k - i < TP__UDP_MAX_SEGS) {
+        const struct tp__pkt *q = &d->pkts[k];
+        uint32_t qs = q->hdrlen + q->len;
+        if (q->group != p->group || qs > size || total + qs > max)
+            break;
+        total += qs;
+        k++;
+        if (qs < size)
+            break;   /* a short segment ends the message */
+    }
+    return k - i;
+}
+
 int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st)
 {
-    struct mmsghdr msgs[TP_MAX_BATCH];
-    struct iovec iov[TP_MAX_BATCH];
     int done = 0;
 
     if (!w->peer_known) {
-        tp__dir_drop_rest(d, st, TP_DROP_NO_PEER);
+        tp__dir_drop_rest(d, 0, st, TP_DROP_NO_PEER);
         return 0;
     }
     while (d->next < d->n) {
-        int k = d->n - d->next, i, r;
+        int nmsg = 0, niov = 0, r, i = d->next;
+        int counts[TP_MAX_BATCH];
 
-        memset(msgs, 0, sizeof(msgs[0]) * (size_t)k);
-        for (i = 0; i < k; i++) {
-            struct tp__pkt *p = &d->pkts[d->next + i];
-            iov[i].iov_base = p->data;
-            iov[i].iov_len = p->len;
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &w->peer;
-            msgs[i].msg_hdr.msg_namelen = w->peer_len;
+        while (i < d->n && nmsg < TP_MAX_BATCH) {
+            int g = tp__udp_group(w, d, i);
+            struct msghdr *mh = &d->msgs[nmsg].msg_hdr;
+            memset(&d->msgs[nmsg], 0, sizeof(d->msgs[nmsg]));
+            mh->msg_iov = &d->iov[niov];
+            for (int k = i; k < i + g; k++) {
+                if (d->pkts[k].hdrlen) {
+                    d->iov[niov].iov_base = d->pkts[k].hdr;
+                    d->iov[niov++].iov_len = d->pkts[k].hdrlen;
+                }
+                d->iov[niov].iov_base = d->pkts[k].data;
+                d->iov[niov++].iov_len = d->pkts[k].len;
+            }
+            mh->msg_iovlen = (size_t)(&d->iov[niov] - mh->msg_iov);
+            mh->msg_name = &w->peer;
+            mh->msg_namelen = w->peer_len;
+            if (g > 1) {
+                uint8_t *buf = d->cmsgs + (size_t)nmsg * TP__CMSG_SPACE;
+                struct cmsghdr *c;
+                uint16_t segsz = (uint16_t)(d->pkts[i].hdrlen + d->pkts[i].len);
+                memset(buf, 0, TP__CMSG_SPACE);
+                mh->msg_control = buf;
+                mh->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                c = CMSG_FIRSTHDR(mh);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                memcpy(CMSG_DATA(c), &segsz, sizeof(segsz));
+            }
+            counts[nmsg++] = g;
+            i += g;
         }
-        r = sendmmsg(w->peer_fd, msgs, (unsigned)k, MSG_DONTWAIT);
+        r = sendmmsg(w->peer_fd, d->msgs, (unsigned)nmsg, MSG_DONTWAIT);
         TP__ADD(st->write_calls, 1);
         if (r < 0) {
             if (errno == EINTR)
@@ -276,17 +398,26 @@ int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *
             }
             if (errno == EBADF || errno == ENOTSOCK)
                 return -errno;
-            /* This datagram was refused (EMSGSIZE, ENOBUFS, unreachable, ...): drop it. */
+            if ((errno == EIO || errno == EINVAL) && counts[0] > 1 && w->udp_gso) {
+                /* This path cannot segment (e.g. no checksum offload): go one by one. */
+                w->udp_gso = 0;
+                TP__ADD(st->gso_fallbacks, 1);
+                continue;
+            }
+            /* This message was refused (EMSGSIZE, ENOBUFS, unreachable, ...): drop it. */
             tp__drop(st, errno == EMSGSIZE ? TP_DROP_TOO_BIG :
-                         errno == ENOBUFS ? TP_DROP_ENOBUFS : TP_DROP_WRITE_ERROR);
-            d->next++;
+                         errno == ENOBUFS ? TP_DROP_ENOBUFS : TP_DROP_WRITE_ERROR, (uint64_t)counts[0]);
+            d->next += counts[0];
             continue;
         }
-        for (i = 0; i < r; i++)
-            TP__ADD(st->bytes_out, d->pkts[d->next + i].len);
-        TP__ADD(st->pkts_out, r);
-        d->next += r;
-        done += r;
+        for (int m = 0; m < r; m++) {
+            for (int k = d->next; k < d->next + counts[m]; k++)
+                TP__ADD(st->bytes_out, d->pkts[k].hdrlen + d->pkts[k].len);
+            TP__ADD(st->write_bytes, d->msgs[m].msg_len);
+            TP__ADD(st->pkts_out, counts[m]);
+            d->next += counts[m];
+            done += counts[m];
+        }
     }
     d->pending = 0;
     return done;
@@ -329,7 +460,7 @@ static void tp__nodelay(int fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-int tp__sock_setup(struct tp__worker *w)
+int tp__sock_setup(struct tp__worker *w, int want_gro)
 {
     const struct tp_sock_cfg *c = &w->pump->cfg.sock;
     int kind = w->pump->cfg.kind;
@@ -357,8 +488,13 @@ int tp__sock_setup(struct tp__worker *w)
         return -err;
     }
     if (kind == TP_KIND_UDP) {
+        int one_gro = 1;
         w->peer_fd = fd;
         w->own_peer_fd = 1;
+        w->udp_gso = 1;
+        /* Receive runs of datagrams as one buffer only when the device can
+         * take them coalesced; otherwise they would only be cut up again. */
+        w->udp_gro = want_gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one_gro, sizeof(one_gro)) == 0;
     } else {
         w->listen_fd = fd;
     }
@@ -452,8 +588,8 @@ void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error)
         TP__ADD(w->st.disconnects, 1);
     if (protocol_error)
         TP__ADD(w->st.protocol_errors, 1);
-    tp__dir_drop_rest(&w->d[0], &w->st.dir[0], TP_DROP_NO_CONNECTION);
-    tp__dir_drop_rest(&w->d[1], &w->st.dir[1], TP_DROP_NO_CONNECTION);
+    tp__dir_drop_rest(&w->d[0], 0, &w->st.dir[0], TP_DROP_NO_CONNECTION);
+    tp__dir_drop_rest(&w->d[1], 1, &w->st.dir[1], TP_DROP_NO_CONNECTION);
     w->stream_len = w->stream_pos = 0;
     w->stream_bad = 0;
     if (w->pump->cfg.sock.listen)
@@ -461,6 +597,7 @@ void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error)
     else
         tp__tcp_retry_later(w);
 }
+
 
 int tp__tcp_has_frame(const struct tp__worker *w)
 {
@@ -481,7 +618,7 @@ int tp__tcp_frames(struct tp__worker *w, const struct tp_fmt *dev, struct tp__di
 {
     unsigned max_frame = w->pump->cfg.sock.max_frame;
 
-    d->n = d->next = 0;
+    d->n = d->next = d->nunits = 0;
     d->off = 0;
     while (d->n < batch && !w->stream_bad) {
         size_t avail = w->stream_len - w->stream_pos;
@@ -501,14 +638,10 @@ int tp__tcp_frames(struct tp__worker *w, const struct tp_fmt *dev, struct tp__di
         TP__ADD(st->pkts_in, 1);
         TP__ADD(st->bytes_in, flen);
         if (!tp__plausible(dev, s + 2, flen)) {
-            tp__drop(st, TP_DROP_MALFORMED);
+            tp__drop(st, TP_DROP_MALFORMED, 1);
             continue;
         }
-        struct tp__pkt *p = &d->pkts[d->n++];
-        p->data = s + 2;
-        p->len = flen;
-        p->pre = NULL;
-        p->prelen = 0;
+        tp__pkt_set(&d->pkts[d->n++], s + 2, flen, -1);
     }
     if (d->n)
         TP__ADD(st->batches, 1);
@@ -530,8 +663,10 @@ int tp__tcp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir 
         tp__tcp_drop_conn(w, 0);   /* closed or reset by the peer */
         return 0;
     }
-    if (r > 0)
+    if (r > 0) {
         w->stream_len += (size_t)r;
+        TP__ADD(st->read_bytes, r);
+    }
     return tp__tcp_frames(w, dev, d, batch, st);
 }
 
@@ -551,40 +686,43 @@ void tp__tcp_consumed(struct tp__worker *w)
 
 int tp__tcp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st)
 {
-    struct iovec iov[2 * TP_MAX_BATCH];
     int done = 0;
 
     if (w->tcp != TP__TCP_UP) {
-        tp__dir_drop_rest(d, st, TP_DROP_NO_CONNECTION);
+        tp__dir_drop_rest(d, 0, st, TP_DROP_NO_CONNECTION);
         return 0;
     }
     while (d->next < d->n) {
-        int i, k = 0;
+        struct iovec *iov = d->iov;
+        int i, k = 0, first = 0;
         size_t skip = d->off;
         struct msghdr mh;
         ssize_t r;
 
         for (i = d->next; i < d->n; i++) {
             struct tp__pkt *p = &d->pkts[i];
-            if (p->len > TP__PKT_MAX) {   /* cannot be framed in 2 bytes */
+            uint32_t flen = p->hdrlen + p->len;
+            if (flen > TP__PKT_MAX) {   /* cannot be framed in 2 bytes */
                 if (i == d->next && d->off == 0) {
-                    tp__drop(st, TP_DROP_TOO_BIG);
+                    tp__drop(st, TP_DROP_TOO_BIG, 1);
                     d->next++;
                     continue;
                 }
                 break;
             }
-            d->lenbe[i] = htons((uint16_t)p->len);
+            d->lenbe[i] = htons((uint16_t)flen);
             iov[k].iov_base = (uint8_t *)&d->lenbe[i];
-            iov[k].iov_len = 2;
-            iov[k + 1].iov_base = p->data;
-            iov[k + 1].iov_len = p->len;
-            k += 2;
+            iov[k++].iov_len = 2;
+            iov[k].iov_base = p->hdr;
+            iov[k++].iov_len = p->hdrlen;
+            iov[k].iov_base = p->data;
+            iov[k++].iov_len = p->len;
+            if (k >= 1020)
+                break;   /* IOV_MAX */
         }
         if (k == 0)
             continue;
         /* Skip what an earlier partial send already wrote. */
-        int first = 0;
         while (skip >= iov[first].iov_len) {
             skip -= iov[first].iov_len;
             first++;
@@ -606,11 +744,13 @@ int tp__tcp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *
             tp__tcp_drop_conn(w, 0);
             return done;
         }
+        TP__ADD(st->write_bytes, r);
         size_t sent = (size_t)r + d->off;
-        while (d->next < d->n && sent >= 2 + (size_t)d->pkts[d->next].len) {
-            sent -= 2 + (size_t)d->pkts[d->next].len;
+        while (d->next < d->n && sent >= 2 + (size_t)d->pkts[d->next].hdrlen + d->pkts[d->next].len) {
+            struct tp__pkt *p = &d->pkts[d->next];
+            sent -= 2 + (size_t)p->hdrlen + p->len;
             TP__ADD(st->pkts_out, 1);
-            TP__ADD(st->bytes_out, d->pkts[d->next].len);
+            TP__ADD(st->bytes_out, p->hdrlen + p->len);
             d->next++;
             done++;
         }

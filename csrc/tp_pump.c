@@ -5,6 +5,7 @@
 #include "tp_pump.h"
 #include "tp_pump_internal.h"
 #include "tp_netns.h"
+#include "tp_compat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +38,137 @@ int64_t tp__now_ns(void)
 }
 
 /* ---- one direction -------------------------------------------------------- */
+
+static const struct tp_fmt *tp__src_fmt(const struct tp_pump_cfg *c, int dir)
+{
+    if (dir == 0)
+        return &c->dev.fmt;
+    return c->kind == TP_KIND_TUN ? &c->peer_dev.fmt : NULL;
+}
+
+static const struct tp_fmt *tp__dst_fmt(const struct tp_pump_cfg *c, int dir)
+{
+    if (dir == 1)
+        return &c->dev.fmt;
+    return c->kind == TP_KIND_TUN ? &c->peer_dev.fmt : NULL;
+}
+
+/* Whether a device takes a packet with this vnet header as it is. */
+static int tp__takes(const struct tp_fmt *dst, const struct tp_vnet_hdr *vh)
+{
+    unsigned need = 0;
+
+    if (!dst->vnet_hdr_sz)
+        return 0;
+    switch (vh->gso_type & (uint8_t)~TP_VNET_GSO_ECN) {
+    case TP_VNET_GSO_NONE: break;
+    case TP_VNET_GSO_TCPV4: need = TUN_F_TSO4; break;
+    case TP_VNET_GSO_TCPV6: need = TUN_F_TSO6; break;
+    case TP_VNET_GSO_UDP_L4: need = TUN_F_USO4 | TUN_F_USO6; break;
+    default: return 0;
+    }
+    if (need || (vh->flags & TP_VNET_F_NEEDS_CSUM))
+        need |= TUN_F_CSUM;
+    return (dst->offloads & need) == need;
+}
+
+/* What a device lets us build by coalescing (TP_GRO_*). */
+static unsigned tp__gro_what(const struct tp_fmt *dst)
+{
+    unsigned what = 0, o = dst->offloads;
+
+    if (!dst->vnet_hdr_sz || !(o & TUN_F_CSUM))
+        return 0;
+    if ((o & (TUN_F_TSO4 | TUN_F_TSO6)) == (TUN_F_TSO4 | TUN_F_TSO6))
+        what |= TP_GRO_TCP;
+    if ((o & (TUN_F_USO4 | TUN_F_USO6)) == (TUN_F_USO4 | TUN_F_USO6))
+        what |= TP_GRO_UDP;
+    return what;
+}
+
+/* Between a read and a write: super-packets from a vnet_hdr device pass
+ * through when the sink takes them and are split otherwise; for a device
+ * sink the packets are grouped into writes, coalescing plain packets into
+ * super-packets when the device takes them. */
+static void tp__prepare(struct tp__worker *w, int dir)
+{
+    const struct tp_pump_cfg *c = &w->pump->cfg;
+    const struct tp_fmt *src = tp__src_fmt(c, dir), *dst = tp__dst_fmt(c, dir);
+    struct tp__dir *d = &w->d[dir];
+    struct tp_dir_stats *st = &w->st.dir[dir];
+    int i;
+
+    if (src) {
+        int nraw = d->n, out = 0;
+        int l2 = src->tap ? 14 : 0;
+
+        memcpy(d->raw, d->pkts, sizeof(d->pkts[0]) * (size_t)nraw);
+        for (i = 0; i < nraw; i++) {
+            struct tp__pkt *r = &d->raw[i];
+            struct tp_vnet_hdr vh;
+            struct tp_seg segs[TP_VNET_MAX_SEGS];
+            int nseg;
+
+            if (!src->vnet_hdr_sz) {
+                d->pkts[out++] = *r;
+                TP__ADD(st->pkts_in, 1);
+                TP__ADD(st->bytes_in, r->len);
+                continue;
+            }
+            tp_vnet_hdr_read(r->pre + (src->pi ? 4 : 0), &vh);
+            if ((vh.gso_type == TP_VNET_GSO_NONE && !(vh.flags & TP_VNET_F_NEEDS_CSUM)) ||
+                (dst && tp__takes(dst, &vh))) {
+                d->pkts[out++] = *r;
+                TP__ADD(st->pkts_in, 1);
+                TP__ADD(st->bytes_in, r->len);
+                if (vh.gso_type != TP_VNET_GSO_NONE)
+                    TP__ADD(st->gso_passed, 1);
+                continue;
+            }
+            nseg = tp_vnet_split(&vh, r->data, r->len, l2, d->seg_hdrs + (size_t)out * TP_VNET_HDR_ROOM,
+                                 segs, TP_VNET_MAX_SEGS);
+            if (nseg < 0) {
+                TP__ADD(st->pkts_in, 1);
+                TP__ADD(st->drops[nseg == TP_VNET_ETOOMANY ? TP_DROP_TOO_BIG : TP_DROP_MALFORMED], 1);
+                continue;
+            }
+            if (vh.gso_type != TP_VNET_GSO_NONE)
+                TP__ADD(st->gso_split, 1);
+            TP__ADD(st->pkts_in, nseg);
+            for (int k = 0; k < nseg; k++) {
+                struct tp__pkt *p = &d->pkts[out++];
+                p->data = segs[k].data;
+                p->len = segs[k].len;
+                p->hdr = segs[k].hdr;
+                p->hdrlen = segs[k].hdr_len;
+                p->pre = NULL;       /* now a plain packet: the sink's prefix is made anew */
+                p->prelen = 0;
+                p->group = r->group;
+                TP__ADD(st->bytes_in, p->hdrlen + p->len);
+            }
+        }
+        d->n = out;
+    }
+    if (!dst)
+        return;
+    unsigned what = (src && src->vnet_hdr_sz) ? 0 : tp__gro_what(dst);
+    if (what) {
+        for (i = 0; i < d->n; i++) {
+            d->gro[i].data = d->pkts[i].data;
+            d->gro[i].len = d->pkts[i].len;
+        }
+        d->nunits = tp_gro_coalesce(d->gro, d->n, dst->tap ? 14 : 0, what, d->chain, d->skip, d->units);
+    } else {
+        for (i = 0; i < d->n; i++) {
+            memset(&d->units[i], 0, sizeof(d->units[i]));
+            d->units[i].first = d->units[i].last = i;
+            d->units[i].count = 1;
+            d->chain[i] = -1;
+            d->skip[i] = 0;
+        }
+        d->nunits = d->n;
+    }
+}
 
 /* Send what is left of direction 0's batch (device -> endpoint). */
 static int tp__flush0(struct tp__worker *w)
@@ -185,6 +317,8 @@ static void *tp__worker_main(void *arg)
                 tp__fail(w, rc, "device read");
                 break;
             }
+            if (rc > 0)
+                tp__prepare(w, 0);
             if (rc > 0 && (rc = tp__flush0(w)) < 0) {
                 tp__fail(w, rc, "endpoint write");
                 break;
@@ -196,6 +330,8 @@ static void *tp__worker_main(void *arg)
                 tp__fail(w, rc, c->kind == TP_KIND_TUN ? "peer device read" : "endpoint read");
                 break;
             }
+            if (rc > 0 || w->stream_bad)
+                tp__prepare(w, 1);
             if ((rc > 0 || w->stream_bad) && (rc = tp__flush1(w)) < 0) {
                 tp__fail(w, rc, "device write");
                 break;
@@ -203,8 +339,8 @@ static void *tp__worker_main(void *arg)
         }
     }
     /* Whatever is still queued is lost with the stop: count it. */
-    tp__dir_drop_rest(&w->d[0], &w->st.dir[0], TP_DROP_STOPPED);
-    tp__dir_drop_rest(&w->d[1], &w->st.dir[1], TP_DROP_STOPPED);
+    tp__dir_drop_rest(&w->d[0], c->kind == TP_KIND_TUN, &w->st.dir[0], TP_DROP_STOPPED);
+    tp__dir_drop_rest(&w->d[1], 1, &w->st.dir[1], TP_DROP_STOPPED);
     return NULL;
 }
 
@@ -262,14 +398,55 @@ static void tp__close_owned(struct tp_pump *p)
     }
 }
 
+static void tp__dir_free(struct tp__dir *d)
+{
+    free(d->bufs);
+    free(d->pkts);
+    free(d->raw);
+    free(d->prefix);
+    free(d->lenbe);
+    free(d->seg_hdrs);
+    free(d->units);
+    free(d->gro);
+    free(d->chain);
+    free(d->skip);
+    free(d->iov);
+    free(d->msgs);
+    free(d->cmsgs);
+}
+
+/* Everything a direction needs, made once: nothing is allocated per packet.
+ * malloc, not calloc: pages are touched only as traffic needs them. */
+static int tp__dir_alloc(struct tp__dir *d, int batch, int with_bufs)
+{
+    size_t cap = (size_t)batch * TP_VNET_MAX_SEGS;
+
+    d->cap = (int)cap;
+    d->bufs = with_bufs ? malloc((size_t)batch * TP__BUF_SIZE) : NULL;
+    d->pkts = malloc(sizeof(*d->pkts) * cap);
+    d->raw = malloc(sizeof(*d->raw) * (size_t)batch);
+    d->prefix = malloc(sizeof(*d->prefix) * cap);
+    d->lenbe = malloc(sizeof(*d->lenbe) * cap);
+    d->seg_hdrs = malloc((size_t)TP_VNET_HDR_ROOM * cap);
+    d->units = malloc(sizeof(*d->units) * cap);
+    d->gro = malloc(sizeof(*d->gro) * cap);
+    d->chain = malloc(sizeof(*d->chain) * cap);
+    d->skip = malloc(sizeof(*d->skip) * cap);
+    d->iov = malloc(sizeof(*d->iov) * 3 * cap);
+    d->msgs = malloc(sizeof(*d->msgs) * cap);
+    d->cmsgs = malloc((size_t)TP__CMSG_SPACE * cap);
+    return (with_bufs && !d->bufs) || !d->pkts || !d->raw || !d->prefix || !d->lenbe || !d->seg_hdrs ||
+           !d->units || !d->gro || !d->chain || !d->skip || !d->iov || !d->msgs || !d->cmsgs ? -ENOMEM : 0;
+}
+
 void tp_pump_free(struct tp_pump *p)
 {
     if (!p)
         return;
     tp_pump_stop(p);
     for (int i = 0; i < p->nworkers; i++) {
-        free(p->w[i].d[0].bufs);
-        free(p->w[i].d[1].bufs);
+        tp__dir_free(&p->w[i].d[0]);
+        tp__dir_free(&p->w[i].d[1]);
         free(p->w[i].stream);
     }
     free(p->w);
@@ -321,13 +498,11 @@ int tp_pump_start(const struct tp_pump_cfg *cfg, struct tp_pump **out, const cha
         w->peer_fd = cfg->kind == TP_KIND_TUN ? cfg->peer_dev.fds[i] : -1;
         w->listen_fd = -1;
         w->backoff_ms = 100;
-        /* malloc, not calloc: pages are touched only as packets need them. */
-        w->d[0].bufs = malloc((size_t)cfg->batch * TP__BUF_SIZE);
         if (cfg->kind == TP_KIND_TCP)
             w->stream = malloc(TP__STREAM_SIZE);
-        else
-            w->d[1].bufs = malloc((size_t)cfg->batch * TP__BUF_SIZE);
-        if (!w->d[0].bufs || (cfg->kind == TP_KIND_TCP ? !w->stream : !w->d[1].bufs)) {
+        if (tp__dir_alloc(&w->d[0], cfg->batch, 1) < 0 ||
+            tp__dir_alloc(&w->d[1], cfg->batch, cfg->kind != TP_KIND_TCP) < 0 ||
+            (cfg->kind == TP_KIND_TCP && !w->stream)) {
             *err = "malloc";
             tp_pump_free(p);
             return -ENOMEM;
@@ -345,7 +520,7 @@ int tp_pump_start(const struct tp_pump_cfg *cfg, struct tp_pump **out, const cha
             }
         }
         for (i = 0; i < p->nworkers; i++) {
-            if ((rc = tp__sock_setup(&p->w[i])) < 0) {
+            if ((rc = tp__sock_setup(&p->w[i], tp__gro_what(&cfg->dev.fmt) != 0)) < 0) {
                 *err = cfg->kind == TP_KIND_UDP ? "UDP socket bind" : "TCP listen";
                 break;
             }

@@ -17,6 +17,7 @@ struct tp_fmt {
     int pi;          /* 1: 4-byte packet information header */
     int vnet_hdr_sz; /* 0, 10 or 12 */
     int tap;         /* 1: Ethernet frames */
+    unsigned offloads; /* TUN_F_* in force: which super-packets it hands over and takes */
 };
 
 struct tp_dev_cfg {
@@ -63,9 +64,17 @@ enum tp_drop {
 extern const char *const tp_drop_names[TP_DROP__COUNT];
 
 /* Direction 0: device -> endpoint; 1: endpoint -> device. */
+/* Packets are counted as they cross: a super-packet passed through whole is
+ * one, a split one is its segments, and a coalesced write counts the
+ * packets it carries. */
 struct tp_dir_stats {
     uint64_t pkts_in, bytes_in, pkts_out, bytes_out;
     uint64_t batches, read_calls, write_calls;
+    uint64_t read_bytes, write_bytes;   /* bytes moved by those calls */
+    uint64_t gso_split;                 /* super-packets cut into segments */
+    uint64_t gso_passed;                /* super-packets passed through whole */
+    uint64_t gro_built;                 /* super-packets built by coalescing */
+    uint64_t gso_fallbacks;             /* UDP_SEGMENT refused: sent one by one */
     uint64_t drops[TP_DROP__COUNT];
 };
 

@@ -3,36 +3,57 @@
 #define TP_PUMP_INTERNAL_H
 
 #include "tp_pump.h"
+#include "tp_vnet.h"
 
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #define TP__HEADROOM 64                          /* room for any prefix before a packet */
-#define TP__PKT_MAX 65535                        /* the largest IP packet / frame */
+#define TP__PKT_MAX 65535                        /* the largest IP packet / frame / datagram */
 #define TP__BUF_SIZE (TP__HEADROOM + TP__PKT_MAX + 64)
 #define TP__STREAM_SIZE (256 * 1024)             /* TCP receive buffer: several frames */
 
 /* Single writer (the worker); readers load relaxed. */
 #define TP__ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)
 
+/* A packet on its way: hdr[0..hdrlen) + data[0..len). hdr is set for the
+ * segments of a split (their rewritten headers); pre is the PI / vnet_hdr
+ * prefix it was read with, kept when the packet passes through whole. */
 struct tp__pkt {
-    uint8_t *data;   /* the packet (L3 for TUN, L2 for TAP) */
+    uint8_t *data;
     uint32_t len;
-    uint8_t *pre;    /* the prefix read with it (PI / vnet_hdr), or NULL */
+    uint8_t *hdr;
+    uint32_t hdrlen;
+    uint8_t *pre;
     uint32_t prelen;
+    int32_t group;     /* the read it came from: segments of one split share it */
 };
 
 struct tp__dir {
+    int cap;                        /* packets the arrays hold */
     int n;                          /* packets in the batch */
-    int next;                       /* next one to send */
-    size_t off;                     /* TCP: bytes of packet `next` (with length) already sent */
+    int next;                       /* next packet (socket sinks) or unit (device sinks) to send */
+    size_t off;                     /* TCP: bytes of packet `next` (with its length) already sent */
     int pending;                    /* unsent packets wait for the sink to be writable */
-    uint8_t *bufs;                  /* batch * TP__BUF_SIZE, made at start */
-    struct tp__pkt pkts[TP_MAX_BATCH];
-    uint8_t scratch[TP_MAX_BATCH][16];   /* prefixes made for the sink */
-    uint16_t lenbe[TP_MAX_BATCH];        /* TCP frame lengths, big-endian */
+    int nunits;                     /* device sinks: what the writes will be */
+    uint8_t *bufs;                  /* reads: batch * TP__BUF_SIZE */
+    struct tp__pkt *pkts;           /* cap */
+    struct tp__pkt *raw;            /* batch: reads before they are split */
+    uint8_t (*prefix)[16];          /* cap: prefixes made for a device sink */
+    uint16_t *lenbe;                /* cap: TCP frame lengths, big-endian */
+    uint8_t *seg_hdrs;              /* cap * TP_VNET_HDR_ROOM: headers of split segments */
+    struct tp_gro_unit *units;      /* cap */
+    struct tp_gro_pkt *gro;         /* cap */
+    int *chain;                     /* cap: next packet of the same unit */
+    uint32_t *skip;                 /* cap: header bytes a coalesced packet leaves out */
+    struct iovec *iov;              /* 3 * cap */
+    struct mmsghdr *msgs;           /* cap */
+    uint8_t *cmsgs;                 /* cap * TP__CMSG_SPACE */
     struct sockaddr_storage names[TP_MAX_BATCH];
 };
+
+#define TP__CMSG_SPACE 32
 
 enum tp__tcp_state { TP__TCP_DOWN, TP__TCP_CONNECTING, TP__TCP_UP };
 
@@ -54,6 +75,8 @@ struct tp__worker {
     int peer_known;
     struct sockaddr_storage local;
     socklen_t local_len;
+    int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
+    int udp_gro;                    /* UDP_GRO is on for the socket */
     enum tp__tcp_state tcp;
     int64_t next_connect_ns;
     int backoff_ms;
@@ -79,12 +102,14 @@ struct tp_pump {
 
 int64_t tp__now_ns(void);
 
-/* tp_endpoint.c: sockets and batch I/O for each kind of endpoint. Return the
- * number of packets handled, 0 when the fd had nothing / took nothing
- * (EAGAIN), or -errno on an error that ends the worker. */
-int tp__sock_setup(struct tp__worker *w);           /* UDP socket or TCP listen socket */
-void tp__tcp_connect(struct tp__worker *w);        /* client: start a connection attempt */
-void tp__tcp_connected(struct tp__worker *w);      /* client: the attempt finished */
+/* tp_endpoint.c: sockets and batch I/O for each kind of endpoint. Reads fill
+ * d->pkts (raw: one per read / datagram / frame); writes send d->pkts (socket
+ * sinks) or d->units (device sinks) from d->next on. They return the number
+ * handled, 0 when the fd had nothing / took nothing (EAGAIN), or -errno on an
+ * error that ends the worker. */
+int tp__sock_setup(struct tp__worker *w, int want_gro);
+void tp__tcp_connect(struct tp__worker *w);
+void tp__tcp_connected(struct tp__worker *w);
 void tp__tcp_accept(struct tp__worker *w);
 void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error);
 
@@ -104,6 +129,6 @@ void tp__tcp_consumed(struct tp__worker *w);
 int tp__tcp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *st);
 
 /* Drop the unsent rest of a batch, counting it under `reason`. */
-void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop reason);
+void tp__dir_drop_rest(struct tp__dir *d, int to_device, struct tp_dir_stats *st, enum tp_drop reason);
 
 #endif

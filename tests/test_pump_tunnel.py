@@ -129,19 +129,6 @@ def test_udp_two_queues(ns):
         w.close()
 
 
-def test_udp_vnet_device_offloads_narrowed(ns):
-    w = World(ns, vnet=True)
-    try:
-        e1 = UDPEndpoint(("198.18.10.1", 6300), ("198.18.10.2", 6300), netns=w.n1)
-        e2 = UDPEndpoint(("198.18.10.2", 6300), ("198.18.10.1", 6300), netns=w.n2)
-        with Pump(w.a, e1) as p1, Pump(w.b, e2):
-            assert w.a.offloads == frozenset()
-            check_traffic(w, 8 << 20, inner=(4,))
-        assert_stats_add_up(p1.stats())
-    finally:
-        w.close()
-
-
 def test_udp_endpoint_arguments():
     with pytest.raises(ValueError, match="remote=None"):
         UDPEndpoint(("198.18.0.1", 5000), learn_peer=False)

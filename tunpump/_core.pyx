@@ -141,6 +141,7 @@ cdef extern from "tp_pump.h":
         int pi
         int vnet_hdr_sz
         int tap
+        unsigned offloads
     struct tp_dev_cfg:
         int nfds
         const int *fds
@@ -167,6 +168,8 @@ cdef extern from "tp_pump.h":
     struct tp_dir_stats:
         uint64_t pkts_in, bytes_in, pkts_out, bytes_out
         uint64_t batches, read_calls, write_calls
+        uint64_t read_bytes, write_bytes
+        uint64_t gso_split, gso_passed, gro_built, gso_fallbacks
         uint64_t drops[9]
     struct tp_worker_stats:
         tp_dir_stats dir[2]
@@ -201,6 +204,9 @@ cdef dict _dir_dict(tp_dir_stats *d):
         "packets_in": d.pkts_in, "bytes_in": d.bytes_in,
         "packets_out": d.pkts_out, "bytes_out": d.bytes_out,
         "batches": d.batches, "read_calls": d.read_calls, "write_calls": d.write_calls,
+        "read_bytes": d.read_bytes, "write_bytes": d.write_bytes,
+        "gso_split": d.gso_split, "gso_passed": d.gso_passed, "gro_built": d.gro_built,
+        "gso_fallbacks": d.gso_fallbacks,
         "drops": {DROP_REASONS[i]: d.drops[i] for i in range(TP_DROP__COUNT)},
     }
 
@@ -230,14 +236,14 @@ cdef class CorePump:
         dfds = _int_array(dev_fds)
         cfg.dev.nfds = len(dev_fds)
         cfg.dev.fds = dfds
-        cfg.dev.fmt.pi, cfg.dev.fmt.vnet_hdr_sz, cfg.dev.fmt.tap = dev_fmt
+        cfg.dev.fmt.pi, cfg.dev.fmt.vnet_hdr_sz, cfg.dev.fmt.tap, cfg.dev.fmt.offloads = dev_fmt
         cfg.sock.netns_fd = -1
         try:
             if kind == TP_KIND_TUN:
                 pfds = _int_array(peer_fds)
                 cfg.peer_dev.nfds = len(peer_fds)
                 cfg.peer_dev.fds = pfds
-                cfg.peer_dev.fmt.pi, cfg.peer_dev.fmt.vnet_hdr_sz, cfg.peer_dev.fmt.tap = peer_fmt
+                cfg.peer_dev.fmt.pi, cfg.peer_dev.fmt.vnet_hdr_sz, cfg.peer_dev.fmt.tap, cfg.peer_dev.fmt.offloads = peer_fmt
             else:
                 cfg.sock.family = sock["family"]
                 a = sock["local_addr"]

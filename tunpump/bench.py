@@ -43,8 +43,10 @@ SCENARIOS = [
     Scenario("relay", "relay", "tunpump", False, doc="tunpump relay, per packet"),
     Scenario("relay-vnet-2q", "relay", "tunpump", True, queues=2, streams=4, doc="2 queues, 4 TCP streams"),
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
-    Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel"),
-    Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing)"),
+    Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
+    Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
+    Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
+    Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing), offloads off"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 

@@ -16,7 +16,7 @@ DEFAULT_BATCH = 64
 
 
 def _fmt(dev: Device) -> tuple:
-    return (int(dev.pi), dev.vnet_hdr_size, int(dev.mode == "tap"))
+    return (int(dev.pi), dev.vnet_hdr_size, int(dev.mode == "tap"), dev._offload_bits)
 
 
 def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
@@ -34,13 +34,14 @@ class Pump:
     signal handler or another thread) or a worker error, which it raises as
     PumpError. The pump never closes the devices it was given.
 
-    Offloads: until split/coalesce lands, a device whose peer cannot take its
-    super-packets has its offloads narrowed at start — to the common set of
-    two relayed devices, or to none towards a socket.
+    Offloads: super-packets a device hands over are cut into segments (every
+    header and checksum fixed) for a sink that cannot take them — a socket, or
+    a device without those offloads — and passed through whole otherwise.
+    Packets bound for a device with offloads are coalesced into super-packets.
+    A device's offloads are read when the pump starts.
     """
 
-    def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
-                 adjust_offloads: bool = True) -> None:
+    def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device={device!r}: expected a tunpump.Device")
         if not isinstance(endpoint, (Device, UDPEndpoint, TCPEndpoint)):
@@ -60,7 +61,6 @@ class Pump:
         self.device = device
         self.endpoint = endpoint
         self.batch = batch
-        self.adjust_offloads = adjust_offloads
         self._core: Optional[_core.CorePump] = None
         self._lock = threading.Lock()
         self._stop_requested = False
@@ -73,29 +73,12 @@ class Pump:
     def running(self) -> bool:
         return self._core is not None
 
-    def _narrow_offloads(self) -> None:
-        ep = self.endpoint
-        if isinstance(ep, Device):
-            if self.device.vnet_hdr and ep.vnet_hdr:
-                common = self.device.offloads & ep.offloads
-                for d in (self.device, ep):
-                    if d.offloads != common:
-                        d.set_offloads(common)
-                return
-            for d in (self.device, ep):
-                if d.vnet_hdr and d.offloads:
-                    d.set_offloads(False)
-        elif self.device.vnet_hdr and self.device.offloads:
-            self.device.set_offloads(False)
-
     def start(self) -> "Pump":
         with self._lock:
             if self._core is not None:
                 raise RuntimeError("the pump is already running")
             if self.device.closed:
                 raise ValueError("device: it is closed")
-            if self.adjust_offloads:
-                self._narrow_offloads()
             core = _core.CorePump()
             ep = self.endpoint
             fds = self.device.fds
