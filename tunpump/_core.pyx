@@ -437,3 +437,57 @@ def gro_coalesce(list packets, int l2=0, bint tcp=True, bint udp=True):
         free(nxt)
         free(skip)
         free(units)
+
+
+def kernel_loop(str kind, object arg, int iterations, bytes vnet_hdr=None):
+    """Run one C kernel `iterations` times without returning to Python, for
+    micro-benchmarks: kind "checksum" (arg: bytes), "split" (arg: packet,
+    with vnet_hdr) or "coalesce" (arg: list of packets; their headers are
+    restored before each round, since coalescing rewrites them in place)."""
+    cdef tp_vnet_hdr h
+    cdef tp_seg segs[64]
+    cdef bytearray scratch = bytearray(TP_VNET_MAX_SEGS * TP_VNET_HDR_ROOM)
+    cdef unsigned char[::1] sv = scratch
+    cdef unsigned char[::1] v
+    cdef bytearray buf
+    cdef int i, k, n, rc = 0
+    cdef uint64_t acc = 0
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations}: expected at least 1")
+    if kind == "checksum":
+        buf = bytearray(arg)
+        v = buf
+        for i in range(iterations):
+            acc += tp_csum_fold(tp_csum_add(0, &v[0], len(buf)))
+        return acc
+    if kind == "split":
+        buf = bytearray(arg)
+        v = buf
+        tp_vnet_hdr_read(<const unsigned char *><const char *>vnet_hdr, &h)
+        for i in range(iterations):
+            rc = tp_vnet_split(&h, &v[0], len(buf), 0, &sv[0], segs, TP_VNET_MAX_SEGS)
+        return rc
+    if kind == "coalesce":
+        n = len(arg)
+        bufs = [bytearray(p) for p in arg]
+        saved = [bytes(p[:128]) for p in arg]
+        pk = <tp_gro_pkt *>malloc(sizeof(tp_gro_pkt) * n)
+        nxt = <int *>malloc(sizeof(int) * n)
+        skip = <unsigned *>malloc(sizeof(unsigned) * n)
+        units = <tp_gro_unit *>malloc(sizeof(tp_gro_unit) * n)
+        try:
+            for k in range(n):
+                v = bufs[k]
+                pk[k].data = &v[0]
+                pk[k].len = len(bufs[k])
+            for i in range(iterations):
+                for k in range(n):
+                    memcpy(pk[k].data, <const char *>saved[k], len(saved[k]))
+                rc = tp_gro_coalesce(pk, n, 0, TP_GRO_TCP | TP_GRO_UDP, nxt, skip, units)
+        finally:
+            free(pk)
+            free(nxt)
+            free(skip)
+            free(units)
+        return rc
+    raise ValueError(f"kind={kind!r}: expected 'checksum', 'split' or 'coalesce'")
