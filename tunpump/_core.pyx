@@ -491,3 +491,41 @@ def kernel_loop(str kind, object arg, int iterations, bytes vnet_hdr=None):
             free(units)
         return rc
     raise ValueError(f"kind={kind!r}: expected 'checksum', 'split' or 'coalesce'")
+
+
+# ---- bench traffic -----------------------------------------------------------
+
+cdef extern from "tp_traffic.h":
+    struct tp_traffic_result:
+        uint64_t packets
+        uint64_t bytes
+        uint64_t calls
+        double seconds
+    int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned size,
+                      uint64_t count, double seconds, tp_traffic_result *out) nogil
+    int tp_udp_sink(int fd, double seconds, double idle, tp_traffic_result *out) nogil
+
+
+cdef dict _traffic(tp_traffic_result *r):
+    return {"packets": r.packets, "bytes": r.bytes, "calls": r.calls, "seconds": r.seconds}
+
+
+def udp_source(int family, bytes addr, unsigned port, unsigned size, uint64_t count, double seconds):
+    """Send up to count datagrams of size bytes for at most seconds (GIL released)."""
+    cdef tp_traffic_result r
+    cdef const unsigned char *a = <const unsigned char *><const char *>addr
+    cdef int rc
+    with nogil:
+        rc = tp_udp_source(family, a, port, size, count, seconds, &r)
+    _check(rc, "udp source")
+    return _traffic(&r)
+
+
+def udp_sink(int fd, double seconds, double idle):
+    """Count datagrams on a bound UDP socket (GIL released)."""
+    cdef tp_traffic_result r
+    cdef int rc
+    with nogil:
+        rc = tp_udp_sink(fd, seconds, idle, &r)
+    _check(rc, "udp sink")
+    return _traffic(&r)

@@ -33,6 +33,8 @@ class Scenario:
     streams: int = 1
     baseline: bool = False
     doc: str = ""
+    traffic: str = "tcp"   # tcp (kernel TCP streams) or udp64 / udp1400 (C generator, payload bytes)
+    quick: bool = True     # part of --quick
 
 
 SCENARIOS = [
@@ -41,12 +43,23 @@ SCENARIOS = [
     Scenario("py-relay-vnet", "relay", "python", True, baseline=True, doc="Python loop passing super-packets"),
     Scenario("relay-vnet", "relay", "tunpump", True, doc="tunpump relay, vnet_hdr super-packets"),
     Scenario("relay", "relay", "tunpump", False, doc="tunpump relay, per packet"),
-    Scenario("relay-vnet-2q", "relay", "tunpump", True, queues=2, streams=4, doc="2 queues, 4 TCP streams"),
+    Scenario("relay-vnet-2q", "relay", "tunpump", True, queues=2, streams=4, quick=False,
+             doc="2 queues, 4 TCP streams"),
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
     Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
     Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing), offloads off"),
+    Scenario("veth-u64", "veth", "kernel", True, baseline=True, traffic="udp64", quick=False,
+             doc="64-byte UDP over bare veth"),
+    Scenario("py-relay-u64", "relay", "python", False, baseline=True, traffic="udp64", quick=False,
+             doc="64-byte UDP through the Python relay loop"),
+    Scenario("relay-u64", "relay", "tunpump", True, traffic="udp64", quick=False,
+             doc="64-byte UDP through the relay"),
+    Scenario("udp-vnet-u64", "udp", "tunpump", True, traffic="udp64", quick=False,
+             doc="64-byte UDP through the UDP tunnel"),
+    Scenario("udp-vnet-u1400", "udp", "tunpump", True, traffic="udp1400", quick=False,
+             doc="1400-byte UDP through the UDP tunnel (USO/UDP GRO coalescing)"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -204,6 +217,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
                 while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
                     time.sleep(0.02)
 
+        if sc.traffic != "tcp":
+            return _udp_traffic(sc, w, n1, n2, target, seconds, pumps, forwarders, progress)
         if traffic == "iperf3":
             cpu0 = os.times()
             fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
@@ -249,12 +264,49 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
         w.close()
 
 
+def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, seconds: float,
+                 pumps, forwarders, progress) -> dict:
+    """Small-packet UDP from the C generator: delivered packets per second."""
+    size = int(sc.traffic[3:])
+    r, wfd = os.pipe()
+    sink = subprocess.Popen(["ip", "netns", "exec", n2, sys.executable, "-m", "tunpump.traffic", "udp-sink",
+                             "--port", "5301", "--seconds", str(seconds + 10), "--idle", "1",
+                             "--ready-fd", str(wfd)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, pass_fds=(wfd,))
+    w.procs.append(sink)
+    os.close(wfd)
+    os.read(r, 1)
+    os.close(r)
+    cpu0 = os.times()
+    fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
+    t0 = time.monotonic()
+    progress(sc.name, 0.0, None)
+    src = subprocess.run(["ip", "netns", "exec", n1, sys.executable, "-m", "tunpump.traffic", "udp-source",
+                          "--host", target, "--port", "5301", "--size", str(size), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    wall = time.monotonic() - t0
+    if src.returncode != 0:
+        raise BenchError(f"{sc.name}: UDP source failed: {src.stderr.strip()[-300:]}")
+    res = _result(sc, 0, wall, pumps, forwarders, cpu0, fcpu0)
+    out, err = sink.communicate(timeout=seconds + 30)
+    if sink.returncode != 0:
+        raise BenchError(f"{sc.name}: UDP sink failed: {err.strip()[-300:]}")
+    got, sent = json.loads(out), json.loads(src.stdout)
+    secs = got["seconds"] or wall
+    res["bytes"] = got["bytes"]
+    res["gbps"] = got["bytes"] * 8 / secs / 1e9
+    res["delivered_kpps"] = got["packets"] / secs / 1e3
+    res["loss"] = 1 - got["packets"] / sent["packets"] if sent["packets"] else None
+    return res
+
+
 def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, fcpu0) -> dict:
     """One scenario's figures, taken before its world is torn down."""
     cpu1 = os.times()
     fcpu1 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
     result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
               "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
+              "traffic": sc.traffic, "delivered_kpps": None, "loss": None,
               "seconds": round(wall, 3), "bytes": received,
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
@@ -280,29 +332,38 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
 
 
 def _ratios(results: List[dict]) -> None:
-    got = {r["scenario"]: r["gbps"] for r in results}
+    """Each tunpump figure against the baselines of the same traffic."""
+    def metric(r):
+        return r["delivered_kpps"] if r["traffic"] != "tcp" else r["gbps"]
+
+    got = {r["scenario"]: metric(r) for r in results}
     for r in results:
         if r["forwarder"] != "tunpump":
             continue
-        bases = {"veth": "veth"}
-        if r["endpoint"] == "relay":
-            bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet"})
+        if r["traffic"] == "tcp":
+            bases = {"veth": "veth"}
+            if r["endpoint"] == "relay":
+                bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet"})
+            else:
+                bases.update({"python": "py-udp"})
         else:
-            bases.update({"python": "py-udp"})
+            bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
         for key, base in bases.items():
-            if got.get(base):
-                r["ratios"][key] = r["gbps"] / got[base]
+            if got.get(base) and metric(r) is not None:
+                r["ratios"][key] = metric(r) / got[base]
 
 
 def format_table(results: List[dict]) -> str:
-    head = f"{'scenario':15} {'forwarder':9} {'Gbit/s':>8} {'kpps':>8} {'B/syscall':>9} {'CPU%':>6}  ratios"
+    head = (f"{'scenario':15} {'forwarder':9} {'Gbit/s':>8} {'kpps':>8} {'B/syscall':>9} {'CPU%':>6} "
+            f"{'deliv.kpps':>10} {'loss':>5}  ratios")
     lines = [head, "-" * len(head)]
     for r in results:
         def f(v, fmt):
             return format(v, fmt) if v is not None else "-"
         ratios = " ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
         lines.append(f"{r['scenario']:15} {r['forwarder']:9} {r['gbps']:8.2f} {f(r['kpps'], '8.1f'):>8} "
-                     f"{f(r['bytes_per_syscall'], '9.0f'):>9} {f(r['cpu_percent'], '6.0f'):>6}  {ratios}")
+                     f"{f(r['bytes_per_syscall'], '9.0f'):>9} {f(r['cpu_percent'], '6.0f'):>6} "
+                     f"{f(r['delivered_kpps'], '10.1f'):>10} {f(r['loss'], '5.2f'):>5}  {ratios}")
     return "\n".join(lines)
 
 
@@ -326,7 +387,7 @@ def _plot(results: List[dict], path: str) -> None:
 def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m tunpump bench")
     p.add_argument("--quick", action="store_true", help="short runs: finishes within 20 s")
-    p.add_argument("--seconds", type=float, help="traffic per scenario (default 3, quick 0.8)")
+    p.add_argument("--seconds", type=float, help="traffic per scenario (default 3, quick 0.6)")
     p.add_argument("--scenario", action="append", choices=sorted(BY_NAME), metavar="NAME",
                    help=f"run only these (repeatable): {', '.join(BY_NAME)}")
     p.add_argument("--traffic", choices=("builtin", "iperf3"), default="builtin",
@@ -339,10 +400,11 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
 
 def run(args: argparse.Namespace) -> int:
     _check_environment()
-    seconds = args.seconds or (0.8 if args.quick else 3.0)
+    seconds = args.seconds or (0.6 if args.quick else 3.0)
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
-    chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    chosen = ([BY_NAME[n] for n in args.scenario] if args.scenario else
+              [sc for sc in SCENARIOS if sc.quick or not args.quick])
     if args.traffic == "iperf3" and not shutil.which("iperf3"):
         raise BenchError("--traffic iperf3: iperf3 is not installed (apt-get install iperf3)")
     tty = sys.stderr.isatty()

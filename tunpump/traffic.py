@@ -1,5 +1,6 @@
 """Kernel-socket traffic for tests and the bench: a TCP source that sends a
-bounded number of random bytes and a sink that hashes what it receives.
+bounded number of random bytes and a sink that hashes what it receives, and
+a UDP source and sink in C (sendmmsg / recvmmsg) for small-packet rates.
 
 Run inside a namespace: `python -m tunpump.traffic sink --port P` prints one JSON
 line when the sender closes; `python -m tunpump.traffic source --host H --port P
@@ -100,6 +101,27 @@ def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int =
             "gbps": sent * 8 / secs / 1e9 if secs > 0 else 0.0}
 
 
+def udp_source(host: str, port: int, size: int, count: int, seconds: float) -> dict:
+    import ipaddress
+    from . import _core
+    ip = ipaddress.ip_address(host)
+    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return _core.udp_source(fam, ip.packed, port, size, count, seconds)
+
+
+def udp_sink(port: int, seconds: float, idle: float = 1.0, ready_fd: int = -1, v6: bool = False) -> dict:
+    from . import _core
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("::" if v6 else "0.0.0.0", port))
+    if ready_fd >= 0:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+    try:
+        return _core.udp_sink(s.fileno(), seconds, idle)
+    finally:
+        s.close()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tunpump.traffic")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -116,8 +138,24 @@ def main(argv=None) -> int:
     c.add_argument("--timeout", type=float, default=60.0)
     c.add_argument("--seconds", type=float, default=0.0, help="stop after this long")
     c.add_argument("--no-hash", action="store_true", help="send one buffer repeatedly, no hashing")
+    us = sub.add_parser("udp-sink")
+    us.add_argument("--port", type=int, required=True)
+    us.add_argument("--seconds", type=float, default=10.0)
+    us.add_argument("--idle", type=float, default=1.0)
+    us.add_argument("--ready-fd", type=int, default=-1)
+    us.add_argument("--v6", action="store_true")
+    uc = sub.add_parser("udp-source")
+    uc.add_argument("--host", required=True)
+    uc.add_argument("--port", type=int, required=True)
+    uc.add_argument("--size", type=int, default=64, help="UDP payload bytes")
+    uc.add_argument("--count", type=int, default=10_000_000)
+    uc.add_argument("--seconds", type=float, default=3.0)
     a = p.parse_args(argv)
-    if a.cmd == "sink":
+    if a.cmd == "udp-sink":
+        out = udp_sink(a.port, a.seconds, a.idle, a.ready_fd, a.v6)
+    elif a.cmd == "udp-source":
+        out = udp_source(a.host, a.port, a.size, a.count, a.seconds)
+    elif a.cmd == "sink":
         out = sink(a.port, a.host, a.timeout, a.ready_fd, hash_data=not a.no_hash)
     else:
         out = source(a.host, a.port, a.bytes, a.timeout, seconds=a.seconds, hash_data=not a.no_hash)
