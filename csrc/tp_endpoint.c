@@ -64,6 +64,8 @@ static int tp__plausible(const struct tp_fmt *dev, const uint8_t *p, uint32_t le
 
 static void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group)
 {
+    p->route = 0;
+    p->released = 0;
     p->data = data;
     p->len = len;
     p->hdr = NULL;
@@ -298,11 +300,20 @@ int tp__udp_read(struct tp__worker *w, const struct tp_fmt *dev, struct tp__dir 
             }
             memcpy(&w->peer, &d->names[i], sizeof(w->peer));
             w->peer_len = msgs[i].msg_hdr.msg_namelen;
+            w->peers[0] = w->peer;
+            w->peer_lens[0] = w->peer_len;
+            w->npeers = 1;
             w->peer_known = 1;
             TP__ADD(w->st.peer_learned, 1);
-        } else if (!tp__same_addr(&w->peer, &d->names[i])) {
-            tp__drop(st, TP_DROP_UNKNOWN_PEER, nseg);   /* strangers cannot inject */
-            continue;
+            tp__post_peer(w, TP_EV_PEER_UP, &w->peer);
+        } else {
+            int known = 0;
+            for (int k = 0; k < w->npeers && !known; k++)
+                known = tp__same_addr(&w->peers[k], &d->names[i]);
+            if (!known) {
+                tp__drop(st, TP_DROP_UNKNOWN_PEER, nseg);   /* strangers cannot inject */
+                continue;
+            }
         }
         /* UDP_GRO hands over a run of equal datagrams in one buffer: cut it. */
         for (uint32_t off = 0; off < len; off += seg) {
@@ -333,7 +344,7 @@ static int tp__udp_group(const struct tp__worker *w, const struct tp__dir *d, in
     while (k < d->n && k - i < TP__UDP_MAX_SEGS) {
         const struct tp__pkt *q = &d->pkts[k];
         uint32_t qs = q->hdrlen + q->len;
-        if (q->group != p->group || qs > size || total + qs > max)
+        if (q->group != p->group || q->route != p->route || qs > size || total + qs > max)
             break;
         total += qs;
         k++;
@@ -369,8 +380,9 @@ int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *
                 d->iov[niov++].iov_len = d->pkts[k].len;
             }
             mh->msg_iovlen = (size_t)(&d->iov[niov] - mh->msg_iov);
-            mh->msg_name = &w->peer;
-            mh->msg_namelen = w->peer_len;
+            int route = d->pkts[i].route < w->npeers ? d->pkts[i].route : 0;
+            mh->msg_name = &w->peers[route];
+            mh->msg_namelen = w->peer_lens[route];
             if (g > 1) {
                 uint8_t *buf = d->cmsgs + (size_t)nmsg * TP__CMSG_SPACE;
                 struct cmsghdr *c;
@@ -469,7 +481,12 @@ int tp__sock_setup(struct tp__worker *w, int want_gro)
 
     w->local_len = tp__sockaddr(&w->local, c->family, c->local_addr, lport);
     if (c->has_remote) {
-        w->peer_len = tp__sockaddr(&w->peer, c->family, c->remote_addr, c->remote_port + (unsigned)w->idx);
+        w->npeers = c->nremotes > 0 ? c->nremotes : 1;
+        for (int r = 0; r < w->npeers; r++)
+            w->peer_lens[r] = tp__sockaddr(&w->peers[r], c->family, c->remote_addr[r],
+                                           c->remote_port[r] + (unsigned)w->idx);
+        w->peer = w->peers[0];
+        w->peer_len = w->peer_lens[0];
         w->peer_known = 1;
     }
     if (kind == TP_KIND_TCP && !c->listen)
@@ -503,6 +520,16 @@ int tp__sock_setup(struct tp__worker *w, int want_gro)
 
 static void tp__tcp_up(struct tp__worker *w, int fd)
 {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    memset(&ss, 0, sizeof(ss));
+    (void)getpeername(fd, (struct sockaddr *)&ss, &len);
+    if (w->pump->cfg.sock.listen) {
+        w->peer = ss;
+        w->peer_len = len;
+    }
+    tp__post_peer(w, TP_EV_PEER_UP, &ss);
     w->peer_fd = fd;
     w->own_peer_fd = 1;
     w->tcp = TP__TCP_UP;
@@ -584,8 +611,10 @@ void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error)
         close(w->peer_fd);
         w->peer_fd = -1;
     }
-    if (w->tcp == TP__TCP_UP)
+    if (w->tcp == TP__TCP_UP) {
         TP__ADD(w->st.disconnects, 1);
+        tp__post_peer(w, TP_EV_PEER_DOWN, &w->peer);
+    }
     if (protocol_error)
         TP__ADD(w->st.protocol_errors, 1);
     tp__dir_drop_rest(&w->d[0], 0, &w->st.dir[0], TP_DROP_NO_CONNECTION);

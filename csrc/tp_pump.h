@@ -7,8 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tp_flow.h"
+
 #define TP_MAX_BATCH 256
 #define TP_MAX_WORKERS 256
+#define TP_MAX_PEERS 16
 
 enum tp_kind { TP_KIND_TUN = 1, TP_KIND_UDP = 2, TP_KIND_TCP = 3 };
 
@@ -31,13 +34,25 @@ struct tp_sock_cfg {
     unsigned char local_addr[16];
     unsigned local_port;          /* host order; worker i uses local_port + i (0: ephemeral) */
     int has_remote;
-    unsigned char remote_addr[16];
-    unsigned remote_port;         /* worker i talks to remote_port + i */
+    int nremotes;                 /* UDP: several peers, chosen per flow by ROUTE (1 otherwise) */
+    unsigned char remote_addr[TP_MAX_PEERS][16];
+    unsigned remote_port[TP_MAX_PEERS];   /* worker i talks to remote_port + i */
     int listen;                   /* TCP: 1 server, 0 client */
     int learn_peer;               /* UDP: accept the first sender as the peer */
     int sock_buf;                 /* SO_SNDBUF / SO_RCVBUF bytes; 0: kernel default */
     int netns_fd;                 /* create sockets in this namespace; -1: caller's */
     unsigned max_frame;           /* TCP: largest frame accepted */
+};
+
+/* The control plane: a flow table per worker, Python asked about new flows. */
+struct tp_ctl_cfg {
+    int enabled;                  /* classify device -> endpoint packets by flow */
+    int events;                   /* post peer / error events (implied by enabled) */
+    uint32_t table_size;          /* flows per worker */
+    int64_t idle_ns;              /* a flow unseen this long is evicted */
+    int64_t decision_ns;          /* a verdict not given within this applies the default */
+    uint8_t default_verdict;      /* TP_VERDICT_FORWARD (fail-open) or TP_VERDICT_DROP */
+    uint32_t pending_limit;       /* packets per worker waiting for verdicts */
 };
 
 struct tp_pump_cfg {
@@ -47,6 +62,7 @@ struct tp_pump_cfg {
     int kind;
     struct tp_dev_cfg peer_dev;   /* TP_KIND_TUN */
     struct tp_sock_cfg sock;      /* TP_KIND_UDP / TP_KIND_TCP */
+    struct tp_ctl_cfg ctl;
 };
 
 enum tp_drop {
@@ -59,6 +75,9 @@ enum tp_drop {
     TP_DROP_WRITE_ERROR,
     TP_DROP_OFFLOAD,
     TP_DROP_STOPPED,
+    TP_DROP_VERDICT,          /* Python said DROP */
+    TP_DROP_PENDING_FULL,     /* too many packets waiting for verdicts */
+    TP_DROP_PUNT_FULL,        /* Python is not taking punted packets fast enough */
     TP_DROP__COUNT
 };
 extern const char *const tp_drop_names[TP_DROP__COUNT];
@@ -82,6 +101,35 @@ struct tp_worker_stats {
     struct tp_dir_stats dir[2];
     uint64_t wakeups;
     uint64_t connects, disconnects, protocol_errors, peer_learned;
+    uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted;
+};
+
+/* Events a worker posts for the control side (fixed-size records). */
+enum tp_event_type {
+    TP_EV_FLOW = 1,        /* a new flow (or one whose verdict expired): give a verdict */
+    TP_EV_PACKET = 2,      /* a packet of a PUNT flow: the next punt slot holds it */
+    TP_EV_EVICTED = 3,     /* reason: TP_EVICT_* */
+    TP_EV_PEER_UP = 4,
+    TP_EV_PEER_DOWN = 5,
+    TP_EV_ERROR = 6,       /* the worker stopped: err, where */
+};
+enum { TP_EVICT_IDLE = 1, TP_EVICT_FULL = 2 };
+
+struct tp_event {
+    uint8_t type;
+    uint8_t reason;
+    uint16_t worker;
+    int32_t flow;
+    uint32_t gen;
+    int32_t err;
+    uint32_t len;
+    struct tp_flow_key key;
+    uint64_t packets, bytes;
+    int64_t age_ns;
+    const char *where;
+    uint8_t addr[16];      /* peer events */
+    uint16_t port;
+    uint8_t family;
 };
 
 struct tp_pump;
@@ -100,5 +148,20 @@ int tp_pump_nworkers(const struct tp_pump *p);
 void tp_pump_stats(const struct tp_pump *p, int worker, struct tp_worker_stats *out);
 /* Free after stop. */
 void tp_pump_free(struct tp_pump *p);
+
+/* ---- the control side: one thread calls these ---- */
+/* An eventfd that becomes readable when events are waiting. */
+int tp_pump_event_fd(const struct tp_pump *p);
+/* The oldest event of any worker (round-robin), or NULL; then done with it.
+ * For TP_EV_PACKET, *data / *len point at the packet until event_done. */
+const struct tp_event *tp_pump_next_event(struct tp_pump *p, int *worker, const uint8_t **data);
+void tp_pump_event_done(struct tp_pump *p, int worker, int type);
+/* Give a verdict (TP_VERDICT_*) for a flow; -EAGAIN when the worker's ring is full. */
+int tp_pump_verdict(struct tp_pump *p, int worker, int32_t flow, uint32_t gen, int verdict,
+                    int route, uint32_t ttl_ms);
+/* Wake the workers that were given verdicts. */
+void tp_pump_kick(struct tp_pump *p);
+/* Send a packet from the control thread through worker's UDP socket to peer `route`. */
+int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len);
 
 #endif

@@ -3,6 +3,8 @@
 #define TP_PUMP_INTERNAL_H
 
 #include "tp_pump.h"
+#include "tp_flow.h"
+#include "tp_ring.h"
 #include "tp_vnet.h"
 
 #include <pthread.h>
@@ -28,6 +30,16 @@ struct tp__pkt {
     uint8_t *pre;
     uint32_t prelen;
     int32_t group;     /* the read it came from: segments of one split share it */
+    uint8_t route;     /* UDP: which peer (a ROUTE verdict) */
+    uint8_t released;  /* came back from the pending queue: already counted in its flow */
+};
+
+/* A packet held while its flow waits for a verdict. */
+struct tp__pending {
+    int32_t flow;
+    uint32_t gen;
+    uint32_t len;      /* prefix + packet */
+    int32_t slot;
 };
 
 struct tp__dir {
@@ -69,9 +81,12 @@ struct tp__worker {
     int listen_fd;                  /* TCP server */
     int own_peer_fd;                /* 1 when the pump opened peer_fd */
 
-    /* UDP / TCP */
+    /* UDP / TCP: peer is peers[0]; a ROUTE verdict picks another */
     struct sockaddr_storage peer;
     socklen_t peer_len;
+    struct sockaddr_storage peers[TP_MAX_PEERS];
+    socklen_t peer_lens[TP_MAX_PEERS];
+    int npeers;
     int peer_known;
     struct sockaddr_storage local;
     socklen_t local_len;
@@ -86,12 +101,42 @@ struct tp__worker {
 
     struct tp__dir d[2];
 
+    /* control plane */
+    struct tp_flow_table flows;
+    struct tp_ring events;          /* worker -> control: struct tp_event */
+    struct tp_ring verdicts;        /* control -> worker: struct tp__verdict */
+    struct tp_ring punts;           /* worker -> control: punted packets */
+    int ctl_fd;                     /* eventfd: verdicts are waiting */
+    int kicked;                     /* control side: verdicts posted since the last kick */
+    int events_posted;
+    uint8_t *pend_bufs;             /* pending_limit * TP__BUF_SIZE */
+    struct tp__pending *pend;       /* arrival order */
+    int32_t *pend_free;
+    int npend, nfree;
+    int releasing;                  /* decided packets still queued: the device waits */
+    uint8_t *punt_hdrs;             /* split scratch for punted super-packets */
+    int64_t now;
+
     int err;                        /* -errno of the error that ended the worker */
     const char *err_where;
 } __attribute__((aligned(64)));
 
+struct tp__verdict {
+    int32_t flow;
+    uint32_t gen;
+    uint8_t verdict;
+    uint8_t route;
+    uint32_t ttl_ms;
+};
+
+#define TP__EVENT_RING 4096
+#define TP__VERDICT_RING 4096
+#define TP__PUNT_RING 64
+
 struct tp_pump {
     struct tp_pump_cfg cfg;
+    int event_fd;                   /* eventfd: workers posted events */
+    int rr;                         /* control side: next worker to read events from */
     int stop_fd;                    /* eventfd: workers stop */
     int exit_fd;                    /* eventfd: a worker ended on its own */
     int netns_fd;
@@ -112,6 +157,8 @@ void tp__tcp_connect(struct tp__worker *w);
 void tp__tcp_connected(struct tp__worker *w);
 void tp__tcp_accept(struct tp__worker *w);
 void tp__tcp_drop_conn(struct tp__worker *w, int protocol_error);
+/* tp_pump.c: tell the control side a peer came or went (TP_EV_PEER_*). */
+void tp__post_peer(struct tp__worker *w, int type, const struct sockaddr_storage *ss);
 
 int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
                  struct tp_dir_stats *st);

@@ -2,6 +2,7 @@
 
 The forwarding path is C worker threads; Python configures and decides.
 """
+from .control import Flow, FlowEvicted, PeerDown, PeerUp, StatsTick, Verdict, WorkerError
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError,
                      TunpumpError, TunUnavailableError)
@@ -13,5 +14,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
+    "Flow", "Verdict", "FlowEvicted", "PeerUp", "PeerDown", "StatsTick", "WorkerError",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
 ]

@@ -133,6 +133,33 @@ def netns_restore(int saved):
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ
+
+cdef extern from "poll.h":
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout) nogil
+    enum:
+        POLLIN
+
+cdef extern from "unistd.h":
+    ssize_t read(int fd, void *buf, size_t count) nogil
+
+
+cdef int _poll_in(int fd, int timeout_ms) noexcept nogil:
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLIN
+    p.revents = 0
+    return poll(&p, 1, timeout_ms)
+
+
+cdef void _drain(int fd) noexcept nogil:
+    cdef uint64_t junk
+    read(fd, &junk, 8)
 
 cdef extern from "tp_pump.h":
     enum:
@@ -151,13 +178,22 @@ cdef extern from "tp_pump.h":
         unsigned char local_addr[16]
         unsigned local_port
         int has_remote
-        unsigned char remote_addr[16]
-        unsigned remote_port
+        int nremotes
+        unsigned char remote_addr[16][16]
+        unsigned remote_port[16]
         int listen
         int learn_peer
         int sock_buf
         int netns_fd
         unsigned max_frame
+    struct tp_ctl_cfg:
+        int enabled
+        int events
+        unsigned table_size
+        long long idle_ns
+        long long decision_ns
+        unsigned char default_verdict
+        unsigned pending_limit
     struct tp_pump_cfg:
         int nworkers
         int batch
@@ -165,15 +201,34 @@ cdef extern from "tp_pump.h":
         int kind
         tp_dev_cfg peer_dev
         tp_sock_cfg sock
+        tp_ctl_cfg ctl
     struct tp_dir_stats:
         uint64_t pkts_in, bytes_in, pkts_out, bytes_out
         uint64_t batches, read_calls, write_calls
         uint64_t read_bytes, write_bytes
         uint64_t gso_split, gso_passed, gro_built, gso_fallbacks
-        uint64_t drops[9]
+        uint64_t drops[12]
     struct tp_worker_stats:
         tp_dir_stats dir[2]
         uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned
+        uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
+    struct tp_flow_key:
+        pass
+    struct tp_event:
+        unsigned char type
+        unsigned char reason
+        unsigned short worker
+        int flow
+        unsigned gen
+        int err
+        unsigned len
+        tp_flow_key key
+        uint64_t packets, bytes
+        long long age_ns
+        const char *where
+        unsigned char addr[16]
+        unsigned short port
+        unsigned char family
     struct tp_pump:
         pass
     const char *tp_drop_names[]
@@ -184,8 +239,20 @@ cdef extern from "tp_pump.h":
     int tp_pump_nworkers(const tp_pump *p) nogil
     void tp_pump_stats(const tp_pump *p, int worker, tp_worker_stats *out) nogil
     void tp_pump_free(tp_pump *p) nogil
+    int tp_pump_event_fd(const tp_pump *p) nogil
+    const tp_event *tp_pump_next_event(tp_pump *p, int *worker, const unsigned char **data) nogil
+    void tp_pump_event_done(tp_pump *p, int worker, int type) nogil
+    int tp_pump_verdict(tp_pump *p, int worker, int flow, unsigned gen, int verdict, int route,
+                        unsigned ttl_ms) nogil
+    void tp_pump_kick(tp_pump *p) nogil
+    int tp_pump_inject_udp(tp_pump *p, int worker, int route, const unsigned char *data, size_t len) nogil
+    enum:
+        TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR
+        TP_VERDICT_FORWARD, TP_VERDICT_DROP, TP_VERDICT_PUNT, TP_VERDICT_ROUTE
 
 KIND_TUN, KIND_UDP, KIND_TCP = TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
+VERDICT_FORWARD, VERDICT_DROP, VERDICT_PUNT, VERDICT_ROUTE = (
+    TP_VERDICT_FORWARD, TP_VERDICT_DROP, TP_VERDICT_PUNT, TP_VERDICT_ROUTE)
 MAX_BATCH = TP_MAX_BATCH
 DROP_REASONS = tuple(tp_drop_names[i].decode() for i in range(TP_DROP__COUNT))
 
@@ -219,7 +286,7 @@ cdef class CorePump:
         self.p = NULL
 
     def start(self, int kind, int batch, list dev_fds, tuple dev_fmt, list peer_fds=None,
-              tuple peer_fmt=None, dict sock=None):
+              tuple peer_fmt=None, dict sock=None, dict ctl=None):
         cdef tp_pump_cfg cfg
         cdef const char *err = NULL
         cdef tp_pump *out = NULL
@@ -249,16 +316,28 @@ cdef class CorePump:
                 a = sock["local_addr"]
                 memcpy(cfg.sock.local_addr, <const char *>a, len(a))
                 cfg.sock.local_port = sock["local_port"]
-                if sock["remote_addr"] is not None:
+                remotes = sock.get("remotes") or []
+                if len(remotes) > 16:
+                    raise ValueError(f"remote: at most 16 peers, got {len(remotes)}")
+                if remotes:
                     cfg.sock.has_remote = 1
-                    a = sock["remote_addr"]
-                    memcpy(cfg.sock.remote_addr, <const char *>a, len(a))
-                    cfg.sock.remote_port = sock["remote_port"]
+                    cfg.sock.nremotes = len(remotes)
+                    for i, (a, port) in enumerate(remotes):
+                        memcpy(cfg.sock.remote_addr[i], <const char *>a, len(a))
+                        cfg.sock.remote_port[i] = port
                 cfg.sock.listen = sock.get("listen", 0)
                 cfg.sock.learn_peer = sock.get("learn_peer", 0)
                 cfg.sock.sock_buf = sock.get("sock_buf", 0)
                 cfg.sock.netns_fd = sock.get("netns_fd", -1)
                 cfg.sock.max_frame = sock.get("max_frame", 65535)
+            if ctl:
+                cfg.ctl.enabled = ctl.get("enabled", 0)
+                cfg.ctl.events = ctl.get("events", 0)
+                cfg.ctl.table_size = ctl.get("table_size", 65536)
+                cfg.ctl.idle_ns = ctl.get("idle_ns", 60 * 10**9)
+                cfg.ctl.decision_ns = ctl.get("decision_ns", 10**9)
+                cfg.ctl.default_verdict = ctl.get("default_verdict", TP_VERDICT_FORWARD)
+                cfg.ctl.pending_limit = ctl.get("pending_limit", 256)
             with nogil:
                 rc = tp_pump_start(&cfg, &out, &err)
         finally:
@@ -308,8 +387,78 @@ cdef class CorePump:
                 "wakeups": st.wakeups, "connects": st.connects,
                 "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
                 "peers_learned": st.peer_learned,
+                "flows": {"new": st.flows_new, "evicted": st.flows_evicted, "active": st.flows_active,
+                          "verdicts": st.verdicts, "decision_timeouts": st.decision_timeouts,
+                          "events_lost": st.events_lost, "punted": st.punted},
             })
         return out
+
+    def wait_events(self, int timeout_ms):
+        """Wait up to timeout_ms for workers' events (GIL released); True if any."""
+        cdef int fd, n
+        cdef uint64_t junk
+        if self.p == NULL:
+            return False
+        fd = tp_pump_event_fd(self.p)
+        with nogil:
+            n = _poll_in(fd, timeout_ms)
+            if n > 0:
+                _drain(fd)
+        return n > 0
+
+    def dispatch(self, handler, int max_events=4096):
+        """Hand waiting events to handler (see tunpump.control), post the
+        verdicts it returns and wake the workers. Returns the number handled."""
+        cdef const tp_event *ev
+        cdef const unsigned char *data = NULL
+        cdef int worker = 0, n = 0, rc, tries
+        cdef int etype
+        if self.p == NULL:
+            return 0
+        try:
+            while n < max_events:
+                ev = tp_pump_next_event(self.p, &worker, &data)
+                if ev == NULL:
+                    break
+                etype = ev.type
+                if etype == TP_EV_FLOW:
+                    key = (<const char *>&ev.key)[:sizeof(tp_flow_key)]
+                    verdict, route, ttl_ms = handler.on_flow(worker, ev.flow, ev.gen, key, ev.packets, ev.bytes)
+                    tries = 0
+                    while True:
+                        rc = tp_pump_verdict(self.p, worker, ev.flow, ev.gen, verdict, route, ttl_ms)
+                        if rc != -11 or tries > 1000:   # -EAGAIN: the worker's ring is full
+                            break
+                        tp_pump_kick(self.p)
+                        tries += 1
+                elif etype == TP_EV_PACKET:
+                    view = PyMemoryView_FromMemory(<char *>data, ev.len, PyBUF_READ)
+                    key = (<const char *>&ev.key)[:sizeof(tp_flow_key)]
+                    try:
+                        handler.on_packet(worker, view, ev.flow, key, ev.packets, ev.bytes)
+                    finally:
+                        view.release()
+                elif etype == TP_EV_EVICTED:
+                    key = (<const char *>&ev.key)[:sizeof(tp_flow_key)]
+                    handler.on_evicted(worker, ev.flow, ev.gen, key, ev.packets, ev.bytes, ev.reason,
+                                       ev.age_ns)
+                elif etype == TP_EV_PEER_UP or etype == TP_EV_PEER_DOWN:
+                    handler.on_peer(worker, etype == TP_EV_PEER_UP, ev.family,
+                                    (<const char *>ev.addr)[:16], ev.port)
+                elif etype == TP_EV_ERROR:
+                    handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
+                tp_pump_event_done(self.p, worker, etype)
+                n += 1
+        finally:
+            tp_pump_kick(self.p)
+        return n
+
+    def inject_udp(self, int worker, int route, const unsigned char[::1] data):
+        cdef int rc
+        if self.p == NULL:
+            raise RuntimeError("the pump is not running")
+        rc = tp_pump_inject_udp(self.p, worker, route, &data[0] if len(data) else NULL, len(data))
+        _check(rc, "inject (UDP sendto)")
 
     def close(self):
         cdef tp_pump *p = self.p
@@ -529,3 +678,15 @@ def udp_sink(int fd, double seconds, double idle):
         rc = tp_udp_sink(fd, seconds, idle, &r)
     _check(rc, "udp sink")
     return _traffic(&r)
+
+
+cdef extern from "tp_flow.h":
+    void tp_flow_parse(const unsigned char *p, unsigned len, int l2, tp_flow_key *k) nogil
+
+
+def flow_key(const unsigned char[::1] packet, bint tap=False):
+    """The flow key a worker computes for packet, as the 44 raw bytes
+    tunpump.control.Flow decodes (for tests and tools)."""
+    cdef tp_flow_key k
+    tp_flow_parse(&packet[0] if len(packet) else NULL, len(packet), tap, &k)
+    return (<const char *>&k)[:sizeof(tp_flow_key)]

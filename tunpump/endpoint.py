@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 Address = Union[str, Tuple[str, int]]
 SIMPLETUN_PORT = 55555
@@ -64,21 +64,22 @@ class _SocketEndpoint:
     remote: Optional[Tuple[str, int]]
     netns: Optional[str]
     sock_buf: int
+    remotes: Tuple[Tuple[str, int], ...] = ()
 
     def _sock_cfg(self, queues: int) -> dict:
         fam, laddr = _packed(self.local[0])
         cfg = {"family": fam, "local_addr": laddr, "local_port": self.local[1],
-               "remote_addr": None, "remote_port": 0, "sock_buf": self.sock_buf}
-        if self.remote is not None:
-            rfam, raddr = _packed(self.remote[0])
+               "remotes": [], "sock_buf": self.sock_buf}
+        for remote in self.remotes or ((self.remote,) if self.remote is not None else ()):
+            rfam, raddr = _packed(remote[0])
             if rfam != fam:
-                raise ValueError(f"local={self.local!r} and remote={self.remote!r}: not the same IP version")
-            cfg["remote_addr"], cfg["remote_port"] = raddr, self.remote[1]
-            if self.remote[1] == 0:
-                raise ValueError(f"remote={self.remote!r}: the remote port cannot be 0")
-            if self.remote[1] + queues - 1 > 65535:
-                raise ValueError(f"remote={self.remote!r}: ports {self.remote[1]}..{self.remote[1] + queues - 1} "
+                raise ValueError(f"local={self.local!r} and remote={remote!r}: not the same IP version")
+            if remote[1] == 0:
+                raise ValueError(f"remote={remote!r}: the remote port cannot be 0")
+            if remote[1] + queues - 1 > 65535:
+                raise ValueError(f"remote={remote!r}: ports {remote[1]}..{remote[1] + queues - 1} "
                                  f"(one per queue) run past 65535")
+            cfg["remotes"].append((raddr, remote[1]))
         if self.local[1] and self.local[1] + queues - 1 > 65535:
             raise ValueError(f"local={self.local!r}: ports (one per queue) run past 65535")
         return cfg
@@ -91,15 +92,26 @@ def _check_buf(sock_buf: int) -> int:
 
 
 class UDPEndpoint(_SocketEndpoint):
-    """A UDP peer. Each worker binds local port P+i and sends to remote port
-    P+i. Datagrams from any other source are dropped and counted
+    """A UDP peer — or several. Each worker binds local port P+i and sends to
+    remote port P+i. Datagrams from any other source are dropped and counted
     (``unknown_peer``). Without ``remote``, ``learn_peer`` mode takes the first
-    sender of each worker's socket as its peer (a server for one client)."""
+    sender of each worker's socket as its peer (a server for one client).
 
-    def __init__(self, local: Address = ("0.0.0.0", 0), remote: Optional[Address] = None, *,
+    ``remote`` may be a list of peers (at most 16) sharing the one socket:
+    packets go to the first unless a flow's verdict is ``Verdict.route(i)``,
+    and datagrams from any of them are accepted."""
+
+    def __init__(self, local: Address = ("0.0.0.0", 0),
+                 remote: Union[None, Address, List[Address]] = None, *,
                  learn_peer: Optional[bool] = None, netns: Optional[str] = None,
                  sock_buf: int = DEFAULT_SOCK_BUF) -> None:
         loc = parse_address(local, "local", 0)
+        remotes: Tuple[Tuple[str, int], ...] = ()
+        if isinstance(remote, list):
+            if not 1 <= len(remote) <= 16:
+                raise ValueError(f"remote: a list of 1 to 16 peers, got {len(remote)}")
+            remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(remote))
+            remote = remotes[0]
         rem = parse_address(remote, "remote") if remote is not None else None
         if learn_peer is None:
             learn_peer = rem is None
@@ -112,11 +124,17 @@ class UDPEndpoint(_SocketEndpoint):
         if rem is not None and loc[0] in ("0.0.0.0", "::"):
             fam, _ = _packed(rem[0])
             loc = ("::" if fam == socket.AF_INET6 else "0.0.0.0", loc[1])
-        super().__init__(loc, rem, netns, _check_buf(sock_buf))
+        super().__init__(loc, rem, netns, _check_buf(sock_buf), remotes)
         self.learn_peer = learn_peer
 
+    @property
+    def peers(self) -> List[Tuple[str, int]]:
+        """The configured peers; Verdict.route(i) picks peers[i]."""
+        return list(self.remotes) if self.remotes else ([self.remote] if self.remote else [])
+
     def __repr__(self) -> str:
-        return f"UDPEndpoint(local={self.local!r}, remote={self.remote!r}, learn_peer={self.learn_peer})"
+        remote = list(self.remotes) if self.remotes else self.remote
+        return f"UDPEndpoint(local={self.local!r}, remote={remote!r}, learn_peer={self.learn_peer})"
 
     def sock_cfg(self, queues: int) -> dict:
         cfg = self._sock_cfg(queues)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+import asyncio
+import struct
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
 
 from . import _core
+from .control import Control, Event, Flow, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
@@ -39,9 +42,28 @@ class Pump:
     a device without those offloads — and passed through whole otherwise.
     Packets bound for a device with offloads are coalesced into super-packets.
     A device's offloads are read when the pump starts.
+
+    Control plane (all optional; without `on_flow` no flow table exists and
+    every packet forwards):
+
+    - `on_flow(flow) -> Verdict | None` for the first packet of each flow the
+      device sends (device -> endpoint direction); None means the default.
+    - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
+      memoryview is valid during the call only.
+    - `on_event(event)`: PeerUp, PeerDown, WorkerError, FlowEvicted, StatsTick.
+    - `flow_table_size` per queue (LRU eviction when full), `flow_idle_timeout`
+      seconds, `decision_timeout` seconds after which `default_verdict`
+      (FORWARD: fail-open, DROP: fail-closed) applies, `pending_limit` packets
+      per queue held while their flow waits for a verdict.
     """
 
-    def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH) -> None:
+    def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
+                 on_flow: Optional[Callable[[Flow], Optional[Verdict]]] = None,
+                 on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
+                 on_event: Optional[Callable[[Event], None]] = None,
+                 flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
+                 decision_timeout: float = 1.0, default_verdict: Verdict = Verdict.FORWARD,
+                 pending_limit: int = 256, stats_interval: Optional[float] = None) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device={device!r}: expected a tunpump.Device")
         if not isinstance(endpoint, (Device, UDPEndpoint, TCPEndpoint)):
@@ -58,9 +80,33 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
+        for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event)):
+            if cb is not None and not callable(cb):
+                raise TypeError(f"{name}={cb!r}: expected a callable")
+        if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
+                not 1 <= flow_table_size <= 1 << 24:
+            raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {1 << 24} flows per queue")
+        if isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or not 0 <= pending_limit <= 65536:
+            raise ValueError(f"pending_limit={pending_limit!r}: expected 0 to 65536 packets per queue")
+        for name, val in (("flow_idle_timeout", flow_idle_timeout), ("decision_timeout", decision_timeout)):
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or not 0.001 <= val <= 86400:
+                raise ValueError(f"{name}={val!r}: expected seconds from 0.001 to 86400")
+        if default_verdict not in (Verdict.FORWARD, Verdict.DROP):
+            raise ValueError(f"default_verdict={default_verdict!r}: expected Verdict.FORWARD (fail-open) "
+                             f"or Verdict.DROP (fail-closed)")
+        if stats_interval is not None and not (isinstance(stats_interval, (int, float)) and stats_interval > 0):
+            raise ValueError(f"stats_interval={stats_interval!r}: expected seconds > 0 or None")
         self.device = device
         self.endpoint = endpoint
         self.batch = batch
+        self._ctl_cfg = {
+            "enabled": int(on_flow is not None), "table_size": flow_table_size,
+            "idle_ns": int(flow_idle_timeout * 1e9), "decision_ns": int(decision_timeout * 1e9),
+            "default_verdict": default_verdict._code()[0], "pending_limit": pending_limit,
+        }
+        self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval)
+        self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval))
+        self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
         self._core: Optional[_core.CorePump] = None
         self._lock = threading.Lock()
         self._stop_requested = False
@@ -83,16 +129,17 @@ class Pump:
             ep = self.endpoint
             fds = self.device.fds
             netns_fd = -1
+            ctl = dict(self._ctl_cfg, events=int(self._wants_control or bool(self._control.queues)))
             try:
                 if isinstance(ep, Device):
-                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep))
+                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl)
                 else:
                     cfg = ep.sock_cfg(len(fds))
                     if ep.netns:
                         netns_fd = _core.netns_open(ep.netns)
                         cfg["netns_fd"] = netns_fd
                     kind = _core.KIND_UDP if isinstance(ep, UDPEndpoint) else _core.KIND_TCP
-                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg)
+                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg, ctl=ctl)
             except OSError as exc:
                 raise PumpError(exc.errno, f"starting the pump: {exc.strerror} "
                                            f"(endpoint {ep!r})") from None
@@ -101,6 +148,8 @@ class Pump:
                     os.close(netns_fd)
             self._core = core
             self._stop_requested = False
+            if ctl["events"]:
+                self._control.start(core)
             return self
 
     def stop(self) -> None:
@@ -112,6 +161,7 @@ class Pump:
             core, self._core = self._core, None
             if core is None:
                 return
+            self._control.stop()   # before the workers go: it reads their rings
             core.stop()
             self._last_stats = core.stats()
             core.close()
@@ -157,6 +207,70 @@ class Pump:
         for s in per[1:]:
             total = _sum(total, s)
         return total
+
+    def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
+               queue: int = 0, peer: int = 0) -> None:
+        """Send a packet built in Python: into the device (`to="device"` or the
+        device; PI and vnet_hdr prefixes are added here) or out of the endpoint
+        (`to="endpoint"`: a relay's other device, or UDP peer `peer` through
+        queue `queue`'s socket). A TCP stream's framing belongs to its worker,
+        so injecting into a TCP endpoint is refused."""
+        data = bytes(packet)
+        if not data:
+            raise ValueError("packet: empty")
+        if to == "device" or to is self.device:
+            target = self.device
+        elif to == "endpoint" or to is self.endpoint:
+            target = self.endpoint
+        else:
+            raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
+        if isinstance(target, Device):
+            if not 0 <= queue < target.queues:
+                raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
+            prefix = b""
+            if target.pi:
+                if target.mode == "tap":
+                    proto = data[12:14] if len(data) >= 14 else b"\0\0"
+                else:
+                    proto = b"\x86\xdd" if data[0] >> 4 == 6 else b"\x08\x00"
+                prefix += b"\0\0" + proto
+            prefix += bytes(target.vnet_hdr_size)
+            target.write(prefix + data, queue)
+            return
+        if isinstance(target, TCPEndpoint):
+            raise ValueError("to='endpoint': injecting into a TCP stream is not supported "
+                             "(its framing belongs to the worker); inject into the device instead")
+        core = self._core
+        if core is None:
+            raise RuntimeError("the pump is not running")
+        if not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+        if not 0 <= peer < self._npeers:
+            raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+        core.inject_udp(queue, peer, data)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events as an async iterator, for asyncio code:
+
+            async for event in pump.events(): ...
+
+        Create it before start() (or pass on_event) so the workers post events."""
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        self._control.queues.append((loop, q))
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            try:
+                self._control.queues.remove((loop, q))
+            except ValueError:
+                pass
+
+    @property
+    def callback_errors(self) -> int:
+        """How many times a callback raised (each was logged)."""
+        return self._control.callback_errors
 
     def __enter__(self) -> "Pump":
         return self.start()

@@ -1,0 +1,342 @@
+"""The control plane with real traffic: Python decides, C forwards."""
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from nettest import wait_until
+from packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
+from test_pump_relay import assert_stats_add_up
+from test_pump_tunnel import World
+from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, StatsTick, TCPEndpoint, UDPEndpoint,
+                     Verdict)
+
+UDP_SEND = """
+import socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('', int(sys.argv[4]) if len(sys.argv) > 4 else 0))
+for i in range(count):
+    s.sendto(str(i).encode(), (host, port))
+"""
+
+UDP_RECV = """
+import json, os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+os.write(int(sys.argv[3]), b'r'); os.close(int(sys.argv[3]))
+got = []
+try:
+    while True:
+        got.append(int(s.recv(100)))
+except socket.timeout:
+    pass
+print(json.dumps(got))
+"""
+
+
+def udp_receiver(ns, n, port, idle=1.5):
+    r, w = os.pipe()
+    p = ns.python(n, "-c", UDP_RECV, str(port), str(idle), str(w), pass_fds=(w,))
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    return p
+
+
+def udp_send(ns, n, host, port, count, sport=None):
+    args = [sys.executable, "-c", UDP_SEND, host, str(port), str(count)] + ([str(sport)] if sport else [])
+    r = ns.run(n, *args)
+    assert r.returncode == 0, r.stderr
+
+
+def received(p):
+    out, err = p.communicate(timeout=20)
+    return json.loads(out)
+
+
+def udp_pumps(w, **kw):
+    e1 = UDPEndpoint(("198.18.10.1", 6600), ("198.18.10.2", 6600), netns=w.n1)
+    e2 = UDPEndpoint(("198.18.10.2", 6600), ("198.18.10.1", 6600), netns=w.n2)
+    return Pump(w.a, e1, **kw), Pump(w.b, e2)
+
+
+@pytest.fixture
+def world(ns):
+    w = World(ns)
+    yield w
+    w.close()
+
+
+def test_drop_one_port_pass_another(world):
+    seen = []
+
+    def on_flow(flow):
+        seen.append(flow)
+        return Verdict.DROP if flow.protocol == 6 and flow.dport == 5301 else Verdict.FORWARD
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow)
+    with p1, p2:
+        res = world.ns.transfer(world.n1, world.n2, "198.18.11.2", 4 << 20, port=5201)
+        assert res["received"]["sha256"] == res["sent"]["sha256"]
+        code = ("import socket\ns = socket.socket()\ns.settimeout(2)\n"
+                "try:\n    s.connect(('198.18.11.2', 5301)); print('connected')\n"
+                "except OSError as e:\n    print('failed', type(e).__name__)\n")
+        r = world.ns.run(world.n1, sys.executable, "-c", code)
+        assert r.stdout.startswith("failed"), r.stdout + r.stderr
+    s = p1.stats()
+    assert s["to_endpoint"]["drops"]["verdict"] >= 1
+    assert any(f.dport == 5201 and f.protocol_name == "tcp" for f in seen)
+    tcp5301 = [f for f in seen if f.dport == 5301]
+    assert len(tcp5301) == 1  # asked once: the table remembers the verdict
+    assert tcp5301[0].src == "198.18.11.1" and tcp5301[0].dst == "198.18.11.2"
+    assert s["flows"]["new"] == len(seen)
+    assert_stats_add_up(s)
+
+
+def test_route_two_flows_to_two_peers(ns):
+    n1, n2, n3 = ns.make(), ns.make(), ns.make()
+    ns.veth(n1, n2, "198.18.10.1/24", "198.18.10.2/24")
+    ns.veth(n1, n3, "198.18.12.1/24", "198.18.12.3/24")
+    a = Device("tpra", netns=n1)
+    b = Device("tprb", netns=n2)
+    c = Device("tprc", netns=n3)
+    try:
+        a.link.up().add_address("198.18.11.1/24")
+        b.link.up().add_address("198.18.11.2/24")
+        c.link.up().add_address("198.18.11.3/24")
+        routes = {"198.18.11.2": 0, "198.18.11.3": 1}
+
+        def on_flow(flow):
+            return Verdict.route(routes[flow.dst]) if flow.dst in routes else Verdict.DROP
+
+        hub = UDPEndpoint(("0.0.0.0", 6700), [("198.18.10.2", 6700), ("198.18.12.3", 6700)], netns=n1)
+        with Pump(a, hub, on_flow=on_flow) as pa, \
+                Pump(b, UDPEndpoint(("198.18.10.2", 6700), ("198.18.10.1", 6700), netns=n2)) as pb, \
+                Pump(c, UDPEndpoint(("198.18.12.3", 6700), ("198.18.12.1", 6700), netns=n3)) as pc:
+            for dst in ("198.18.11.2", "198.18.11.3"):
+                r = ns.ping(n1, dst)
+                assert r.returncode == 0, dst + r.stdout + r.stderr
+            # each peer got only its own flow
+            assert pb.stats()["to_device"]["packets_out"] >= 3
+            assert pc.stats()["to_device"]["packets_out"] >= 3
+            pings_b = pb.stats()["to_device"]["packets_out"]
+            r = ns.ping(n1, "198.18.11.3")
+            assert r.returncode == 0
+            assert pb.stats()["to_device"]["packets_out"] == pings_b
+        assert_stats_add_up(pa.stats())
+    finally:
+        for d in (a, b, c):
+            d.close()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_punt_icmp_and_answer_from_python(world, family):
+    pump_box = {}
+
+    def on_flow(flow):
+        return Verdict.PUNT if flow.protocol in (1, 58) else Verdict.FORWARD
+
+    def on_packet(packet, flow):
+        data = bytes(packet)
+        reply = echo_reply_v4(data) if family == 4 else echo_reply_v6(data)
+        if reply:
+            pump_box["pump"].inject(reply, to="device", queue=flow.queue)
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow, on_packet=on_packet)
+    pump_box["pump"] = p1
+    with p1, p2:
+        target = "198.18.11.2" if family == 4 else "fd00:11::2"
+        r = world.ns.ping(world.n1, target)
+        assert r.returncode == 0, r.stdout + r.stderr
+        s = p1.stats()
+        assert s["flows"]["punted"] >= 3
+        # the far side never saw the pings: Python answered them
+        assert p2.stats()["to_device"]["packets_out"] < s["flows"]["punted"]
+    assert_stats_add_up(p1.stats())
+
+
+def test_pending_packets_released_in_order(world):
+    def on_flow(flow):
+        if flow.protocol == 17:
+            time.sleep(0.3)   # slow decision: packets queue in C meanwhile
+        return Verdict.FORWARD
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow, decision_timeout=5.0)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7000)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7000, 100, sport=7100)
+        got = received(rx)
+    assert got == list(range(100))
+    assert p1.stats()["flows"]["decision_timeouts"] == 0
+
+
+@pytest.mark.parametrize("default,expect_delivered", [(Verdict.DROP, False), (Verdict.FORWARD, True)],
+                         ids=["fail-closed", "fail-open"])
+def test_decision_timeout_applies_default(world, default, expect_delivered):
+    release = threading.Event()
+
+    def on_flow(flow):
+        if flow.protocol == 17:
+            release.wait(5)   # far longer than decision_timeout
+        return None
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow, decision_timeout=0.2, default_verdict=default)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7001)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7001, 20, sport=7101)
+        assert wait_until(lambda: p1.stats()["flows"]["decision_timeouts"] >= 1, timeout=5)
+        got = received(rx)
+        release.set()
+    assert (got == list(range(20))) is expect_delivered
+    if not expect_delivered:
+        assert got == [] and p1.stats()["to_endpoint"]["drops"]["verdict"] >= 20
+
+
+def test_callback_exception_is_logged_and_default_applies(world, caplog):
+    def on_flow(flow):
+        raise RuntimeError("policy bug")
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow)
+    with caplog.at_level(logging.ERROR, logger="tunpump"), p1, p2:
+        r = world.ns.ping(world.n1, "198.18.11.2")
+        assert r.returncode == 0, r.stdout   # fail-open default
+        assert p1.callback_errors >= 1
+        assert p1.error() is None
+    assert "on_flow raised" in caplog.text and "policy bug" in caplog.text
+
+
+def test_bad_verdict_type_is_an_error_not_a_crash(world, caplog):
+    p1, p2 = udp_pumps(world, on_flow=lambda f: "forward please")
+    with caplog.at_level(logging.ERROR, logger="tunpump"), p1, p2:
+        assert world.ns.ping(world.n1, "198.18.11.2").returncode == 0
+    assert "expected a tunpump.Verdict" in caplog.text
+
+
+def test_idle_eviction_event_with_counts(world):
+    events = []
+    p1, p2 = udp_pumps(world, on_flow=lambda f: Verdict.FORWARD, on_event=events.append,
+                       flow_idle_timeout=0.3)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7002, idle=0.5)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7002, 7, sport=7102)
+        received(rx)
+        assert wait_until(lambda: any(isinstance(e, FlowEvicted) and e.flow.dport == 7002 for e in events),
+                          timeout=5)
+    ev = [e for e in events if isinstance(e, FlowEvicted) and e.flow.dport == 7002][0]
+    assert ev.reason == "idle" and ev.packets == 7 and ev.bytes > 7 * 28
+    assert ev.flow.sport == 7102 and ev.age >= 0
+
+
+def test_table_full_evicts_lru(world):
+    events = []
+    p1, p2 = udp_pumps(world, on_flow=lambda f: Verdict.FORWARD, on_event=events.append, flow_table_size=4)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7003)
+        for i in range(10):
+            udp_send(world.ns, world.n1, "198.18.11.2", 7003, 3, sport=7200 + i)
+        got = received(rx)
+        assert wait_until(lambda: sum(isinstance(e, FlowEvicted) and e.reason == "table_full"
+                                      for e in events) >= 6)
+    assert len(got) == 30   # eviction never costs packets
+    s = p1.stats()
+    assert s["flows"]["active"] <= 4 and s["flows"]["new"] >= 10
+
+
+def test_tap_arp_answered_from_python(ns):
+    n1, n2 = ns.make(), ns.make()
+    ns.veth(n1, n2, "198.18.10.1/24", "198.18.10.2/24")
+    kinds = []
+    with Device("tptap", "tap", netns=n1) as dev:
+        dev.link.up().add_address("198.18.60.1/24")
+        box = {}
+
+        def on_flow(flow):
+            kinds.append(flow.kind)
+            return Verdict.PUNT if flow.kind == "arp" or flow.protocol == 1 else Verdict.FORWARD
+
+        def on_packet(packet, flow):
+            reply = tap_echo_reply(bytes(packet))
+            if reply:
+                box["pump"].inject(reply)
+
+        pump = Pump(dev, UDPEndpoint(("198.18.10.1", 6800), ("198.18.10.2", 6800), netns=n1),
+                    on_flow=on_flow, on_packet=on_packet)
+        box["pump"] = pump
+        with pump:
+            r = ns.ping(n1, "198.18.60.2")
+            assert r.returncode == 0, r.stdout + r.stderr
+            neigh = ns.run(n1, "ip", "neigh", "show", "198.18.60.2").stdout
+            assert "02:00:5e:00:00:02" in neigh   # learned from the ARP reply Python sent
+    assert "arp" in kinds
+
+
+def test_peer_events_and_asyncio_iterator(world):
+    events = []
+
+    async def consume(pump, stop_after):
+        got = []
+        async for ev in pump.events():
+            got.append(ev)
+            if len([e for e in got if isinstance(e, (PeerUp, PeerDown))]) >= stop_after:
+                return got
+
+    async def main():
+        server = Pump(world.a, TCPEndpoint.listen(("198.18.10.1", 6900), netns=world.n1),
+                      on_event=events.append)
+        task = asyncio.create_task(consume(server, 2))
+        await asyncio.sleep(0)   # the iterator registers before start()
+        server.start()
+        client = Pump(world.b, TCPEndpoint.connect(("198.18.10.1", 6900), netns=world.n2)).start()
+        await asyncio.sleep(0.5)
+        client.stop()
+        got = await asyncio.wait_for(task, 10)
+        server.stop()
+        return got
+
+    got = asyncio.run(main())
+    ups = [e for e in got if isinstance(e, PeerUp)]
+    downs = [e for e in got if isinstance(e, PeerDown)]
+    assert ups and downs and ups[0].address[0] == "198.18.10.2"
+    assert any(isinstance(e, PeerUp) for e in events)   # callbacks and the iterator both see them
+
+
+def test_stats_tick(world):
+    ticks = []
+    p1, p2 = udp_pumps(world, on_event=lambda e: ticks.append(e) if isinstance(e, StatsTick) else None,
+                       stats_interval=0.1)
+    with p1, p2:
+        assert wait_until(lambda: len(ticks) >= 3, timeout=5)
+    assert "to_endpoint" in ticks[0].stats
+
+
+def test_without_on_flow_no_table(world):
+    p1, p2 = udp_pumps(world)
+    with p1, p2:
+        assert world.ns.ping(world.n1, "198.18.11.2").returncode == 0
+    assert p1.stats()["flows"]["new"] == 0
+
+
+def test_control_arguments():
+    dev = Device.__new__(Device)
+    dev._fds = [3]
+    ep = UDPEndpoint(("198.18.0.1", 1), ("198.18.0.2", 1))
+    with pytest.raises(TypeError, match="on_flow="):
+        Pump(dev, ep, on_flow=42)
+    with pytest.raises(ValueError, match="default_verdict="):
+        Pump(dev, ep, default_verdict=Verdict.PUNT)
+    with pytest.raises(ValueError, match="flow_table_size=0"):
+        Pump(dev, ep, flow_table_size=0)
+    with pytest.raises(ValueError, match="decision_timeout=-1"):
+        Pump(dev, ep, decision_timeout=-1)
+    with pytest.raises(ValueError, match="endpoint=16"):
+        Verdict.route(16)
+    with pytest.raises(ValueError, match="ttl=0"):
+        Verdict.FORWARD.with_ttl(0)
+    dev._fds = []

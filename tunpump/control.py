@@ -1,0 +1,297 @@
+"""The control plane's Python side: flows, verdicts, events, and the thread
+that calls your callbacks.
+
+Python never runs on a worker thread. Workers post events on lock-free
+single-producer rings and wake a control thread through an eventfd; that
+thread calls `on_flow`, `on_packet` and `on_event` and posts verdicts back.
+A callback that raises is logged with its traceback and the default verdict
+applies; a slow callback delays only decisions, never forwarding of flows
+already decided (their packets never wait for Python). For asyncio,
+`Pump.events()` is an async iterator fed by the same thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+from . import _core
+
+log = logging.getLogger("tunpump")
+
+_KEY = struct.Struct("=BBBxHHHH16s16s")
+_KINDS = {0: "ip", 1: "fragment", 2: "arp", 3: "nd", 4: "other"}
+_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+
+
+class Verdict:
+    """What happens to a flow's packets: FORWARD, DROP, PUNT (to on_packet),
+    or ROUTE(i) to peer i of a multi-peer UDP endpoint. `ttl` (seconds) makes
+    the pump ask again after that long."""
+
+    __slots__ = ("action", "endpoint", "ttl")
+    FORWARD: "Verdict"
+    DROP: "Verdict"
+    PUNT: "Verdict"
+
+    def __init__(self, action: str, endpoint: int = 0, ttl: Optional[float] = None) -> None:
+        if action not in ("forward", "drop", "punt", "route"):
+            raise ValueError(f"action={action!r}: expected 'forward', 'drop', 'punt' or 'route'")
+        if isinstance(endpoint, bool) or not isinstance(endpoint, int) or not 0 <= endpoint < 16:
+            raise ValueError(f"endpoint={endpoint!r}: expected a peer index from 0 to 15")
+        if ttl is not None and not (isinstance(ttl, (int, float)) and 0 < ttl <= 86400 * 7):
+            raise ValueError(f"ttl={ttl!r}: expected seconds, more than 0 and at most a week")
+        self.action = action
+        self.endpoint = endpoint
+        self.ttl = ttl
+
+    @classmethod
+    def route(cls, endpoint: int, ttl: Optional[float] = None) -> "Verdict":
+        return cls("route", endpoint, ttl)
+
+    def with_ttl(self, ttl: float) -> "Verdict":
+        return Verdict(self.action, self.endpoint, ttl)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verdict) and (self.action, self.endpoint, self.ttl) == \
+            (other.action, other.endpoint, other.ttl)
+
+    def __hash__(self) -> int:
+        return hash((self.action, self.endpoint, self.ttl))
+
+    def __repr__(self) -> str:
+        extra = f"({self.endpoint})" if self.action == "route" else ""
+        ttl = f" ttl={self.ttl}" if self.ttl else ""
+        return f"Verdict.{self.action.upper()}{extra}{ttl}"
+
+    def _code(self) -> Tuple[int, int, int]:
+        code = {"forward": _core.VERDICT_FORWARD, "drop": _core.VERDICT_DROP,
+                "punt": _core.VERDICT_PUNT, "route": _core.VERDICT_ROUTE}[self.action]
+        return code, self.endpoint, int(self.ttl * 1000) if self.ttl else 0
+
+
+Verdict.FORWARD = Verdict("forward")
+Verdict.DROP = Verdict("drop")
+Verdict.PUNT = Verdict("punt")
+
+
+class Flow:
+    """A flow as a worker saw it: kind ("ip", "fragment", "arp", "nd",
+    "other"), IP version, protocol, addresses, ports (or the ICMP echo id),
+    VLAN, the queue it arrived on and its counters at the time of the event."""
+
+    __slots__ = ("queue", "id", "packets", "bytes", "_key")
+
+    def __init__(self, queue: int, flow_id: int, key: bytes, packets: int = 0, nbytes: int = 0) -> None:
+        self.queue = queue
+        self.id = flow_id
+        self.packets = packets
+        self.bytes = nbytes
+        self._key = key
+
+    def _fields(self) -> tuple:
+        return _KEY.unpack(self._key)
+
+    @property
+    def kind(self) -> str:
+        return _KINDS.get(self._key[0], "other")
+
+    @property
+    def version(self) -> int:
+        return self._key[1]
+
+    @property
+    def protocol(self) -> int:
+        return self._key[2]
+
+    @property
+    def protocol_name(self) -> str:
+        return _PROTOS.get(self.protocol, str(self.protocol))
+
+    def _addr(self, raw: bytes) -> Optional[str]:
+        if self.version == 4:
+            return socket.inet_ntop(socket.AF_INET, raw[:4])
+        if self.version == 6:
+            return socket.inet_ntop(socket.AF_INET6, raw)
+        return None
+
+    @property
+    def src(self) -> Optional[str]:
+        return self._addr(self._fields()[7])
+
+    @property
+    def dst(self) -> Optional[str]:
+        return self._addr(self._fields()[8])
+
+    @property
+    def sport(self) -> int:
+        return self._fields()[3]
+
+    @property
+    def dport(self) -> int:
+        return self._fields()[4]
+
+    @property
+    def icmp_id(self) -> Optional[int]:
+        return self.sport if self.protocol in (1, 58) else None
+
+    @property
+    def vlan(self) -> int:
+        return self._fields()[5]
+
+    @property
+    def ethertype(self) -> int:
+        return self._fields()[6]
+
+    def __repr__(self) -> str:
+        if self.kind in ("arp", "nd", "other"):
+            return f"<Flow {self.kind} ethertype=0x{self.ethertype:04x} vlan={self.vlan} queue={self.queue}>"
+        ports = f":{self.sport} -> " if self.protocol in (6, 17, 132) else " -> "
+        dport = f":{self.dport}" if self.protocol in (6, 17, 132) else ""
+        return (f"<Flow {self.kind} {self.protocol_name} {self.src}{ports}{self.dst}{dport} "
+                f"queue={self.queue} packets={self.packets}>")
+
+
+# ---- events ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlowEvicted:
+    flow: Flow
+    reason: str          # "idle" or "table_full"
+    packets: int
+    bytes: int
+    age: float           # seconds since the flow was first seen
+
+
+@dataclass(frozen=True)
+class PeerUp:
+    queue: int
+    address: Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    queue: int
+    address: Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    queue: int
+    errno: int
+    where: str
+
+    @property
+    def device_gone(self) -> bool:
+        """The device was removed or the queue detached under the worker."""
+        return self.errno in (_errno.EBADFD, _errno.EBADF, _errno.ENODEV, _errno.EIO)
+
+
+@dataclass(frozen=True)
+class StatsTick:
+    stats: dict
+
+
+Event = Any
+
+
+class Control:
+    """Runs the callbacks on one thread; the Cython dispatcher calls the
+    on_* methods below, which never raise."""
+
+    def __init__(self, pump, on_flow, on_packet, on_event, default: Verdict, stats_interval) -> None:
+        self.pump = pump
+        self.on_flow_cb: Optional[Callable] = on_flow
+        self.on_packet_cb: Optional[Callable] = on_packet
+        self.on_event_cb: Optional[Callable] = on_event
+        self.default = default._code()
+        self.stats_interval = stats_interval
+        self.queues: list = []   # asyncio consumers: (loop, asyncio.Queue)
+        self.callback_errors = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- thread ----------------------------------------------------------------
+    def start(self, core) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(core,), name="tunpump-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _run(self, core) -> None:
+        next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
+        while not self._stop.is_set():
+            if core.wait_events(50):
+                while core.dispatch(self, 4096) == 4096 and not self._stop.is_set():
+                    pass
+            if next_tick is not None and time.monotonic() >= next_tick:
+                next_tick += self.stats_interval
+                self._event(StatsTick(self.pump.stats()))
+
+    # -- called by the dispatcher ---------------------------------------------------
+    def _failed(self, what: str) -> None:
+        self.callback_errors += 1
+        log.exception("tunpump: %s raised; the pump goes on", what)
+
+    def on_flow(self, queue, flow_id, gen, key, packets, nbytes):
+        if self.on_flow_cb is None:
+            return self.default
+        try:
+            v = self.on_flow_cb(Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+            if v is None:
+                return self.default
+            if not isinstance(v, Verdict):
+                raise TypeError(f"on_flow returned {v!r}: expected a tunpump.Verdict or None")
+            if v.action == "route" and v.endpoint >= self.pump._npeers:
+                raise ValueError(f"on_flow returned {v!r}: the endpoint has {self.pump._npeers} peer(s)")
+            return v._code()
+        except BaseException:
+            self._failed("on_flow")
+            return self.default
+
+    def on_packet(self, queue, view, flow_id, key, packets, nbytes) -> None:
+        if self.on_packet_cb is None:
+            return
+        try:
+            self.on_packet_cb(view, Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+        except BaseException:
+            self._failed("on_packet")
+
+    def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
+        flow = Flow(queue, (queue << 32) | flow_id, key, packets, nbytes)
+        self._event(FlowEvicted(flow, "idle" if reason == 1 else "table_full", packets, nbytes, age_ns / 1e9))
+
+    def on_peer(self, queue, up, family, addr, port) -> None:
+        if family == socket.AF_INET:
+            host = socket.inet_ntop(socket.AF_INET, addr[:4])
+        elif family == socket.AF_INET6:
+            host = socket.inet_ntop(socket.AF_INET6, addr)
+        else:
+            host = ""
+        self._event((PeerUp if up else PeerDown)(queue, (host, port)))
+
+    def on_error(self, queue, err, where) -> None:
+        self._event(WorkerError(queue, err, where))
+
+    def _event(self, ev) -> None:
+        for loop, q in list(self.queues):
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, ev)
+            except RuntimeError:   # the loop was closed
+                self.queues.remove((loop, q))
+        if self.on_event_cb is not None:
+            try:
+                self.on_event_cb(ev)
+            except BaseException:
+                self._failed("on_event")
