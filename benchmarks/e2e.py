@@ -24,11 +24,12 @@ def main() -> int:
     results = []
     for sc in chosen:
         runs = [bench.run_scenario(sc, a.seconds, lambda *x: None) for _ in range(a.repeat)]
-        med = sorted(runs, key=lambda r: r["gbps"])[len(runs) // 2]
-        med["gbps_runs"] = [round(r["gbps"], 2) for r in runs]
-        med["gbps"] = statistics.median(r["gbps"] for r in runs)
+        field = {"tcp": "gbps", "flows": "flows_per_second"}.get(sc.traffic, "delivered_kpps")
+        med = sorted(runs, key=lambda r: r[field])[len(runs) // 2]
+        med[field] = statistics.median(r[field] for r in runs)
+        values = [round(r[field], 2) for r in runs]
         results.append(med)
-        print(f"{sc.name:15} {med['gbps']:6.2f} Gbit/s  runs {med['gbps_runs']}", file=sys.stderr)
+        print(f"{sc.name:15} {field} {med[field]:10.2f}  runs {values}", file=sys.stderr)
     bench._ratios(results)
     print(bench.format_table(results))
     return 0

@@ -40,11 +40,11 @@ static socklen_t tp__addr(struct sockaddr_storage *ss, int family, const unsigne
     return sizeof(*s6);
 }
 
-int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned size,
+int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned nports, unsigned size,
                   uint64_t count, double seconds, struct tp_traffic_result *out)
 {
-    struct sockaddr_storage to;
-    socklen_t tolen = tp__addr(&to, family, addr, port);
+    struct sockaddr_storage to[TP__TBATCH];
+    socklen_t tolen = 0;
     struct mmsghdr msgs[TP__TBATCH];
     struct iovec iov;
     unsigned char *payload;
@@ -52,8 +52,10 @@ int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned
     int fd, buf = 4 << 20;
 
     memset(out, 0, sizeof(*out));
-    if (size < 1 || size > 65507)
+    if (size < 1 || size > 65507 || nports < 1 || port + nports - 1 > 65535)
         return -EINVAL;
+    for (int i = 0; i < TP__TBATCH; i++)
+        tolen = tp__addr(&to[i], family, addr, port);
     payload = malloc(size);
     if (!payload)
         return -ENOMEM;
@@ -71,13 +73,22 @@ int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned
     for (int i = 0; i < TP__TBATCH; i++) {
         msgs[i].msg_hdr.msg_iov = &iov;
         msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &to;
+        msgs[i].msg_hdr.msg_name = &to[i];
         msgs[i].msg_hdr.msg_namelen = tolen;
     }
     start = tp__now();
     end = start + seconds;
     while (out->packets < count) {
         uint64_t left = count - out->packets;
+        if (nports > 1) {
+            for (int i = 0; i < TP__TBATCH; i++) {
+                uint16_t p = htons((uint16_t)(port + (out->packets + (uint64_t)i) % nports));
+                if (family == AF_INET)
+                    ((struct sockaddr_in *)&to[i])->sin_port = p;
+                else
+                    ((struct sockaddr_in6 *)&to[i])->sin6_port = p;
+            }
+        }
         int n = sendmmsg(fd, msgs, left < TP__TBATCH ? (unsigned)left : TP__TBATCH, 0);
         out->calls++;
         if (n < 0) {

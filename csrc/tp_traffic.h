@@ -13,8 +13,9 @@ struct tp_traffic_result {
 };
 
 /* Send up to `count` datagrams of `size` bytes to addr:port (family
- * AF_INET/AF_INET6, addr 4 or 16 bytes), stopping after `seconds`. */
-int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned size,
+ * AF_INET/AF_INET6, addr 4 or 16 bytes), stopping after `seconds`. With
+ * nports > 1, datagram i goes to port + i % nports: that many flows. */
+int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned nports, unsigned size,
                   uint64_t count, double seconds, struct tp_traffic_result *out);
 
 /* Count datagrams arriving on the bound UDP socket fd until `seconds` pass or

@@ -650,7 +650,7 @@ cdef extern from "tp_traffic.h":
         uint64_t bytes
         uint64_t calls
         double seconds
-    int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned size,
+    int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned nports, unsigned size,
                       uint64_t count, double seconds, tp_traffic_result *out) nogil
     int tp_udp_sink(int fd, double seconds, double idle, tp_traffic_result *out) nogil
 
@@ -659,13 +659,15 @@ cdef dict _traffic(tp_traffic_result *r):
     return {"packets": r.packets, "bytes": r.bytes, "calls": r.calls, "seconds": r.seconds}
 
 
-def udp_source(int family, bytes addr, unsigned port, unsigned size, uint64_t count, double seconds):
-    """Send up to count datagrams of size bytes for at most seconds (GIL released)."""
+def udp_source(int family, bytes addr, unsigned port, unsigned size, uint64_t count, double seconds,
+               unsigned nports=1):
+    """Send up to count datagrams of size bytes for at most seconds (GIL
+    released); with nports > 1 they go to nports ports in turn (many flows)."""
     cdef tp_traffic_result r
     cdef const unsigned char *a = <const unsigned char *><const char *>addr
     cdef int rc
     with nogil:
-        rc = tp_udp_source(family, a, port, size, count, seconds, &r)
+        rc = tp_udp_source(family, a, port, nports, size, count, seconds, &r)
     _check(rc, "udp source")
     return _traffic(&r)
 

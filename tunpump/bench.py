@@ -33,8 +33,10 @@ class Scenario:
     streams: int = 1
     baseline: bool = False
     doc: str = ""
-    traffic: str = "tcp"   # tcp (kernel TCP streams) or udp64 / udp1400 (C generator, payload bytes)
+    traffic: str = "tcp"   # tcp (kernel TCP streams), udp64 / udp1400 (C generator, payload bytes),
+                           # or flows (64-byte datagrams, each to a new port: new flows)
     quick: bool = True     # part of --quick
+    on_flow: bool = False  # install a trivial on_flow callback (the control plane's cost)
 
 
 SCENARIOS = [
@@ -50,6 +52,10 @@ SCENARIOS = [
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
     Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing), offloads off"),
+    Scenario("relay-vnet-flow", "relay", "tunpump", True, on_flow=True, quick=False,
+             doc="relay-vnet with a trivial on_flow installed: the flow table's cost"),
+    Scenario("flows", "relay", "tunpump", False, traffic="flows", on_flow=True, quick=False,
+             doc="new flows per second decided by a trivial Python on_flow"),
     Scenario("veth-u64", "veth", "kernel", True, baseline=True, traffic="udp64", quick=False,
              doc="64-byte UDP over bare veth"),
     Scenario("py-relay-u64", "relay", "python", False, baseline=True, traffic="udp64", quick=False,
@@ -201,8 +207,12 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             w.closers.append(b.close)
             _configure("tpba", n1, INNER_A, INNER_B, mtu)
             _configure("tpbb", n2, INNER_B, INNER_A, mtu)
+            ctl = {"on_flow": lambda f: None, "pending_limit": 4096} if sc.on_flow else {}
+            if sc.traffic == "flows":
+                # a table smaller than the ports cycled: every datagram is a new flow
+                ctl["flow_table_size"] = 4096
             if sc.endpoint == "relay":
-                pumps.append(Pump(a, b, batch=batch))
+                pumps.append(Pump(a, b, batch=batch, **ctl))
             elif sc.endpoint == "udp":
                 pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch))
                 pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch))
@@ -267,7 +277,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
 def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, seconds: float,
                  pumps, forwarders, progress) -> dict:
     """Small-packet UDP from the C generator: delivered packets per second."""
-    size = int(sc.traffic[3:])
+    size = 64 if sc.traffic == "flows" else int(sc.traffic[3:])
+    nports = 20000 if sc.traffic == "flows" else 1
     r, wfd = os.pipe()
     sink = subprocess.Popen(["ip", "netns", "exec", n2, sys.executable, "-m", "tunpump.traffic", "udp-sink",
                              "--port", "5301", "--seconds", str(seconds + 10), "--idle", "1",
@@ -282,7 +293,8 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     t0 = time.monotonic()
     progress(sc.name, 0.0, None)
     src = subprocess.run(["ip", "netns", "exec", n1, sys.executable, "-m", "tunpump.traffic", "udp-source",
-                          "--host", target, "--port", "5301", "--size", str(size), "--seconds", str(seconds)],
+                          "--host", target, "--port", "5301", "--size", str(size), "--seconds", str(seconds),
+                          "--ports", str(nports), "--count", str(nports * 50 if nports > 1 else 10_000_000)],
                          capture_output=True, text=True, timeout=seconds + 30)
     wall = time.monotonic() - t0
     if src.returncode != 0:
@@ -297,6 +309,12 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     res["gbps"] = got["bytes"] * 8 / secs / 1e9
     res["delivered_kpps"] = got["packets"] / secs / 1e3
     res["loss"] = 1 - got["packets"] / sent["packets"] if sent["packets"] else None
+    if sc.traffic == "flows":
+        # what is measured is the decisions, not delivery (only port 5301 listens)
+        flows = sum(p.stats()["flows"]["verdicts"] for p in pumps)
+        res["flows_per_second"] = flows / wall
+        res["delivered_kpps"] = None
+        res["loss"] = None
     return res
 
 
@@ -306,7 +324,8 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
     fcpu1 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
     result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
               "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
-              "traffic": sc.traffic, "delivered_kpps": None, "loss": None,
+              "traffic": sc.traffic, "delivered_kpps": None, "loss": None, "flows_per_second": None,
+              "on_flow": sc.on_flow,
               "seconds": round(wall, 3), "bytes": received,
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
@@ -340,10 +359,14 @@ def _ratios(results: List[dict]) -> None:
     for r in results:
         if r["forwarder"] != "tunpump":
             continue
-        if r["traffic"] == "tcp":
+        if r["traffic"] == "flows":
+            bases = {}
+        elif r["traffic"] == "tcp":
             bases = {"veth": "veth"}
             if r["endpoint"] == "relay":
                 bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet"})
+            if r["on_flow"]:
+                bases["without_on_flow"] = "relay-vnet"
             else:
                 bases.update({"python": "py-udp"})
         else:
@@ -355,7 +378,7 @@ def _ratios(results: List[dict]) -> None:
 
 def format_table(results: List[dict]) -> str:
     head = (f"{'scenario':15} {'forwarder':9} {'Gbit/s':>8} {'kpps':>8} {'B/syscall':>9} {'CPU%':>6} "
-            f"{'deliv.kpps':>10} {'loss':>5}  ratios")
+            f"{'deliv.kpps':>10} {'loss':>5} {'flows/s':>8}  ratios")
     lines = [head, "-" * len(head)]
     for r in results:
         def f(v, fmt):
@@ -363,7 +386,8 @@ def format_table(results: List[dict]) -> str:
         ratios = " ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
         lines.append(f"{r['scenario']:15} {r['forwarder']:9} {r['gbps']:8.2f} {f(r['kpps'], '8.1f'):>8} "
                      f"{f(r['bytes_per_syscall'], '9.0f'):>9} {f(r['cpu_percent'], '6.0f'):>6} "
-                     f"{f(r['delivered_kpps'], '10.1f'):>10} {f(r['loss'], '5.2f'):>5}  {ratios}")
+                     f"{f(r['delivered_kpps'], '10.1f'):>10} {f(r['loss'], '5.2f'):>5} "
+                     f"{f(r['flows_per_second'], '8.0f'):>8}  {ratios}")
     return "\n".join(lines)
 
 

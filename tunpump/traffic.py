@@ -101,12 +101,12 @@ def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int =
             "gbps": sent * 8 / secs / 1e9 if secs > 0 else 0.0}
 
 
-def udp_source(host: str, port: int, size: int, count: int, seconds: float) -> dict:
+def udp_source(host: str, port: int, size: int, count: int, seconds: float, ports: int = 1) -> dict:
     import ipaddress
     from . import _core
     ip = ipaddress.ip_address(host)
     fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return _core.udp_source(fam, ip.packed, port, size, count, seconds)
+    return _core.udp_source(fam, ip.packed, port, size, count, seconds, ports)
 
 
 def udp_sink(port: int, seconds: float, idle: float = 1.0, ready_fd: int = -1, v6: bool = False) -> dict:
@@ -150,11 +150,12 @@ def main(argv=None) -> int:
     uc.add_argument("--size", type=int, default=64, help="UDP payload bytes")
     uc.add_argument("--count", type=int, default=10_000_000)
     uc.add_argument("--seconds", type=float, default=3.0)
+    uc.add_argument("--ports", type=int, default=1, help="spread over this many ports: as many flows")
     a = p.parse_args(argv)
     if a.cmd == "udp-sink":
         out = udp_sink(a.port, a.seconds, a.idle, a.ready_fd, a.v6)
     elif a.cmd == "udp-source":
-        out = udp_source(a.host, a.port, a.size, a.count, a.seconds)
+        out = udp_source(a.host, a.port, a.size, a.count, a.seconds, a.ports)
     elif a.cmd == "sink":
         out = sink(a.port, a.host, a.timeout, a.ready_fd, hash_data=not a.no_hash)
     else:
