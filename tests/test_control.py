@@ -340,3 +340,19 @@ def test_control_arguments():
     with pytest.raises(ValueError, match="ttl=0"):
         Verdict.FORWARD.with_ttl(0)
     dev._fds = []
+
+
+def test_stop_from_a_callback(world):
+    box = {}
+
+    def on_flow(flow):
+        box["pump"].stop()   # e.g. a policy that shuts the tunnel
+        return Verdict.FORWARD
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow)
+    box["pump"] = p1
+    p1.start()
+    with p2:
+        world.ns.run(world.n1, "ping", "-c", "1", "-W", "1", "198.18.11.2")
+        assert wait_until(lambda: not p1.running, timeout=5)
+    assert p1.error() is None

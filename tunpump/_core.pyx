@@ -447,10 +447,13 @@ cdef class CorePump:
                                     (<const char *>ev.addr)[:16], ev.port)
                 elif etype == TP_EV_ERROR:
                     handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
+                if self.p == NULL:   # a callback closed the pump: its rings are gone
+                    return n
                 tp_pump_event_done(self.p, worker, etype)
                 n += 1
         finally:
-            tp_pump_kick(self.p)
+            if self.p != NULL:
+                tp_pump_kick(self.p)
         return n
 
     def inject_udp(self, int worker, int route, const unsigned char[::1] data):

@@ -223,6 +223,12 @@ class Control:
         self._thread = threading.Thread(target=self._run, args=(core,), name="tunpump-control", daemon=True)
         self._thread.start()
 
+    def is_control_thread(self) -> bool:
+        return self._thread is not None and self._thread is threading.current_thread()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -233,7 +239,7 @@ class Control:
         next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
         while not self._stop.is_set():
             if core.wait_events(50):
-                while core.dispatch(self, 4096) == 4096 and not self._stop.is_set():
+                while not self._stop.is_set() and core.dispatch(self, 4096) == 4096:
                     pass
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick += self.stats_interval

@@ -157,6 +157,12 @@ class Pump:
         close the sockets the pump opened. Safe to call more than once, from
         another thread, or from a signal handler while run() waits."""
         self._stop_requested = True
+        if self._control.is_control_thread():
+            # Called from a callback: the control thread cannot join itself or
+            # free the rings it is reading. Let another thread do the stop.
+            self._control.request_stop()
+            threading.Thread(target=self.stop, name="tunpump-stop", daemon=True).start()
+            return
         with self._lock:
             core, self._core = self._core, None
             if core is None:
