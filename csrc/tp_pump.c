@@ -171,7 +171,8 @@ static void tp__punt(struct tp__worker *w, struct tp__pkt *r, struct tp_dir_stat
             TP__ADD(st->drops[TP_DROP_PUNT_FULL], 1);
             continue;
         }
-        memcpy(slot, segs[k].hdr, segs[k].hdr_len);
+        if (segs[k].hdr_len)   /* an unsplit packet has no separate header (hdr is NULL) */
+            memcpy(slot, segs[k].hdr, segs[k].hdr_len);
         memcpy(slot + segs[k].hdr_len, segs[k].data, segs[k].len);
         memset(ev, 0, sizeof(*ev));
         ev->type = TP_EV_PACKET;

@@ -43,7 +43,9 @@ def test_c_level_tests_under_asan_ubsan(tmp_path, privileged):
     run_env = dict(os.environ, PYTHONPATH=str(src), LD_PRELOAD=lib,
                    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
                    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],
+    # -s: a sanitizer report from a worker thread ends the process at once; with
+    # pytest's fd capture it would vanish with the capture file.
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-x", *tests],
                          cwd=src, env=run_env, capture_output=True, text=True, timeout=1200)
     tail = res.stdout[-4000:] + res.stderr[-4000:]
     assert res.returncode == 0, tail
