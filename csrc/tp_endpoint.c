@@ -410,8 +410,10 @@ int tp__udp_write(struct tp__worker *w, struct tp__dir *d, struct tp_dir_stats *
             }
             if (errno == EBADF || errno == ENOTSOCK)
                 return -errno;
-            if ((errno == EIO || errno == EINVAL) && counts[0] > 1 && w->udp_gso) {
-                /* This path cannot segment (e.g. no checksum offload): go one by one. */
+            if ((errno == EIO || errno == EINVAL || errno == EMSGSIZE) && counts[0] > 1 && w->udp_gso) {
+                /* The kernel will not segment on this path (a segment above the
+                 * path MTU, xfrm, an old kernel): go one datagram at a time, which
+                 * it can still fragment. */
                 w->udp_gso = 0;
                 TP__ADD(st->gso_fallbacks, 1);
                 continue;

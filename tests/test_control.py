@@ -356,3 +356,68 @@ def test_stop_from_a_callback(world):
         world.ns.run(world.n1, "ping", "-c", "1", "-W", "1", "198.18.11.2")
         assert wait_until(lambda: not p1.running, timeout=5)
     assert p1.error() is None
+
+
+def test_verdict_ttl_asks_again(world):
+    asked = []
+
+    def on_flow(flow):
+        if flow.protocol == 17 and flow.dport == 7004:
+            asked.append(time.monotonic())
+        return Verdict.FORWARD.with_ttl(0.2)
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7004)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7004, 3, sport=7104)
+        time.sleep(0.4)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7004, 3, sport=7104)
+        got = received(rx)
+    assert got == [0, 1, 2, 0, 1, 2]
+    assert len(asked) >= 2 and asked[1] - asked[0] >= 0.2
+
+
+def test_pending_overflow_is_counted(world):
+    gate = threading.Event()
+
+    def on_flow(flow):
+        if flow.protocol == 17:
+            gate.wait(2)
+        return Verdict.FORWARD
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow, pending_limit=4, decision_timeout=5.0)
+    with p1, p2:
+        rx = udp_receiver(world.ns, world.n2, 7005)
+        udp_send(world.ns, world.n1, "198.18.11.2", 7005, 20, sport=7105)
+        assert wait_until(lambda: p1.stats()["to_endpoint"]["drops"]["pending_full"] >= 1)
+        gate.set()
+        got = received(rx)
+    full = p1.stats()["to_endpoint"]["drops"]["pending_full"]
+    assert got == list(range(len(got))) and len(got) + full == 20 and len(got) >= 4
+    assert_stats_add_up(p1.stats())
+
+
+def test_learned_udp_peer_event(world):
+    events = []
+    server = Pump(world.a, UDPEndpoint(("198.18.10.1", 6610), netns=world.n1), on_event=events.append)
+    client = Pump(world.b, UDPEndpoint(("198.18.10.2", 6611), ("198.18.10.1", 6610), netns=world.n2))
+    with server, client:
+        assert world.ns.ping(world.n2, "198.18.11.1").returncode == 0
+        assert wait_until(lambda: any(isinstance(e, PeerUp) for e in events))
+    up = [e for e in events if isinstance(e, PeerUp)][0]
+    assert up.address == ("198.18.10.2", 6611) and up.queue == 0
+
+
+def test_worker_error_event_when_the_device_goes(world):
+    from tunpump import PumpError, WorkerError
+    events = []
+    p1, p2 = udp_pumps(world, on_event=events.append)
+    with p2:
+        p1.start()
+        os.close(world.a.fds[0])          # the device's fd vanishes under the worker
+        world.a._fds = []
+        world.ns.ping(world.n2, "198.18.11.1", count=1)
+        with pytest.raises(PumpError, match="device (read|write)"):
+            p1.run()
+    errs = [e for e in events if isinstance(e, WorkerError)]
+    assert errs and errs[0].device_gone and errs[0].where in ("device read", "device write")

@@ -125,3 +125,24 @@ def test_relay_splits_or_coalesces(ns, a_kw, b_kw):
         for n, dev in ((n1, "tpoa"), (n2, "tpob")):
             rx = dev_counters(n, dev)
             assert rx["errors"] == 0 and rx["dropped"] == 0, rx
+
+
+def test_udp_segment_refused_falls_back(ns):
+    """When the kernel refuses UDP_SEGMENT (here EINVAL: the underlay's MTU is
+    below the tunnel's datagrams, a common misconfiguration) the worker falls
+    back to one datagram per packet, counts it, and the transfer completes
+    (the kernel fragments the oversized datagrams)."""
+    w = World(ns, vnet=True)
+    try:
+        for n in (w.n1, w.n2):
+            veth = json.loads(sh("ip", "-n", n, "-j", "link", "show", "type", "veth").stdout)[0]["ifname"]
+            sh("ip", "-n", n, "link", "set", veth, "mtu", "1300")
+        p1, p2 = tunnel(w, "udp")
+        with p1, p2:
+            check_traffic(w, 16 * MiB, inner=(4,))
+        e = p1.stats()["to_endpoint"]
+        assert e["gso_fallbacks"] >= 1, e
+        assert e["gso_split"] > 0
+        assert_stats_add_up(p1.stats())
+    finally:
+        w.close()
