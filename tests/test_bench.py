@@ -129,3 +129,44 @@ def test_udp_generator_counts_exactly(ns):
     assert sent["calls"] < 5000  # batched: sendmmsg
     assert got["packets"] <= 5000 and got["packets"] > 4000  # a veth may drop a few under a burst
     assert got["bytes"] == got["packets"] * 100
+
+
+def test_ratios_pair_each_result_with_its_baselines():
+    from tunpump.bench import _ratios
+
+    def res(name, endpoint, forwarder, gbps, on_flow=False, traffic="tcp", kpps=None):
+        return {"scenario": name, "endpoint": endpoint, "forwarder": forwarder, "gbps": gbps,
+                "on_flow": on_flow, "traffic": traffic, "delivered_kpps": kpps, "ratios": {}}
+
+    rs = [res("veth", "veth", "kernel", 20.0), res("py-relay", "relay", "python", 2.0),
+          res("py-relay-vnet", "relay", "python", 10.0), res("pytun-relay", "relay", "pytun", 1.0),
+          res("py-udp", "udp", "python", 1.0), res("relay-vnet", "relay", "tunpump", 12.0),
+          res("relay-vnet-flow", "relay", "tunpump", 11.0, on_flow=True), res("udp-vnet", "udp", "tunpump", 8.0),
+          res("veth-u64", "veth", "kernel", 0, traffic="udp64", kpps=200.0),
+          res("relay-u64", "relay", "tunpump", 0, traffic="udp64", kpps=100.0)]
+    _ratios(rs)
+    by = {r["scenario"]: r["ratios"] for r in rs}
+    assert by["relay-vnet"] == {"veth": 0.6, "python": 6.0, "python_vnet": 1.2, "pytun": 12.0}
+    assert by["relay-vnet-flow"]["without_on_flow"] == pytest.approx(11 / 12)
+    assert by["udp-vnet"] == {"veth": 0.4, "python": 8.0}
+    assert by["relay-u64"] == {"veth": 0.5}
+    assert by["veth"] == {} and by["py-relay"] == {}
+
+
+def test_pytun_baseline(privileged):
+    import importlib.util
+    if importlib.util.find_spec("pytun") is None:
+        r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--scenario", "pytun-relay"],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2 and "python-pytun is not installed" in r.stderr
+        return
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
+                        "--scenario", "pytun-relay", "--scenario", "relay"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    base, relay = doc["results"]
+    assert base["forwarder"] == "pytun" and base["gbps"] > 0
+    assert "pytun" in relay["ratios"]
+    assert leftovers() == []

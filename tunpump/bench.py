@@ -43,6 +43,8 @@ SCENARIOS = [
     Scenario("veth", "veth", "kernel", True, baseline=True, doc="bare veth pair: the ceiling"),
     Scenario("py-relay", "relay", "python", False, baseline=True, doc="Python loop, one packet per read"),
     Scenario("py-relay-vnet", "relay", "python", True, baseline=True, doc="Python loop passing super-packets"),
+    Scenario("pytun-relay", "relay", "pytun", False, baseline=True, quick=False,
+             doc="the same loop on python-pytun's devices (when installed)"),
     Scenario("relay-vnet", "relay", "tunpump", True, doc="tunpump relay, vnet_hdr super-packets"),
     Scenario("relay", "relay", "tunpump", False, doc="tunpump relay, per packet"),
     Scenario("relay-vnet-2q", "relay", "tunpump", True, queues=2, streams=4, quick=False,
@@ -186,6 +188,12 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             w.veth(n1, n2)
         if sc.endpoint == "veth":
             target = UNDER_B
+        elif sc.forwarder == "pytun":
+            forwarders.append(w.spawn(n1, "-m", "tunpump.pyforward", "pytun-relay", "tpba", "tpbb", n2,
+                                      "--seconds", str(seconds + 30)))
+            _wait_ready(forwarders[0])
+            _configure("tpba", n1, INNER_A, INNER_B, mtu)
+            _configure("tpbb", n2, INNER_B, INNER_A, mtu)
         elif sc.forwarder == "python":
             if sc.endpoint == "relay":
                 args = ["-m", "tunpump.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
@@ -364,11 +372,11 @@ def _ratios(results: List[dict]) -> None:
         elif r["traffic"] == "tcp":
             bases = {"veth": "veth"}
             if r["endpoint"] == "relay":
-                bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet"})
-            if r["on_flow"]:
-                bases["without_on_flow"] = "relay-vnet"
+                bases.update({"python": "py-relay", "python_vnet": "py-relay-vnet", "pytun": "pytun-relay"})
             else:
                 bases.update({"python": "py-udp"})
+            if r["on_flow"]:
+                bases["without_on_flow"] = "relay-vnet"
         else:
             bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
         for key, base in bases.items():
@@ -428,7 +436,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
     chosen = ([BY_NAME[n] for n in args.scenario] if args.scenario else
-              [sc for sc in SCENARIOS if sc.quick or not args.quick])
+              [sc for sc in SCENARIOS if (sc.quick or not args.quick) and
+               (sc.forwarder != "pytun" or _have_pytun())])
+    if any(sc.forwarder == "pytun" for sc in chosen) and not _have_pytun():
+        raise BenchError("pytun-relay: python-pytun is not installed (pip install python-pytun)")
     if args.traffic == "iperf3" and not shutil.which("iperf3"):
         raise BenchError("--traffic iperf3: iperf3 is not installed (apt-get install iperf3)")
     tty = sys.stderr.isatty()
@@ -466,6 +477,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(results, args.plot)
     return 0
+
+
+def _have_pytun() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("pytun") is not None
 
 
 def _version() -> str:

@@ -3,6 +3,11 @@ loop over the same kind of devices (what python-pytun style code does).
 
     python -m tunpump.pyforward relay A NS_A B NS_B [--vnet-hdr] [--seconds S]
     python -m tunpump.pyforward udp DEV NS LOCAL_ADDR:PORT REMOTE_ADDR:PORT [--seconds S]
+    python -m tunpump.pyforward pytun-relay A B NS_B [--seconds S]
+
+`pytun-relay` is the same loop on python-pytun's device objects (when that
+package is installed): it makes both devices in its own namespace and moves B
+to NS_B, since pytun has no namespace option.
 
 It makes its devices itself (single-queue devices take one reader), prints
 "ready", forwards until --seconds pass or SIGTERM, then prints its counters
@@ -74,6 +79,25 @@ def _udp(dev: Device, sock: socket.socket, remote, until: float, count: dict) ->
                     count["drops"] += 1
 
 
+def _pytun_relay(a, b, until: float, count: dict) -> None:
+    fa, fb = a.fileno(), b.fileno()
+    peer = {fa: b, fb: a}
+    src = {fa: a, fb: b}
+    poller = select.poll()
+    poller.register(fa, select.POLLIN)
+    poller.register(fb, select.POLLIN)
+    while time.monotonic() < until:
+        for fd, _ in poller.poll(200):
+            pkt = src[fd].read(65600)   # pytun's devices block: one read per wakeup
+            count["reads"] += 1
+            try:
+                peer[fd].write(pkt)
+                count["writes"] += 1
+                count["bytes"] += len(pkt)
+            except Exception:
+                count["drops"] += 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tunpump.pyforward")
     sub = p.add_subparsers(dest="mode", required=True)
@@ -83,19 +107,35 @@ def main(argv=None) -> int:
     r.add_argument("b")
     r.add_argument("ns_b")
     r.add_argument("--vnet-hdr", action="store_true")
+    pt = sub.add_parser("pytun-relay")
+    pt.add_argument("a")
+    pt.add_argument("b")
+    pt.add_argument("ns_b")
     u = sub.add_parser("udp")
     u.add_argument("dev")
     u.add_argument("ns")
     u.add_argument("local")
     u.add_argument("remote")
-    for x in (r, u):
+    for x in (r, u, pt):
         x.add_argument("--seconds", type=float, default=60.0)
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     count = {"reads": 0, "writes": 0, "bytes": 0, "drops": 0}
     until = time.monotonic() + a.seconds
     try:
-        if a.mode == "relay":
+        if a.mode == "pytun-relay":
+            try:
+                import pytun
+            except ImportError:
+                print("python-pytun is not installed", file=sys.stderr)
+                return 2
+            from .link import Link
+            flags = pytun.IFF_TUN | pytun.IFF_NO_PI
+            da, db = pytun.TunTapDevice(a.a, flags), pytun.TunTapDevice(a.b, flags)
+            Link(a.b).move_to_netns(a.ns_b)
+            print("ready", flush=True)
+            _pytun_relay(da, db, until, count)
+        elif a.mode == "relay":
             with Device(a.a, vnet_hdr=a.vnet_hdr, netns=a.ns_a) as da, \
                     Device(a.b, vnet_hdr=a.vnet_hdr, netns=a.ns_b) as db:
                 print("ready", flush=True)
