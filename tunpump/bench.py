@@ -419,7 +419,7 @@ def _plot(results: List[dict], path: str) -> None:
 def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m tunpump bench")
     p.add_argument("--quick", action="store_true", help="short runs: finishes within 20 s")
-    p.add_argument("--seconds", type=float, help="traffic per scenario (default 3, quick 0.6)")
+    p.add_argument("--seconds", type=float, help="traffic per scenario (default 2.5, quick 0.6)")
     p.add_argument("--scenario", action="append", choices=sorted(BY_NAME), metavar="NAME",
                    help=f"run only these (repeatable): {', '.join(BY_NAME)}")
     p.add_argument("--traffic", choices=("builtin", "iperf3"), default="builtin",
@@ -432,7 +432,7 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
 
 def run(args: argparse.Namespace) -> int:
     _check_environment()
-    seconds = args.seconds or (0.6 if args.quick else 3.0)
+    seconds = args.seconds or (0.6 if args.quick else 2.5)   # quick: ~15 s in all, default: ~70 s
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
     chosen = ([BY_NAME[n] for n in args.scenario] if args.scenario else
