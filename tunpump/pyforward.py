@@ -28,27 +28,45 @@ from .endpoint import parse_address
 from .netns import entered
 
 
-def _relay(a: Device, b: Device, until: float, count: dict) -> None:
+def _relay(a, b, until: float, count: dict, drain: int = 64) -> None:
+    """Forward between two objects with fileno(), read(n) and write(data),
+    reading up to `drain` packets per wakeup (1 for blocking devices)."""
     fa, fb = a.fileno(), b.fileno()
-    peer = {fa: fb, fb: fa}
+    ends = {fa: (a, b), fb: (b, a)}
     poller = select.poll()
     poller.register(fa, select.POLLIN)
     poller.register(fb, select.POLLIN)
     while time.monotonic() < until:
         for fd, _ in poller.poll(200):
-            out = peer[fd]
-            for _ in range(64):  # drain a batch per wakeup
+            src, dst = ends[fd]
+            for _ in range(drain):
                 try:
-                    pkt = os.read(fd, 65600)
-                except BlockingIOError:
+                    pkt = src.read(65600)
+                except (BlockingIOError, TimeoutError):
                     break
                 count["reads"] += 1
                 try:
-                    os.write(out, pkt)
+                    dst.write(pkt)
                     count["writes"] += 1
                     count["bytes"] += len(pkt)
                 except OSError:
                     count["drops"] += 1
+
+
+class _Fd:
+    """A non-blocking fd as a device: os.read / os.write, as plain loops do."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, n: int) -> bytes:
+        return os.read(self.fd, n)
+
+    def write(self, data: bytes) -> int:
+        return os.write(self.fd, data)
 
 
 def _udp(dev: Device, sock: socket.socket, remote, until: float, count: dict) -> None:
@@ -77,25 +95,6 @@ def _udp(dev: Device, sock: socket.socket, remote, until: float, count: dict) ->
                     break
                 except OSError:
                     count["drops"] += 1
-
-
-def _pytun_relay(a, b, until: float, count: dict) -> None:
-    fa, fb = a.fileno(), b.fileno()
-    peer = {fa: b, fb: a}
-    src = {fa: a, fb: b}
-    poller = select.poll()
-    poller.register(fa, select.POLLIN)
-    poller.register(fb, select.POLLIN)
-    while time.monotonic() < until:
-        for fd, _ in poller.poll(200):
-            pkt = src[fd].read(65600)   # pytun's devices block: one read per wakeup
-            count["reads"] += 1
-            try:
-                peer[fd].write(pkt)
-                count["writes"] += 1
-                count["bytes"] += len(pkt)
-            except Exception:
-                count["drops"] += 1
 
 
 def main(argv=None) -> int:
@@ -134,12 +133,12 @@ def main(argv=None) -> int:
             da, db = pytun.TunTapDevice(a.a, flags), pytun.TunTapDevice(a.b, flags)
             Link(a.b).move_to_netns(a.ns_b)
             print("ready", flush=True)
-            _pytun_relay(da, db, until, count)
+            _relay(da, db, until, count, drain=1)   # pytun's devices block: one read per wakeup
         elif a.mode == "relay":
             with Device(a.a, vnet_hdr=a.vnet_hdr, netns=a.ns_a) as da, \
                     Device(a.b, vnet_hdr=a.vnet_hdr, netns=a.ns_b) as db:
                 print("ready", flush=True)
-                _relay(da, db, until, count)
+                _relay(_Fd(da.fileno()), _Fd(db.fileno()), until, count)
         else:
             local, remote = parse_address(a.local, "local"), parse_address(a.remote, "remote")
             with Device(a.dev, netns=a.ns) as dev:
