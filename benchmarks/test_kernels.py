@@ -44,3 +44,15 @@ def test_gro_coalesce_two_interleaved_flows(benchmark):
     mixed = [p for pair in zip(SEGMENTS, other) for p in pair]
     benchmark.extra_info["loops"] = LOOPS
     assert benchmark(_core.kernel_loop, "coalesce", mixed, LOOPS) == 2
+
+
+def test_flow_lookup_1000_flows(benchmark):
+    flows = [tcp_packet(*V4, 10000 + i, 5201, 1, b"x" * 100) for i in range(1000)]
+    benchmark.extra_info["loops"] = LOOPS
+    benchmark.extra_info["packets_per_loop"] = 1000
+    assert benchmark(_core.kernel_loop, "flow", flows, 10) == 10 * 1000
+
+
+def test_ring_push_pop_1024(benchmark):
+    benchmark.extra_info["records_per_loop"] = 1024
+    assert benchmark(_core.kernel_loop, "ring", 1024, 100) == 100 * 1024

@@ -170,3 +170,26 @@ def test_pytun_baseline(privileged):
     assert base["forwarder"] == "pytun" and base["gbps"] > 0
     assert "pytun" in relay["ratios"]
     assert leftovers() == []
+
+
+def test_refuses_without_dev_net_tun(monkeypatch):
+    from tunpump import bench
+    monkeypatch.setattr(bench.os, "geteuid", lambda: 0)
+    real = bench.os.path.exists
+    monkeypatch.setattr(bench.os.path, "exists", lambda p: False if p == "/dev/net/tun" else real(p))
+    with pytest.raises(bench.BenchError, match="/dev/net/tun is missing"):
+        bench._check_environment()
+
+
+def test_plot(privileged, tmp_path):
+    import importlib.util
+    out = tmp_path / "bench.png"
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--seconds", "0.3", "--scenario", "veth",
+                        "--plot", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if importlib.util.find_spec("matplotlib") is None:
+        # refused before running anything
+        assert r.returncode == 2 and "--plot needs matplotlib" in r.stderr
+        assert "veth" not in r.stdout
+        return
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

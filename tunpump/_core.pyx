@@ -642,7 +642,12 @@ def kernel_loop(str kind, object arg, int iterations, bytes vnet_hdr=None):
             free(skip)
             free(units)
         return rc
-    raise ValueError(f"kind={kind!r}: expected 'checksum', 'split' or 'coalesce'")
+    if kind == "flow":
+        # parse + hash + lookup of each packet's flow in a table holding them all
+        return _flow_loop(arg, iterations)
+    if kind == "ring":
+        return _ring_loop(int(arg), iterations)
+    raise ValueError(f"kind={kind!r}: expected 'checksum', 'split', 'coalesce', 'flow' or 'ring'")
 
 
 # ---- bench traffic -----------------------------------------------------------
@@ -695,3 +700,89 @@ def flow_key(const unsigned char[::1] packet, bint tap=False):
     cdef tp_flow_key k
     tp_flow_parse(&packet[0] if len(packet) else NULL, len(packet), tap, &k)
     return (<const char *>&k)[:sizeof(tp_flow_key)]
+
+
+cdef extern from "tp_flow.h":
+    struct tp_flow_table:
+        unsigned count
+    int tp_flow_table_init(tp_flow_table *t, unsigned cap) nogil
+    void tp_flow_table_free(tp_flow_table *t) nogil
+    unsigned tp_flow_hash(const tp_flow_key *k) nogil
+    int tp_flow_lookup(tp_flow_table *t, const tp_flow_key *k, unsigned hash) nogil
+    int tp_flow_insert(tp_flow_table *t, const tp_flow_key *k, unsigned hash, long long now,
+                       void *old, int *evicted) nogil
+    void tp_flow_touch(tp_flow_table *t, int i) nogil
+
+cdef extern from "tp_ring.h":
+    struct tp_ring:
+        pass
+    int tp_ring_init(tp_ring *r, unsigned capacity, unsigned rec_size) nogil
+    void tp_ring_free(tp_ring *r) nogil
+    void *tp_ring_reserve(tp_ring *r) nogil
+    void tp_ring_publish(tp_ring *r) nogil
+    void *tp_ring_peek(tp_ring *r) nogil
+    void tp_ring_release(tp_ring *r) nogil
+
+
+def _flow_loop(list packets, int iterations):
+    """Look every packet's flow up `iterations` times in a table that holds
+    them all (what a worker does per packet); returns the hits."""
+    cdef int n = len(packets), i, k, idx, ev
+    cdef tp_flow_table t
+    cdef tp_flow_key key
+    cdef unsigned char oldbuf[256]
+    cdef unsigned char[::1] v
+    cdef uint64_t hits = 0
+    cdef tp_gro_pkt *pk = <tp_gro_pkt *>malloc(sizeof(tp_gro_pkt) * max(1, n))
+    if pk == NULL:
+        raise MemoryError()
+    if tp_flow_table_init(&t, max(1, n)) < 0:
+        free(pk)
+        raise MemoryError()
+    bufs = [bytearray(p) for p in packets]
+    try:
+        for k in range(n):
+            v = bufs[k]
+            pk[k].data = &v[0]
+            pk[k].len = len(bufs[k])
+            tp_flow_parse(pk[k].data, pk[k].len, 0, &key)
+            if tp_flow_lookup(&t, &key, tp_flow_hash(&key)) < 0:
+                tp_flow_insert(&t, &key, tp_flow_hash(&key), 0, oldbuf, &ev)
+        with nogil:
+            for i in range(iterations):
+                for k in range(n):
+                    tp_flow_parse(pk[k].data, pk[k].len, 0, &key)
+                    idx = tp_flow_lookup(&t, &key, tp_flow_hash(&key))
+                    if idx >= 0:
+                        tp_flow_touch(&t, idx)
+                        hits += 1
+    finally:
+        tp_flow_table_free(&t)
+        free(pk)
+    return hits
+
+
+def _ring_loop(int records, int iterations):
+    """Push and pop `records` 128-byte records through an SPSC ring,
+    `iterations` times, on one thread; returns the records moved."""
+    cdef tp_ring r
+    cdef int i, k
+    cdef uint64_t moved = 0
+    cdef void *slot
+    if records < 1 or records > 4096:
+        raise ValueError(f"records={records}: expected 1 to 4096")
+    if tp_ring_init(&r, 4096, 128) < 0:
+        raise MemoryError()
+    try:
+        for i in range(iterations):
+            for k in range(records):
+                slot = tp_ring_reserve(&r)
+                (<unsigned char *>slot)[0] = <unsigned char>k
+                tp_ring_publish(&r)
+            for k in range(records):
+                slot = tp_ring_peek(&r)
+                moved += (<unsigned char *>slot)[0] == <unsigned char>k
+                tp_ring_release(&r)
+    finally:
+        tp_ring_free(&r)
+    return moved

@@ -399,13 +399,17 @@ def format_table(results: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def _need_matplotlib() -> None:
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise BenchError("--plot needs matplotlib: pip install 'tunpump[plot]'")
+
+
 def _plot(results: List[dict], path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BenchError("--plot needs matplotlib: pip install 'tunpump[plot]'") from None
+    _need_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4))
     names = [r["scenario"] for r in results]
     ax.barh(names, [r["gbps"] for r in results],
@@ -432,6 +436,10 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
 
 def run(args: argparse.Namespace) -> int:
     _check_environment()
+    if args.plot:
+        _need_matplotlib()   # say so before the runs, not after
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+            raise BenchError(f"--plot {args.plot}: no such directory")
     seconds = args.seconds or (0.6 if args.quick else 2.5)   # quick: ~15 s in all, default: ~70 s
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
