@@ -703,6 +703,8 @@ def flow_key(const unsigned char[::1] packet, bint tap=False):
 
 
 cdef extern from "tp_flow.h":
+    struct tp_flow:
+        pass
     struct tp_flow_table:
         unsigned count
     int tp_flow_table_init(tp_flow_table *t, unsigned cap) nogil
@@ -710,7 +712,7 @@ cdef extern from "tp_flow.h":
     unsigned tp_flow_hash(const tp_flow_key *k) nogil
     int tp_flow_lookup(tp_flow_table *t, const tp_flow_key *k, unsigned hash) nogil
     int tp_flow_insert(tp_flow_table *t, const tp_flow_key *k, unsigned hash, long long now,
-                       void *old, int *evicted) nogil
+                       tp_flow *old, int *evicted) nogil
     void tp_flow_touch(tp_flow_table *t, int i) nogil
 
 cdef extern from "tp_ring.h":
@@ -730,7 +732,7 @@ def _flow_loop(list packets, int iterations):
     cdef int n = len(packets), i, k, idx, ev
     cdef tp_flow_table t
     cdef tp_flow_key key
-    cdef unsigned char oldbuf[256]
+    cdef tp_flow old
     cdef unsigned char[::1] v
     cdef uint64_t hits = 0
     cdef tp_gro_pkt *pk = <tp_gro_pkt *>malloc(sizeof(tp_gro_pkt) * max(1, n))
@@ -747,7 +749,7 @@ def _flow_loop(list packets, int iterations):
             pk[k].len = len(bufs[k])
             tp_flow_parse(pk[k].data, pk[k].len, 0, &key)
             if tp_flow_lookup(&t, &key, tp_flow_hash(&key)) < 0:
-                tp_flow_insert(&t, &key, tp_flow_hash(&key), 0, oldbuf, &ev)
+                tp_flow_insert(&t, &key, tp_flow_hash(&key), 0, &old, &ev)
         with nogil:
             for i in range(iterations):
                 for k in range(n):
