@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from nettest import CI, Namespaces, privilege_problem
+from nettest import CI, Namespaces, delete_netns, privilege_problem
 
 
 @pytest.fixture
@@ -31,5 +31,6 @@ def pytest_sessionfinish(session, exitstatus):
     if os.path.isdir("/run/netns"):
         left = [n for n in os.listdir("/run/netns") if n.startswith(f"tpt{os.getpid() % 100000}x")]
         if left:
-            print(f"\nnamespaces left behind: {left}")
+            stuck = [n for n in left if not delete_netns(n)]
+            print(f"\nnamespaces left behind by a test: {left}; could not delete: {stuck}")
             session.exitstatus = 1

@@ -107,8 +107,19 @@ class Namespaces:
                 except subprocess.TimeoutExpired:
                     pass
         for name in self.names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            delete_netns(name)
         self.names.clear()
+
+
+def delete_netns(name: str) -> bool:
+    """Delete a namespace this run made; retry once (a mount still held by an
+    exiting `ip netns exec` child can make the first unlink fail)."""
+    for attempt in range(2):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        if not os.path.exists(f"/run/netns/{name}"):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def wait_until(pred, timeout: float = 5.0, interval: float = 0.02) -> bool:
