@@ -307,3 +307,19 @@ def test_tcp_interoperates_with_simpletun(ns, role, mode):
         assert_stats_add_up(pump.stats())
     finally:
         w.close()
+
+
+def test_tcp_two_queues_use_two_connections(ns):
+    """With N queues, queue i connects to port P+i: one TCP connection each."""
+    w = World(ns, queues=2)
+    try:
+        with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
+                Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
+            assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
+            listening = w.ns.run(w.n1, "ss", "-Htln").stdout
+            assert ":55555" in listening and ":55556" in listening
+            check_traffic(w, 16 << 20, inner=(4,))
+        for p in (p1, p2):
+            assert_stats_add_up(p.stats())
+    finally:
+        w.close()
