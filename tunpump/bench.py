@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 SCHEMA = "tunpump-bench/1"
 INNER_A, INNER_B = "198.18.31.1", "198.18.31.2"
@@ -153,6 +153,7 @@ def _configure(name: str, ns: str, local: str, peer: str, mtu: int) -> None:
 
 
 def _wait_ready(p: subprocess.Popen) -> None:
+    assert p.stdout is not None and p.stderr is not None
     line = p.stdout.readline()
     if line.strip() != "ready":
         raise BenchError(f"the Python forwarder did not start: {line}{p.stderr.read()}")
@@ -215,7 +216,7 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             w.closers.append(b.close)
             _configure("tpba", n1, INNER_A, INNER_B, mtu)
             _configure("tpbb", n2, INNER_B, INNER_A, mtu)
-            ctl = {"on_flow": lambda f: None, "pending_limit": 4096} if sc.on_flow else {}
+            ctl: Dict[str, Any] = {"on_flow": lambda f: None, "pending_limit": 4096} if sc.on_flow else {}
             if sc.traffic == "flows":
                 # a table smaller than the ports cycled: every datagram is a new flow
                 ctl["flow_table_size"] = 4096
@@ -276,7 +277,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             received += json.loads(out)["bytes"]
         for s in sources:
             if s.returncode != 0:
-                raise BenchError(f"{sc.name}: traffic source failed: {s.stderr.read().strip()[-300:]}")
+                err = s.stderr.read() if s.stderr else ""
+                raise BenchError(f"{sc.name}: traffic source failed: {err.strip()[-300:]}")
         return _result(sc, received, wall, pumps, forwarders, cpu0, fcpu0)
     finally:
         w.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from .errors import TunpumpError
 
@@ -106,6 +106,7 @@ def _tunnel(args: argparse.Namespace) -> int:
     from .endpoint import TCPEndpoint, UDPEndpoint
     from .pump import Pump
     mode = "tap" if args.tap else "tun"
+    ep: Union[TCPEndpoint, UDPEndpoint]
     if args.tcp:
         ep = (TCPEndpoint.listen(args.listen) if args.listen else TCPEndpoint.connect(args.connect))
     elif args.listen:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 Address = Union[str, Tuple[str, int]]
 SIMPLETUN_PORT = 55555
@@ -47,7 +47,7 @@ def parse_address(value: Address, arg: str, default_port: Optional[int] = None) 
         ipaddress.ip_address(host)
     except ValueError:
         try:
-            host = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0]
+            host = str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
         except (socket.gaierror, UnicodeError):
             raise ValueError(f"{arg}={value!r}: {host!r} is not an IP address or a known host name") from None
     return host, port
@@ -68,8 +68,9 @@ class _SocketEndpoint:
 
     def _sock_cfg(self, queues: int) -> dict:
         fam, laddr = _packed(self.local[0])
-        cfg = {"family": fam, "local_addr": laddr, "local_port": self.local[1],
-               "remotes": [], "sock_buf": self.sock_buf}
+        remotes: List[Tuple[bytes, int]] = []
+        cfg: Dict[str, Any] = {"family": fam, "local_addr": laddr, "local_port": self.local[1],
+                               "remotes": remotes, "sock_buf": self.sock_buf}
         for remote in self.remotes or ((self.remote,) if self.remote is not None else ()):
             rfam, raddr = _packed(remote[0])
             if rfam != fam:
@@ -79,7 +80,7 @@ class _SocketEndpoint:
             if remote[1] + queues - 1 > 65535:
                 raise ValueError(f"remote={remote!r}: ports {remote[1]}..{remote[1] + queues - 1} "
                                  f"(one per queue) run past 65535")
-            cfg["remotes"].append((raddr, remote[1]))
+            remotes.append((raddr, remote[1]))
         if self.local[1] and self.local[1] + queues - 1 > 65535:
             raise ValueError(f"local={self.local!r}: ports (one per queue) run past 65535")
         return cfg

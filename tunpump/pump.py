@@ -176,9 +176,12 @@ class Pump:
         """Start if needed and block until stop() or a worker error."""
         if self._core is None:
             self.start()
-        core = self._core
+        core: Any = self._core
+        assert core is not None
         try:
-            while not self._stop_requested and core is self._core:
+            while not self._stop_requested:
+                if not self._is_current(core):
+                    break   # stopped (and maybe restarted) by someone else
                 if core.wait(200):
                     err = core.error()
                     if err is not None:
@@ -186,6 +189,9 @@ class Pump:
                         raise PumpError(code, f"worker {worker} ({where}): {os.strerror(code)}")
         finally:
             self.stop()
+
+    def _is_current(self, core: Any) -> bool:
+        return self._core is core
 
     def error(self) -> Optional[PumpError]:
         """The first worker error while running, or None."""
@@ -224,6 +230,7 @@ class Pump:
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
+        target: Endpoint
         if to == "device" or to is self.device:
             target = self.device
         elif to == "endpoint" or to is self.endpoint:

@@ -17,6 +17,8 @@ import socket
 import sys
 import time
 
+from . import _core
+
 CHUNK = 1 << 20
 
 
@@ -103,14 +105,12 @@ def source(host: str, port: int, nbytes: int, timeout: float = 60.0, seed: int =
 
 def udp_source(host: str, port: int, size: int, count: int, seconds: float, ports: int = 1) -> dict:
     import ipaddress
-    from . import _core
     ip = ipaddress.ip_address(host)
     fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     return _core.udp_source(fam, ip.packed, port, size, count, seconds, ports)
 
 
 def udp_sink(port: int, seconds: float, idle: float = 1.0, ready_fd: int = -1, v6: bool = False) -> dict:
-    from . import _core
     s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("::" if v6 else "0.0.0.0", port))
     if ready_fd >= 0:
