@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "tp_compat.h"
 #include "tp_pump_internal.h"
+#include "tp_sockaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,11 +25,6 @@
 #define UDP_GRO 104
 #endif
 #define TP__UDP_MAX_SEGS 64
-
-static int tp__prefix_len(const struct tp_fmt *f)
-{
-    return (f->pi ? 4 : 0) + f->vnet_hdr_sz;
-}
 
 static void tp__drop(struct tp_dir_stats *st, enum tp_drop reason, uint64_t n)
 {
@@ -80,7 +76,7 @@ static void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t 
 int tp__tun_read(int fd, const struct tp_fmt *fmt, struct tp__dir *d, int batch,
                  struct tp_dir_stats *st)
 {
-    int prelen = tp__prefix_len(fmt);
+    int prelen = tp_fmt_prefix_len(fmt);
 
     d->n = d->next = d->nunits = 0;
     d->off = 0;
@@ -119,7 +115,7 @@ static int tp__make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
                            const struct tp__pkt *p, const struct tp_gro_unit *u,
                            uint8_t *scratch, struct iovec *iov)
 {
-    int dlen = tp__prefix_len(dst);
+    int dlen = tp_fmt_prefix_len(dst);
     const uint8_t *svnet = NULL;
     uint8_t *o = scratch;
 
@@ -130,7 +126,7 @@ static int tp__make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
         return -1;
     }
     if (p->pre && src && src->vnet_hdr_sz && !p->hdr)
-        svnet = p->pre + (src->pi ? 4 : 0);
+        svnet = p->pre + tp_fmt_vnet_off(src);
     if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && (svnet[0] || svnet[1]))))
         return TP_DROP_OFFLOAD;    /* cannot happen once split; kept as a guard */
     if (dst->pi) {
@@ -450,24 +446,6 @@ static void tp__sockbufs(int fd, int bytes)
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
-static socklen_t tp__sockaddr(struct sockaddr_storage *ss, int family, const unsigned char *addr,
-                              unsigned port)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (family == AF_INET) {
-        struct sockaddr_in *s = (void *)ss;
-        s->sin_family = AF_INET;
-        s->sin_port = htons((uint16_t)port);
-        memcpy(&s->sin_addr, addr, 4);
-        return sizeof(*s);
-    }
-    struct sockaddr_in6 *s6 = (void *)ss;
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    memcpy(&s6->sin6_addr, addr, 16);
-    return sizeof(*s6);
-}
-
 static void tp__nodelay(int fd)
 {
     int one = 1;
@@ -481,11 +459,11 @@ int tp__sock_setup(struct tp__worker *w, int want_gro)
     unsigned lport = c->local_port ? c->local_port + (unsigned)w->idx : 0;
     int fd, one = 1;
 
-    w->local_len = tp__sockaddr(&w->local, c->family, c->local_addr, lport);
+    w->local_len = tp_sockaddr_make(&w->local, c->family, c->local_addr, lport);
     if (c->has_remote) {
         w->npeers = c->nremotes > 0 ? c->nremotes : 1;
         for (int r = 0; r < w->npeers; r++)
-            w->peer_lens[r] = tp__sockaddr(&w->peers[r], c->family, c->remote_addr[r],
+            w->peer_lens[r] = tp_sockaddr_make(&w->peers[r], c->family, c->remote_addr[r],
                                            c->remote_port[r] + (unsigned)w->idx);
         w->peer = w->peers[0];
         w->peer_len = w->peer_lens[0];

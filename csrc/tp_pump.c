@@ -154,7 +154,7 @@ static void tp__punt(struct tp__worker *w, struct tp__pkt *r, struct tp_dir_stat
     if (src->vnet_hdr_sz) {
         /* Python gets wire packets with complete checksums, not super-packets. */
         struct tp_vnet_hdr vh;
-        tp_vnet_hdr_read(r->pre + (src->pi ? 4 : 0), &vh);
+        tp_vnet_hdr_read(r->pre + tp_fmt_vnet_off(src), &vh);
         nseg = tp_vnet_split(&vh, r->data, r->len, src->tap ? 14 : 0, w->punt_hdrs, segs, TP_VNET_MAX_SEGS);
         if (nseg < 0) {
             TP__ADD(st->pkts_in, 1);
@@ -274,7 +274,7 @@ static int tp__release(struct tp__worker *w)
 {
     const struct tp_pump_cfg *c = &w->pump->cfg;
     struct tp__dir *d = &w->d[0];
-    int prelen = (c->dev.fmt.pi ? 4 : 0) + c->dev.fmt.vnet_hdr_sz;
+    int prelen = tp_fmt_prefix_len(&c->dev.fmt);
     int kept = 0, waiting = 0;
 
     d->n = d->next = d->nunits = 0;
@@ -388,7 +388,13 @@ static void tp__prepare(struct tp__worker *w, int dir)
     struct tp_dir_stats *st = &w->st.dir[dir];
     int i;
 
-    if (src) {
+    if (src && !src->vnet_hdr_sz && !(dir == 0 && c->ctl.enabled)) {
+        /* Plain packets nobody classifies: nothing to split or take out. */
+        for (i = 0; i < d->n; i++) {
+            TP__ADD(st->pkts_in, 1);
+            TP__ADD(st->bytes_in, d->pkts[i].len);
+        }
+    } else if (src) {
         int nraw = d->n, out = 0;
         int l2 = src->tap ? 14 : 0;
 
@@ -408,7 +414,7 @@ static void tp__prepare(struct tp__worker *w, int dir)
                 TP__ADD(st->bytes_in, r->len);
                 continue;
             }
-            tp_vnet_hdr_read(r->pre + (src->pi ? 4 : 0), &vh);
+            tp_vnet_hdr_read(r->pre + tp_fmt_vnet_off(src), &vh);
             if ((vh.gso_type == TP_VNET_GSO_NONE && !(vh.flags & TP_VNET_F_NEEDS_CSUM)) ||
                 (dst && tp__takes(dst, &vh))) {
                 d->pkts[out++] = *r;

@@ -23,6 +23,10 @@ struct tp_fmt {
     unsigned offloads; /* TUN_F_* in force: which super-packets it hands over and takes */
 };
 
+/* Where the vnet_hdr starts in the prefix, and how long the prefix is. */
+static inline int tp_fmt_vnet_off(const struct tp_fmt *f) { return f->pi ? 4 : 0; }
+static inline int tp_fmt_prefix_len(const struct tp_fmt *f) { return tp_fmt_vnet_off(f) + f->vnet_hdr_sz; }
+
 struct tp_dev_cfg {
     int nfds;
     const int *fds; /* one per queue; never closed by the pump */

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "tp_traffic.h"
+#include "tp_sockaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,25 +22,6 @@ static double tp__now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static socklen_t tp__addr(struct sockaddr_storage *ss, int family, const unsigned char *addr, unsigned port)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (family == AF_INET) {
-        struct sockaddr_in *s = (void *)ss;
-        s->sin_family = AF_INET;
-        s->sin_port = htons((uint16_t)port);
-        if (addr)
-            memcpy(&s->sin_addr, addr, 4);
-        return sizeof(*s);
-    }
-    struct sockaddr_in6 *s6 = (void *)ss;
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    if (addr)
-        memcpy(&s6->sin6_addr, addr, 16);
-    return sizeof(*s6);
-}
-
 int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned nports, unsigned size,
                   uint64_t count, double seconds, struct tp_traffic_result *out)
 {
@@ -55,7 +37,7 @@ int tp_udp_source(int family, const unsigned char *addr, unsigned port, unsigned
     if (size < 1 || size > 65507 || nports < 1 || port + nports - 1 > 65535)
         return -EINVAL;
     for (int i = 0; i < TP__TBATCH; i++)
-        tolen = tp__addr(&to[i], family, addr, port);
+        tolen = tp_sockaddr_make(&to[i], family, addr, port);
     payload = malloc(size);
     if (!payload)
         return -ENOMEM;
