@@ -1,4 +1,4 @@
-"""Build the one extension, tunpump._core: a thin Cython binding plus csrc/*.c.
+"""Build the one extension, tunpump._core: a thin Cython binding plus csrc/*/*.c.
 
 Environment knobs (documented in README.md):
   TUNPUMP_OPT=-O3        optimisation flags (default -O2; never -march=native)
@@ -13,8 +13,12 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-CSRC = sorted(glob.glob("csrc/*.c"))
-HEADERS = sorted(glob.glob("csrc/*.h"))
+# csrc/ is split by layer: packet/ (pure functions over buffers, no system
+# I/O), os/ (devices, namespaces, socket addresses), pump/ (workers and
+# endpoints), tools/ (the bench's traffic generator).
+CSRC_DIRS = ["csrc/packet", "csrc/os", "csrc/pump", "csrc/tools"]
+CSRC = sorted(f for d in CSRC_DIRS for f in glob.glob(f"{d}/*.c"))
+HEADERS = sorted(f for d in CSRC_DIRS for f in glob.glob(f"{d}/*.h"))
 
 
 def _flags():
@@ -39,7 +43,7 @@ class BuildExt(build_ext):
         if werror:
             strict.append("-Werror")
         objects = self.compiler.compile(
-            CSRC, output_dir=self.build_temp, include_dirs=["csrc"],
+            CSRC, output_dir=self.build_temp, include_dirs=CSRC_DIRS,
             extra_postargs=base + strict + ["-pthread"], depends=HEADERS)
         ext.extra_objects = objects
         ext.extra_compile_args = base + ["-Wall", "-Wno-unused-function",
@@ -51,7 +55,7 @@ class BuildExt(build_ext):
 extension = Extension(
     "tunpump._core",
     sources=["tunpump/_core.pyx"],
-    include_dirs=["csrc"],
+    include_dirs=CSRC_DIRS,
     depends=CSRC + HEADERS,
 )
 

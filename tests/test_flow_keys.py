@@ -1,4 +1,4 @@
-"""Flow keys parsed in C (csrc/tp_flow.c) from hand-built packets."""
+"""Flow keys parsed in C (csrc/packet/tp_flow.c) from hand-built packets."""
 import struct
 
 import pytest

@@ -1,4 +1,4 @@
-"""GSO split and GRO coalesce (csrc/tp_vnet.c) on hand-built packets, checked
+"""GSO split and GRO coalesce (csrc/packet/tp_vnet.c) on hand-built packets, checked
 against the independent checksum in tests/packets.py."""
 import struct
 
