@@ -1,4 +1,4 @@
-/* TUN/TAP constants the system headers may lack.
+/* TUN/TAP and UDP offload constants the system headers may lack.
  *
  * The machine's headers are older than its kernel (USO arrived in 6.2), so every
  * constant tunpump uses is defined here when missing. Values are the kernel's
@@ -86,6 +86,17 @@
 #endif
 #ifndef TUNSETQUEUE
 #define TUNSETQUEUE _IOW('T', 217, int)
+#endif
+
+/* UDP segmentation offload socket options (include/uapi/linux/udp.h). */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
 #endif
 
 /* struct virtio_net_hdr field values */

@@ -12,13 +12,25 @@
 #define TP_MAX_BATCH 256
 #define TP_MAX_WORKERS 256
 #define TP_MAX_PEERS 16
+/* Packets per worker that may wait for verdicts. Each waits in a slot of
+ * 65,663 bytes (headroom + the largest packet), made at start: at this limit
+ * that is about 257 MiB of address space per queue (pages are touched only
+ * as packets wait; the default 256 is about 16 MiB). */
+#define TP_MAX_PENDING 4096
+
+/* The two directions a worker moves packets in. */
+enum tp_dir {
+    TP_DIR_TO_EP = 0,    /* device -> endpoint (where verdicts apply) */
+    TP_DIR_TO_DEV = 1,   /* endpoint -> device */
+    TP_DIR__COUNT = 2
+};
 
 enum tp_kind { TP_KIND_TUN = 1, TP_KIND_UDP = 2, TP_KIND_TCP = 3 };
 
 /* The per-packet prefix a device reads and writes: [PI][vnet_hdr][packet]. */
 struct tp_fmt {
     int pi;          /* 1: 4-byte packet information header */
-    int vnet_hdr_sz; /* 0, 10 or 12 */
+    int vnet_hdr_sz; /* 0, 10 or 12 (the prefix buffer holds 16 bytes) */
     int tap;         /* 1: Ethernet frames */
     unsigned offloads; /* TUN_F_* in force: which super-packets it hands over and takes */
 };
@@ -56,7 +68,7 @@ struct tp_ctl_cfg {
     int64_t idle_ns;              /* a flow unseen this long is evicted */
     int64_t decision_ns;          /* a verdict not given within this applies the default */
     uint8_t default_verdict;      /* TP_VERDICT_FORWARD (fail-open) or TP_VERDICT_DROP */
-    uint32_t pending_limit;       /* packets per worker waiting for verdicts */
+    uint32_t pending_limit;       /* packets per worker waiting for verdicts (<= TP_MAX_PENDING) */
 };
 
 struct tp_pump_cfg {
@@ -82,11 +94,12 @@ enum tp_drop {
     TP_DROP_VERDICT,          /* Python said DROP */
     TP_DROP_PENDING_FULL,     /* too many packets waiting for verdicts */
     TP_DROP_PUNT_FULL,        /* Python is not taking punted packets fast enough */
+    TP_DROP_TOO_MANY_SEGS,    /* a UDP_GRO read carried more segments than the batch holds */
     TP_DROP__COUNT
 };
 extern const char *const tp_drop_names[TP_DROP__COUNT];
 
-/* Direction 0: device -> endpoint; 1: endpoint -> device. */
+/* Indexed by enum tp_dir. */
 /* Packets are counted as they cross: a super-packet passed through whole is
  * one, a split one is its segments, and a coalesced write counts the
  * packets it carries. */
@@ -101,8 +114,10 @@ struct tp_dir_stats {
     uint64_t drops[TP_DROP__COUNT];
 };
 
+/* Every field is a uint64_t: tp_pump_stats copies it word by word
+ * (static assertions in tp_lifetime.c hold it to that). */
 struct tp_worker_stats {
-    struct tp_dir_stats dir[2];
+    struct tp_dir_stats dir[TP_DIR__COUNT];
     uint64_t wakeups;
     uint64_t connects, disconnects, protocol_errors, peer_learned;
     uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted;

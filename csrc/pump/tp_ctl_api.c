@@ -1,0 +1,85 @@
+/* The control thread's calls (tp_pump.h, "the control side"): events out of
+ * the workers' rings, verdicts into them, wake-ups, and injected datagrams. */
+#define _GNU_SOURCE
+#include "tp_pump.h"
+#include "tp_pump_internal.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+int tp_pump_event_fd(const struct tp_pump *p)
+{
+    return p->event_fd;
+}
+
+const struct tp_event *tp_pump_next_event(struct tp_pump *p, int *worker, const uint8_t **data)
+{
+    for (int n = 0; n < p->nworkers; n++) {
+        int i = (p->rr + n) % p->nworkers;
+        struct tp__ctl *c = &p->w[i].ctl;
+        const struct tp_event *ev;
+        if (!c->events.slots || !(ev = tp_ring_peek(&c->events)))
+            continue;
+        p->rr = (i + 1) % p->nworkers;
+        *worker = i;
+        *data = ev->type == TP_EV_PACKET ? tp_ring_peek(&c->punts) : NULL;
+        return ev;
+    }
+    return NULL;
+}
+
+void tp_pump_event_done(struct tp_pump *p, int worker, int type)
+{
+    struct tp__ctl *c = &p->w[worker].ctl;
+
+    if (type == TP_EV_PACKET)
+        tp_ring_release(&c->punts);
+    tp_ring_release(&c->events);
+}
+
+int tp_pump_verdict(struct tp_pump *p, int worker, int32_t flow, uint32_t gen, int verdict,
+                    int route, uint32_t ttl_ms)
+{
+    struct tp__ctl *c;
+    struct tp__verdict *v;
+
+    if (worker < 0 || worker >= p->nworkers || !p->w[worker].ctl.verdicts.slots)
+        return -EINVAL;
+    if (verdict < TP_VERDICT_FORWARD || verdict > TP_VERDICT_ROUTE || route < 0 || route > 255)
+        return -EINVAL;
+    c = &p->w[worker].ctl;
+    v = tp_ring_reserve(&c->verdicts);
+    if (!v)
+        return -EAGAIN;
+    v->flow = flow;
+    v->gen = gen;
+    v->verdict = (uint8_t)verdict;
+    v->route = (uint8_t)route;
+    v->ttl_ms = ttl_ms;
+    tp_ring_publish(&c->verdicts);
+    c->kicked = 1;
+    return 0;
+}
+
+void tp_pump_kick(struct tp_pump *p)
+{
+    uint64_t one = 1;
+
+    for (int i = 0; i < p->nworkers; i++) {
+        struct tp__ctl *c = &p->w[i].ctl;
+        if (c->kicked) {
+            c->kicked = 0;
+            (void)!write(c->ctl_fd, &one, sizeof(one));
+        }
+    }
+}
+
+int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len)
+{
+    struct tp_ep *ep;
+
+    if (p->cfg.kind != TP_KIND_UDP || worker < 0 || worker >= p->nworkers)
+        return -EINVAL;
+    ep = p->w[worker].ep[TP_DIR_TO_DEV];
+    return ep->ops->inject(ep, route, data, len);
+}

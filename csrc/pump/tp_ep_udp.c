@@ -1,0 +1,385 @@
+/* A UDP socket as an endpoint: recvmmsg / sendmmsg batches, UDP_SEGMENT to
+ * send the segments of a split as one message, UDP_GRO to receive runs of
+ * datagrams as one buffer. One socket per queue, not connected: each
+ * datagram's source is compared with the peers, strangers are counted. */
+#define _GNU_SOURCE
+#include "tp_compat.h"
+#include "tp_endpoint.h"
+#include "tp_sockaddr.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define TP__UDP_MAX_SEGS 64          /* segments we put in one UDP_SEGMENT message */
+#define TP__UDP4_MAX_PAYLOAD 65507   /* 65535 - IPv4 header - UDP header */
+#define TP__UDP6_MAX_PAYLOAD 65527   /* 65535 - UDP header (IPv6 payload length) */
+
+struct tp_ep_udp {
+    struct tp_ep base;
+    int fd;
+    int family;
+    int learn_peer;                 /* accept the first sender as the peer */
+    int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
+    int udp_gro;                    /* UDP_GRO is on for the socket */
+    struct tp_fmt dev_fmt;          /* what a datagram must look like */
+    /* peers[0..npeers) are fixed once npeers covers them. A learned peer is
+     * published by the worker with a release store of npeers, and inject
+     * (on the control thread) reads npeers with an acquire load. */
+    int npeers;
+    struct sockaddr_storage peers[TP_MAX_PEERS];
+    socklen_t peer_lens[TP_MAX_PEERS];
+};
+
+static void udp_sockbuf(int fd, int bytes)
+{
+    if (bytes <= 0)
+        return;
+    /* The FORCE variants pass rmem_max / wmem_max as root; fall back without. */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
+{
+    const struct tp_sock_cfg *c = a->sock;
+    struct tp_ep_udp *u = calloc(1, sizeof(*u));
+    struct sockaddr_storage local;
+    socklen_t local_len;
+    int one = 1;
+
+    if (!u)
+        return -ENOMEM;
+    u->base.ops = &tp_ep_udp_ops;
+    u->base.sink = a->sink;
+    u->family = c->family;
+    u->learn_peer = c->learn_peer;
+    u->dev_fmt = *a->dev_fmt;
+    if (c->has_remote) {
+        u->npeers = c->nremotes > 0 ? c->nremotes : 1;
+        for (int r = 0; r < u->npeers; r++)
+            u->peer_lens[r] = tp_sockaddr_make(&u->peers[r], c->family, c->remote_addr[r],
+                                               c->remote_port[r] + (unsigned)a->idx);
+    }
+    local_len = tp_sockaddr_make(&local, c->family, c->local_addr,
+                                 c->local_port ? c->local_port + (unsigned)a->idx : 0);
+    u->fd = socket(c->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (u->fd < 0 || (udp_sockbuf(u->fd, c->sock_buf), bind(u->fd, (struct sockaddr *)&local, local_len)) < 0) {
+        int err = errno;
+        if (u->fd >= 0)
+            close(u->fd);
+        free(u);
+        return -err;
+    }
+    u->udp_gso = 1;
+    /* Receive runs of datagrams as one buffer only when the device can take
+     * them coalesced; otherwise they would only be cut up again. */
+    u->udp_gro = a->want_gro && setsockopt(u->fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+    *out = &u->base;
+    return 0;
+}
+
+static void udp_close(struct tp_ep *ep)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+}
+
+static void udp_poll(struct tp_ep *ep, struct pollfd *pfd, short want, int *timeout_ms)
+{
+    (void)timeout_ms;
+    pfd[0].fd = ((struct tp_ep_udp *)ep)->fd;
+    pfd[0].events = want;
+}
+
+static int udp_ready(struct tp_ep *ep, const struct pollfd *pfd)
+{
+    (void)ep;
+    return (pfd[0].revents & POLLIN ? TP_EP_READ : 0) |
+           (pfd[0].revents & (POLLOUT | POLLERR | POLLHUP) ? TP_EP_WRITE : 0);
+}
+
+static int udp_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static int udp_gro_size(struct msghdr *mh)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            return v;
+        }
+    }
+    return 0;
+}
+
+/* Whether a datagram from `from` may come in; the first one teaches the
+ * peer in learn mode. */
+static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len)
+{
+    if (u->npeers == 0) {
+        if (!u->learn_peer)
+            return 0;
+        memcpy(&u->peers[0], from, sizeof(u->peers[0]));
+        u->peer_lens[0] = len;
+        __atomic_store_n(&u->npeers, 1, __ATOMIC_RELEASE);   /* inject reads it on another thread */
+        u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
+        return 1;
+    }
+    for (int k = 0; k < u->npeers; k++)
+        if (udp_same_addr(&u->peers[k], from))
+            return 1;
+    return 0;   /* strangers cannot inject */
+}
+
+static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
+{
+    memset(d->msgs, 0, sizeof(d->msgs[0]) * (size_t)batch);
+    for (int i = 0; i < batch; i++) {
+        struct msghdr *mh = &d->msgs[i].msg_hdr;
+        d->iov[i].iov_base = d->bufs + (size_t)i * TP__BUF_SIZE + TP__HEADROOM;
+        d->iov[i].iov_len = TP__PKT_MAX;
+        mh->msg_iov = &d->iov[i];
+        mh->msg_iovlen = 1;
+        mh->msg_name = &d->names[i];
+        mh->msg_namelen = sizeof(d->names[i]);
+        if (u->udp_gro) {
+            mh->msg_control = d->cmsgs + (size_t)i * TP__CMSG_SPACE;
+            mh->msg_controllen = TP__CMSG_SPACE;
+        }
+    }
+}
+
+/* UDP_GRO hands over a run of equal datagrams in one buffer: cut it. The
+ * count comes from the kernel (up to UDP_MAX_SEGMENTS, 128 since 6.10) and
+ * the sender: what the batch has no room for is dropped, never written past
+ * d->pkts. */
+static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, uint32_t len, uint32_t seg,
+                    struct tp_dir_stats *st)
+{
+    for (uint32_t off = 0; off < len; off += seg) {
+        uint32_t l = len - off < seg ? len - off : seg;
+        if (d->n >= d->cap) {
+            TP__ADD(st->drops[TP_DROP_TOO_MANY_SEGS], (len - off + seg - 1) / seg);
+            return;
+        }
+        if (!tp__plausible(&u->dev_fmt, base + off, l)) {
+            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
+            continue;
+        }
+        tp__pkt_set(&d->pkts[d->n++], base + off, l, -1);
+    }
+}
+
+static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_dir_stats *st)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    int i, r;
+
+    tp__dir_reset(d);
+    udp_prepare_msgs(u, d, batch);
+    do {
+        r = recvmmsg(u->fd, d->msgs, (unsigned)batch, MSG_DONTWAIT, NULL);
+    } while (r < 0 && errno == EINTR);
+    TP__ADD(st->read_calls, 1);
+    if (r < 0) {
+        if (errno == EBADF || errno == ENOTSOCK || errno == EFAULT)
+            return -errno;
+        return 0;   /* EAGAIN, or an ICMP error the socket reported: nothing to read */
+    }
+    for (i = 0; i < r; i++) {
+        struct msghdr *mh = &d->msgs[i].msg_hdr;
+        uint32_t len = d->msgs[i].msg_len, seg = len, nseg;
+
+        TP__ADD(st->read_bytes, len);
+        if (u->udp_gro) {
+            int g = udp_gro_size(mh);
+            if (g > 0 && (uint32_t)g < len)
+                seg = (uint32_t)g;
+        }
+        nseg = seg ? (len + seg - 1) / seg : 1;
+        TP__ADD(st->pkts_in, nseg);
+        TP__ADD(st->bytes_in, len);
+        if (mh->msg_flags & MSG_TRUNC) {
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], nseg);
+            continue;
+        }
+        if (!udp_accept_source(u, &d->names[i], mh->msg_namelen)) {
+            TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], nseg);
+            continue;
+        }
+        udp_cut(u, d, d->iov[i].iov_base, len, seg ? seg : 1, st);
+    }
+    if (d->n)
+        TP__ADD(st->batches, 1);
+    return d->n;
+}
+
+/* How many packets from `i` on go out as one UDP_SEGMENT message: segments
+ * of one split, all the same size but the last, within the kernel's limits. */
+static int udp_group(const struct tp_ep_udp *u, const struct tp__dir *d, int i)
+{
+    const struct tp__pkt *p = &d->pkts[i];
+    uint32_t size = p->hdrlen + p->len, total = size;
+    uint32_t max = u->family == AF_INET ? TP__UDP4_MAX_PAYLOAD : TP__UDP6_MAX_PAYLOAD;
+    int k = i + 1;
+
+    if (!u->udp_gso || p->group < 0)
+        return 1;
+    while (k < d->n && k - i < TP__UDP_MAX_SEGS) {
+        const struct tp__pkt *q = &d->pkts[k];
+        uint32_t qs = q->hdrlen + q->len;
+        if (q->group != p->group || q->route != p->route || qs > size || total + qs > max)
+            break;
+        total += qs;
+        k++;
+        if (qs < size)
+            break;   /* a short segment ends the message */
+    }
+    return k - i;
+}
+
+/* Message m of a sendmmsg: packets i..i+g to their peer, with UDP_SEGMENT
+ * when it carries several. *niov advances over the iovecs it takes. */
+static void udp_build_msg(struct tp_ep_udp *u, struct tp__dir *d, int m, int i, int g, int *niov)
+{
+    struct msghdr *mh = &d->msgs[m].msg_hdr;
+    int route = d->pkts[i].route < u->npeers ? d->pkts[i].route : 0;
+
+    memset(&d->msgs[m], 0, sizeof(d->msgs[m]));
+    mh->msg_iov = &d->iov[*niov];
+    for (int k = i; k < i + g; k++) {
+        if (d->pkts[k].hdrlen) {
+            d->iov[*niov].iov_base = d->pkts[k].hdr;
+            d->iov[(*niov)++].iov_len = d->pkts[k].hdrlen;
+        }
+        d->iov[*niov].iov_base = d->pkts[k].data;
+        d->iov[(*niov)++].iov_len = d->pkts[k].len;
+    }
+    mh->msg_iovlen = (size_t)(&d->iov[*niov] - mh->msg_iov);
+    mh->msg_name = &u->peers[route];
+    mh->msg_namelen = u->peer_lens[route];
+    if (g > 1) {
+        uint8_t *buf = d->cmsgs + (size_t)m * TP__CMSG_SPACE;
+        struct cmsghdr *c;
+        uint16_t segsz = (uint16_t)(d->pkts[i].hdrlen + d->pkts[i].len);
+        memset(buf, 0, TP__CMSG_SPACE);
+        mh->msg_control = buf;
+        mh->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        c = CMSG_FIRSTHDR(mh);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &segsz, sizeof(segsz));
+    }
+}
+
+/* What a refused sendmmsg means: 1 to try again (one datagram at a time),
+ * 0 after dropping the first message, -errno to end the worker. */
+static int udp_refused(struct tp_ep_udp *u, struct tp__dir *d, int count, struct tp_dir_stats *st)
+{
+    if (errno == EBADF || errno == ENOTSOCK)
+        return -errno;
+    if ((errno == EIO || errno == EINVAL || errno == EMSGSIZE) && count > 1 && u->udp_gso) {
+        /* The kernel will not segment on this path (a segment above the path
+         * MTU, xfrm, an old kernel): go one datagram at a time, which it can
+         * still fragment. */
+        u->udp_gso = 0;
+        TP__ADD(st->gso_fallbacks, 1);
+        return 1;
+    }
+    /* This message was refused (EMSGSIZE, ENOBUFS, unreachable, ...): drop it. */
+    TP__ADD(st->drops[errno == EMSGSIZE ? TP_DROP_TOO_BIG :
+                      errno == ENOBUFS ? TP_DROP_ENOBUFS : TP_DROP_WRITE_ERROR], count);
+    d->next += count;
+    return 0;
+}
+
+static int udp_write(struct tp_ep *ep, struct tp__dir *d, struct tp_dir_stats *st)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    int done = 0;
+
+    if (u->npeers == 0) {
+        tp__dir_drop_rest(d, st, TP_DROP_NO_PEER);
+        return 0;
+    }
+    while (d->next < d->n) {
+        int nmsg = 0, niov = 0, r, i = d->next;
+        int counts[TP_MAX_BATCH];
+
+        while (i < d->n && nmsg < TP_MAX_BATCH) {
+            int g = udp_group(u, d, i);
+            udp_build_msg(u, d, nmsg, i, g, &niov);
+            counts[nmsg++] = g;
+            i += g;
+        }
+        r = sendmmsg(u->fd, d->msgs, (unsigned)nmsg, MSG_DONTWAIT);
+        TP__ADD(st->write_calls, 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                d->pending = 1;
+                return done;
+            }
+            if ((r = udp_refused(u, d, counts[0], st)) < 0)
+                return r;
+            continue;
+        }
+        for (int m = 0; m < r; m++) {
+            for (int k = d->next; k < d->next + counts[m]; k++)
+                TP__ADD(st->bytes_out, d->pkts[k].hdrlen + d->pkts[k].len);
+            TP__ADD(st->write_bytes, d->msgs[m].msg_len);
+            TP__ADD(st->pkts_out, counts[m]);
+            d->next += counts[m];
+            done += counts[m];
+        }
+    }
+    d->pending = 0;
+    return done;
+}
+
+/* From the control thread. sendto is safe next to the worker's own sends:
+ * each is one datagram. */
+static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t len)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    int n = __atomic_load_n(&u->npeers, __ATOMIC_ACQUIRE);
+    ssize_t r;
+
+    if (route < 0 || route >= n || u->fd < 0)
+        return -EDESTADDRREQ;
+    r = sendto(u->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&u->peers[route], u->peer_lens[route]);
+    return r < 0 ? -errno : 0;
+}
+
+const struct tp_ep_ops tp_ep_udp_ops = {
+    .open = udp_open,
+    .close = udp_close,
+    .poll = udp_poll,
+    .ready = udp_ready,
+    .read = udp_read,
+    .write = udp_write,
+    .inject = udp_inject,
+    .read_where = "endpoint read",
+};
