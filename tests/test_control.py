@@ -222,7 +222,7 @@ def test_bad_verdict_type_is_an_error_not_a_crash(world, caplog):
 def test_idle_eviction_event_with_counts(world):
     events = []
     p1, p2 = udp_pumps(world, on_flow=lambda f: Verdict.FORWARD, on_event=events.append,
-                       flow_idle_timeout=0.3)
+                       flow_idle_timeout=0.3, decision_timeout=0.1)
     with p1, p2:
         rx = udp_receiver(world.ns, world.n2, 7002, idle=0.5)
         udp_send(world.ns, world.n1, "198.18.11.2", 7002, 7, sport=7102)

@@ -163,7 +163,7 @@ cdef void _drain(int fd) noexcept nogil:
 
 cdef extern from "tp_pump.h":
     enum:
-        TP_MAX_BATCH, TP_MAX_WORKERS, TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP, TP_DROP__COUNT
+        TP_MAX_BATCH, TP_MAX_WORKERS, TP_MAX_PENDING, TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP, TP_DROP__COUNT
     struct tp_fmt:
         int pi
         int vnet_hdr_sz
@@ -254,6 +254,7 @@ KIND_TUN, KIND_UDP, KIND_TCP = TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
 VERDICT_FORWARD, VERDICT_DROP, VERDICT_PUNT, VERDICT_ROUTE = (
     TP_VERDICT_FORWARD, TP_VERDICT_DROP, TP_VERDICT_PUNT, TP_VERDICT_ROUTE)
 MAX_BATCH = TP_MAX_BATCH
+MAX_PENDING = TP_MAX_PENDING
 DROP_REASONS = tuple(tp_drop_names[i].decode() for i in range(TP_DROP__COUNT))
 
 

@@ -86,11 +86,18 @@ class Pump:
         if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
                 not 1 <= flow_table_size <= 1 << 24:
             raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {1 << 24} flows per queue")
-        if isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or not 0 <= pending_limit <= 65536:
-            raise ValueError(f"pending_limit={pending_limit!r}: expected 0 to 65536 packets per queue")
+        if isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or \
+                not 0 <= pending_limit <= _core.MAX_PENDING:
+            # each waiting packet holds a 64 KiB slot made at start
+            raise ValueError(f"pending_limit={pending_limit!r}: expected 0 to {_core.MAX_PENDING} packets per "
+                             f"queue (64 KiB of memory each)")
         for name, val in (("flow_idle_timeout", flow_idle_timeout), ("decision_timeout", decision_timeout)):
             if not isinstance(val, (int, float)) or isinstance(val, bool) or not 0.001 <= val <= 86400:
                 raise ValueError(f"{name}={val!r}: expected seconds from 0.001 to 86400")
+        if decision_timeout >= flow_idle_timeout:
+            # a verdict that came later would find its flow evicted as idle
+            raise ValueError(f"decision_timeout={decision_timeout!r}: must be shorter than "
+                             f"flow_idle_timeout={flow_idle_timeout!r}")
         if default_verdict not in (Verdict.FORWARD, Verdict.DROP):
             raise ValueError(f"default_verdict={default_verdict!r}: expected Verdict.FORWARD (fail-open) "
                              f"or Verdict.DROP (fail-closed)")
