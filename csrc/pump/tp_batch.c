@@ -15,7 +15,7 @@ int64_t tp__now_ns(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * TP__NS_PER_S + ts.tv_nsec;
 }
 
 void tp__dir_free(struct tp__dir *d)

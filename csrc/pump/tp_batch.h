@@ -77,6 +77,9 @@ void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group);
 /* A packet from the network must look like what the device carries. */
 int tp__plausible(const struct tp_fmt *dev, const uint8_t *p, uint32_t len);
 
+#define TP__NS_PER_MS 1000000
+#define TP__NS_PER_S 1000000000
+
 int64_t tp__now_ns(void);
 
 #endif

@@ -45,7 +45,7 @@ int tp_pump_verdict(struct tp_pump *p, int worker, int32_t flow, uint32_t gen, i
 
     if (worker < 0 || worker >= p->nworkers || !p->w[worker].ctl.verdicts.slots)
         return -EINVAL;
-    if (verdict < TP_VERDICT_FORWARD || verdict > TP_VERDICT_ROUTE || route < 0 || route > 255)
+    if (verdict < TP_VERDICT_FORWARD || verdict > TP_VERDICT_ROUTE || route < 0 || route > UINT8_MAX)
         return -EINVAL;
     c = &p->w[worker].ctl;
     v = tp_ring_reserve(&c->verdicts);

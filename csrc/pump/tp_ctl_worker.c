@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#define TP__PUNT_SLOT (TP__PKT_MAX + 64)  /* a wire packet (L2 included) */
 #define TP__SWEEP_PER_TURN 16      /* idle flows evicted per loop turn at most */
 #define TP__PENDING_POLL_MS 5      /* how often decision timeouts are looked at */
 #define TP__IDLE_POLL_MIN_MS 10
@@ -57,7 +58,7 @@ int tp__ctl_alloc(struct tp__ctl *c)
     if (tp_flow_table_init(&c->flows, table) < 0 ||
         tp_ring_init(&c->events, TP__EVENT_RING, sizeof(struct tp_event)) < 0 ||
         tp_ring_init(&c->verdicts, TP__VERDICT_RING, sizeof(struct tp__verdict)) < 0 ||
-        tp_ring_init(&c->punts, TP__PUNT_RING, TP__PKT_MAX + 64) < 0)
+        tp_ring_init(&c->punts, TP__PUNT_RING, TP__PUNT_SLOT) < 0)
         return -ENOMEM;
     c->pend_bufs = malloc((size_t)n * TP__BUF_SIZE);
     c->pend = malloc(sizeof(*c->pend) * n);
@@ -328,7 +329,7 @@ static void tp__ctl_take_verdicts(struct tp__ctl *c)
             struct tp_flow *f = &c->flows.e[v->flow];
             f->verdict = v->verdict;
             f->route = v->route;
-            f->expires_ns = v->ttl_ms ? c->now + (int64_t)v->ttl_ms * 1000000 : 0;
+            f->expires_ns = v->ttl_ms ? c->now + (int64_t)v->ttl_ms * TP__NS_PER_MS : 0;
             tp__ctl_decided(c, v->flow);
         }
         TP__ADD(c->st->verdicts, 1);
@@ -413,7 +414,7 @@ int tp__ctl_timeout(const struct tp__ctl *c, int timeout_ms)
         timeout_ms = TP__PENDING_POLL_MS;   /* look at decision timeouts while packets wait */
     if (c->flows.count) {
         /* wake now and then to evict idle flows even when no packet comes */
-        int64_t ms = c->cfg->idle_ns / 4000000;
+        int64_t ms = c->cfg->idle_ns / 4 / TP__NS_PER_MS;   /* a quarter of the idle timeout */
         int t = ms < TP__IDLE_POLL_MIN_MS ? TP__IDLE_POLL_MIN_MS : ms > TP__IDLE_POLL_MAX_MS ? TP__IDLE_POLL_MAX_MS : (int)ms;
         if (timeout_ms < 0 || timeout_ms > t)
             timeout_ms = t;

@@ -139,7 +139,7 @@ static void tcp_up(struct tp_ep_tcp *t, int fd)
 static void tcp_retry_later(struct tp_ep_tcp *t)
 {
     t->state = TP__TCP_DOWN;
-    t->next_connect_ns = tp__now_ns() + (int64_t)t->backoff_ms * 1000000;
+    t->next_connect_ns = tp__now_ns() + (int64_t)t->backoff_ms * TP__NS_PER_MS;
     t->backoff_ms = t->backoff_ms * 2 > TP__BACKOFF_MAX_MS ? TP__BACKOFF_MAX_MS : t->backoff_ms * 2;
 }
 
@@ -236,7 +236,7 @@ static void tcp_poll(struct tp_ep *ep, struct pollfd *pfd, short want, int *time
     pfd[1].fd = t->listen_fd;
     pfd[1].events = POLLIN;
     if (!t->listen && t->state == TP__TCP_DOWN) {
-        int64_t ms = (t->next_connect_ns - tp__now_ns()) / 1000000;
+        int64_t ms = (t->next_connect_ns - tp__now_ns()) / TP__NS_PER_MS;
         int due = ms < 0 ? 0 : (int)ms + 1;
         if (*timeout_ms < 0 || *timeout_ms > due)
             *timeout_ms = due;

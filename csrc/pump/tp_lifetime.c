@@ -160,7 +160,7 @@ static int tp__pump_new(const struct tp_pump_cfg *cfg, struct tp_pump **out)
     p->cfg.peer_dev.fds = NULL;
     p->stop_fd = p->exit_fd = p->event_fd = p->netns_fd = -1;
     *out = p;
-    if (posix_memalign((void **)&p->w, 64, sizeof(*p->w) * (size_t)cfg->nworkers) != 0) {
+    if (posix_memalign((void **)&p->w, _Alignof(struct tp__worker), sizeof(*p->w) * (size_t)cfg->nworkers) != 0) {
         p->w = NULL;
         return -ENOMEM;
     }
