@@ -309,3 +309,28 @@ def test_tcp_stream_survives_frames_the_device_refuses(ns):
         assert s["to_device"]["packets_out"] >= 1
     finally:
         a.close()
+
+
+EMPTY_SEND = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.sendto(b"", ("127.0.0.1", 6960))
+print("sent")
+"""
+
+
+def test_empty_udp_datagram_is_counted_as_malformed(ns):
+    """An empty datagram was counted in but neither out nor dropped."""
+    n1 = ns.make()
+    a = Device("tpudp0", netns=n1)
+    try:
+        a.link.up()
+        with Pump(a, UDPEndpoint(("127.0.0.1", 6960), learn_peer=True, netns=n1)) as p:
+            r = ns.run(n1, sys.executable, "-c", EMPTY_SEND)
+            assert r.returncode == 0 and r.stdout.strip() == "sent", r.stderr
+            assert wait_until(lambda: p.stats()["to_device"]["packets_in"] >= 1)
+        d = p.stats()["to_device"]
+        assert d["packets_in"] == 1 and d["drops"]["malformed"] == 1, d
+    finally:
+        a.close()

@@ -176,6 +176,10 @@ static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
 static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, uint32_t len, uint32_t seg,
                     struct tp_dir_stats *st)
 {
+    if (len == 0) {
+        TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* an empty datagram: counted in as one */
+        return;
+    }
     for (uint32_t off = 0; off < len; off += seg) {
         uint32_t l = len - off < seg ? len - off : seg;
         if (d->n >= d->cap) {
