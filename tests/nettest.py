@@ -85,12 +85,12 @@ class Namespaces:
         """Send nbytes over one TCP connection from ns_src to dst_addr in
         ns_dst; return both sides' reports."""
         r, w = os.pipe()
-        sink = self.python(ns_dst, "-m", "tunpump.traffic", "sink", "--port", str(port),
+        sink = self.python(ns_dst, "-m", "tunpump.bench.traffic", "sink", "--port", str(port),
                            "--timeout", str(timeout), "--ready-fd", str(w), pass_fds=(w,))
         os.close(w)
         os.read(r, 1)  # the sink listens
         os.close(r)
-        src = self.python(ns_src, "-m", "tunpump.traffic", "source", "--host", dst_addr,
+        src = self.python(ns_src, "-m", "tunpump.bench.traffic", "source", "--host", dst_addr,
                           "--port", str(port), "--bytes", str(nbytes), "--timeout", str(timeout))
         s_out, s_err = src.communicate(timeout=timeout + 10)
         k_out, k_err = sink.communicate(timeout=timeout + 10)

@@ -100,8 +100,8 @@ def test_stop_under_load_is_quick(ns):
     n1, n2, a, b = pair(ns, vnet=(True, True))
     with a, b:
         pump = Pump(a, b).start()
-        sink = ns.python(n2, "-m", "tunpump.traffic", "sink", "--port", "5400", "--timeout", "20")
-        src = ns.python(n1, "-m", "tunpump.traffic", "source", "--host", "198.18.3.2", "--port", "5400",
+        sink = ns.python(n2, "-m", "tunpump.bench.traffic", "sink", "--port", "5400", "--timeout", "20")
+        src = ns.python(n1, "-m", "tunpump.bench.traffic", "source", "--host", "198.18.3.2", "--port", "5400",
                         "--bytes", str(4 << 30), "--timeout", "10")
         # wait until traffic flows
         deadline = time.monotonic() + 10
