@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from nettest import sh
-from test_pump_relay import assert_stats_add_up
-from test_pump_tunnel import World, check_traffic
+from helpers.nettest import sh
+from helpers.world import World, assert_stats_add_up, check_traffic
 from tunpump import Device, Pump, TCPEndpoint, UDPEndpoint
 
 MiB = 1 << 20

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _counter = itertools.count()
@@ -43,6 +43,11 @@ class Namespaces:
     def __init__(self) -> None:
         self.names: List[str] = []
         self.procs: List[subprocess.Popen] = []
+        self.closers: List[Callable[[], None]] = []
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        """Call fn (close devices, ...) first in cleanup()."""
+        self.closers.append(fn)
 
     def make(self) -> str:
         name = unique()
@@ -99,6 +104,12 @@ class Namespaces:
         return {"sent": json.loads(s_out), "received": json.loads(k_out)}
 
     def cleanup(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                fn()
+            except Exception as exc:   # the namespaces must still go
+                print(f"cleanup: {fn!r} raised {exc!r}")
+        self.closers.clear()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()  # by PID: only processes this helper started
