@@ -5,7 +5,11 @@ FakeDevice is a Device whose queue fds are one end of an AF_UNIX
 SOCK_SEQPACKET socketpair: the pump reads and writes that end exactly as a
 TUN queue (one packet per read, writev of one packet, non-blocking, poll),
 and the test stands on the other end (`wire`) where the kernel's stack would
-be. No root, no namespace, no /dev/net/tun."""
+be. No root, no namespace, no /dev/net/tun.
+
+Stop the pumps before closing a FakeDevice: a real queue never reads 0
+bytes, but a socket whose peer closed does, and the pump spins on it (see
+test_fake_device_at_eof_does_not_hang_stop)."""
 from __future__ import annotations
 
 import contextlib
