@@ -157,3 +157,41 @@ def test_fake_device_at_eof_does_not_hang_stop():
     r = subprocess.run([sys.executable, "-c", EOF_CHILD.format(tests=tests)], capture_output=True, text=True,
                        timeout=60, cwd=os.path.dirname(tests))
     assert r.stdout.strip() == "stopped", r.stdout + r.stderr
+
+
+NOBODY = 65534
+UNPRIVILEGED = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from helpers.fakedev import Rig
+from helpers.world import assert_stats_add_up
+from tunpump import Pump
+os.setgroups([])
+os.setgid({uid})
+os.setuid({uid})            # no capability left: no device, no namespace could be made
+rig = Rig("fake", None)     # without the privilege: the tunnel runs over this namespace's 127.0.0.1
+try:
+    e1, e2 = rig.underlay(0)
+    with Pump(rig.a, rig.b) as relay:
+        with rig.receiver(1, 7000) as rx:
+            rig.send(0, [b"relay"] * 20, 7000)
+            assert rx.collect(20) == [b"relay"] * 20
+    with Pump(rig.a, e1) as p1, Pump(rig.b, e2) as p2:
+        with rig.receiver(0, 7000) as rx:
+            rig.send(1, [b"tunnel"] * 20, 7000)
+            assert rx.collect(20) == [b"tunnel"] * 20
+    for p in (relay, p1, p2):
+        assert_stats_add_up(p.stats())
+finally:
+    rig.close()
+print("ok")
+"""
+
+
+def test_fake_devices_need_no_privilege(ns):
+    """The fake-device tests run as an unprivileged user (here: root drops
+    every capability, inside a namespace made for the test)."""
+    n = ns.make()
+    tests = os.path.dirname(os.path.abspath(__file__))
+    r = ns.run(n, sys.executable, "-c", UNPRIVILEGED.format(tests=tests, uid=NOBODY), timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr

@@ -68,16 +68,14 @@ def test_udp_learn_peer_server(world):
         check_traffic(world, 8 << 20, inner=(4,))
 
 
-def test_udp_two_queues(ns):
-    w = World(ns, queues=2)
-    try:
-        e1 = UDPEndpoint(("198.18.10.1", 6200), ("198.18.10.2", 6200), netns=w.n1)
-        e2 = UDPEndpoint(("198.18.10.2", 6200), ("198.18.10.1", 6200), netns=w.n2)
-        with Pump(w.a, e1) as p1, Pump(w.b, e2):
-            check_traffic(w, 16 << 20, inner=(4,))
-            assert len(p1.stats(per_queue=True)) == 2
-    finally:
-        w.close()
+@pytest.mark.parametrize("world", [{"queues": 2}], ids=["2queues"], indirect=True)
+def test_udp_two_queues(world):
+    w = world
+    e1 = UDPEndpoint(("198.18.10.1", 6200), ("198.18.10.2", 6200), netns=w.n1)
+    e2 = UDPEndpoint(("198.18.10.2", 6200), ("198.18.10.1", 6200), netns=w.n2)
+    with Pump(w.a, e1) as p1, Pump(w.b, e2):
+        check_traffic(w, 16 << 20, inner=(4,))
+        assert len(p1.stats(per_queue=True)) == 2
 
 
 def test_udp_endpoint_arguments():
@@ -238,17 +236,15 @@ def test_tcp_interoperates_with_simpletun(ns, role, mode):
         w.close()
 
 
-def test_tcp_two_queues_use_two_connections(ns):
+@pytest.mark.parametrize("world", [{"queues": 2}], ids=["2queues"], indirect=True)
+def test_tcp_two_queues_use_two_connections(world):
     """With N queues, queue i connects to port P+i: one TCP connection each."""
-    w = World(ns, queues=2)
-    try:
-        with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
-                Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
-            assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
-            listening = w.ns.run(w.n1, "ss", "-Htln").stdout
-            assert ":55555" in listening and ":55556" in listening
-            check_traffic(w, 16 << 20, inner=(4,))
-        for p in (p1, p2):
-            assert_stats_add_up(p.stats())
-    finally:
-        w.close()
+    w = world
+    with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
+            Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
+        assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
+        listening = w.ns.run(w.n1, "ss", "-Htln").stdout
+        assert ":55555" in listening and ":55556" in listening
+        check_traffic(w, 16 << 20, inner=(4,))
+    for p in (p1, p2):
+        assert_stats_add_up(p.stats())

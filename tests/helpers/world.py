@@ -21,10 +21,12 @@ def _pair(v: Pair) -> Tuple[bool, bool]:
 class World:
     """`vnet` and `pi` are one flag for both devices or a pair (a, b).
     `underlay=False` makes no veth (a relay needs none); `mtu=None` keeps the
-    device's default; `make_b=False` leaves tpub to the test (simpletun)."""
+    device's default; `make_b=False` leaves tpub to the test (simpletun);
+    `a_kw` / `b_kw` are more Device arguments (offloads=...) for a / b."""
 
     def __init__(self, ns: Namespaces, mtu: Optional[int] = 1400, queues: int = 1, vnet: Pair = False,
-                 mode: str = "tun", make_b: bool = True, underlay: bool = True, pi: Pair = False) -> None:
+                 mode: str = "tun", make_b: bool = True, underlay: bool = True, pi: Pair = False,
+                 a_kw: Optional[dict] = None, b_kw: Optional[dict] = None) -> None:
         self.ns = ns
         self.a: Optional[Device] = None
         self.b: Optional[Device] = None
@@ -35,13 +37,15 @@ class World:
             ns.run(self.n1, "ip", "addr", "add", "fd00:10::1/64", "dev", va, "nodad")
             ns.run(self.n2, "ip", "addr", "add", "fd00:10::2/64", "dev", vb, "nodad")
         vnets, pis = _pair(vnet), _pair(pi)
-        self.a = self._dev(self.n1, "tpua", 1, mtu, queues, vnets[0], mode, pis[0])
+        self.a = self._dev(self.n1, "tpua", 1, mtu, mode,
+                           {"queues": queues, "vnet_hdr": vnets[0], "pi": pis[0], **(a_kw or {})})
         if make_b:
-            self.b = self._dev(self.n2, "tpub", 2, mtu, queues, vnets[1], mode, pis[1])
+            self.b = self._dev(self.n2, "tpub", 2, mtu, mode,
+                               {"queues": queues, "vnet_hdr": vnets[1], "pi": pis[1], **(b_kw or {})})
 
     @staticmethod
-    def _dev(n, name, i, mtu, queues, vnet, mode, pi):
-        d = Device(name, mode, queues=queues, vnet_hdr=vnet, pi=pi, netns=n)
+    def _dev(n, name, i, mtu, mode, kw):
+        d = Device(name, mode, netns=n, **kw)
         other = 3 - i
         link = d.link.up()
         if mtu is not None:
