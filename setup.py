@@ -1,4 +1,8 @@
-"""Build the one extension, tunpump._core: a thin Cython binding plus csrc/*/*.c.
+"""Build two extensions:
+  tunpump._core         the library's binding (tunpump/_core.pyx) plus csrc/{packet,os,pump}/*.c
+  tunpump.bench._tools  the bench's C tools (tunpump/bench/_tools.pyx) plus csrc/tools/*.c and
+                        the packet, ring and socket-address code its loops drive
+Both declare the C API from tunpump/_capi.pxd.
 
 Environment knobs (documented in README.md):
   TUNPUMP_OPT=-O3        optimisation flags (default -O2; never -march=native)
@@ -15,10 +19,22 @@ from setuptools.command.build_ext import build_ext
 
 # csrc/ is split by layer: packet/ (pure functions over buffers, no system
 # I/O), os/ (devices, namespaces, socket addresses), pump/ (workers and
-# endpoints), tools/ (the bench's traffic generator).
+# endpoints), tools/ (the bench's traffic generator, never in the library).
 CSRC_DIRS = ["csrc/packet", "csrc/os", "csrc/pump", "csrc/tools"]
-CSRC = sorted(f for d in CSRC_DIRS for f in glob.glob(f"{d}/*.c"))
 HEADERS = sorted(f for d in CSRC_DIRS for f in glob.glob(f"{d}/*.h"))
+CYTHON_DEPS = ["tunpump/_capi.pxd"] + sorted(glob.glob("tunpump/*.pxi"))
+
+
+def _c(*patterns: str) -> list:
+    return sorted(f for p in patterns for f in glob.glob(p))
+
+
+# The C files compiled into each extension.
+C_SOURCES = {
+    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c"),
+    "tunpump.bench._tools": _c("csrc/tools/*.c", "csrc/packet/*.c", "csrc/pump/tp_ring.c",
+                               "csrc/os/tp_sockaddr.c"),
+}
 
 
 def _flags():
@@ -43,7 +59,7 @@ class BuildExt(build_ext):
         if werror:
             strict.append("-Werror")
         objects = self.compiler.compile(
-            CSRC, output_dir=self.build_temp, include_dirs=CSRC_DIRS,
+            C_SOURCES[ext.name], output_dir=self.build_temp, include_dirs=CSRC_DIRS,
             extra_postargs=base + strict + ["-pthread"], depends=HEADERS)
         ext.extra_objects = objects
         ext.extra_compile_args = base + ["-Wall", "-Wno-unused-function",
@@ -52,15 +68,14 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-extension = Extension(
-    "tunpump._core",
-    sources=["tunpump/_core.pyx"],
-    include_dirs=CSRC_DIRS,
-    depends=CSRC + HEADERS,
-)
+extensions = [
+    Extension(name, sources=[pyx], include_dirs=CSRC_DIRS, depends=C_SOURCES[name] + HEADERS + CYTHON_DEPS)
+    for name, pyx in (("tunpump._core", "tunpump/_core.pyx"),
+                      ("tunpump.bench._tools", "tunpump/bench/_tools.pyx"))
+]
 
 setup(
-    ext_modules=cythonize([extension], language_level=3,
+    ext_modules=cythonize(extensions, language_level=3,
                           compiler_directives={"embedsignature": True}),
     cmdclass={"build_ext": BuildExt},
 )

@@ -2,7 +2,9 @@ import os
 
 import pytest
 
-from nettest import CI, Namespaces, delete_netns, privilege_problem
+from helpers.nettest import CI, Namespaces, delete_netns, privilege_problem
+from helpers.fakedev import Rig
+from helpers.world import World
 
 
 @pytest.fixture
@@ -24,6 +26,33 @@ def ns(privileged):
         yield n
     finally:
         n.cleanup()
+
+
+@pytest.fixture
+def world(request, ns):
+    """The pump tests' World (tests/helpers/world.py), removed even on
+    failure. Other shapes through indirect parametrization:
+    @pytest.mark.parametrize("world", [{"queues": 2}], indirect=True)."""
+    w = World(ns, **getattr(request, "param", {}))
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture(params=["fake", "real"])
+def rig(request):
+    """Two devices and the stacks behind them: fake devices (socketpairs, no
+    root needed) or real ones in namespaces. One test body runs on both."""
+    if request.param == "real" or privilege_problem() is None:
+        ns = request.getfixturevalue("ns")   # real: skips (fails under CI) without the privilege
+    else:
+        ns = None
+    r = Rig(request.param, ns)
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench_schema.json")))
+SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench", "schema.json")))
 
 
 def leftovers():
@@ -114,12 +114,12 @@ def test_udp_generator_counts_exactly(ns):
     n1, n2 = ns.make(), ns.make()
     ns.veth(n1, n2, "198.18.50.1/24", "198.18.50.2/24")
     r, w = os.pipe()
-    sink = ns.python(n2, "-m", "tunpump.traffic", "udp-sink", "--port", "5400", "--seconds", "10",
+    sink = ns.python(n2, "-m", "tunpump.bench.traffic", "udp-sink", "--port", "5400", "--seconds", "10",
                      "--idle", "0.5", "--ready-fd", str(w), pass_fds=(w,))
     os.close(w)
     os.read(r, 1)
     os.close(r)
-    src = ns.run(n1, sys.executable, "-m", "tunpump.traffic", "udp-source", "--host", "198.18.50.2",
+    src = ns.run(n1, sys.executable, "-m", "tunpump.bench.traffic", "udp-source", "--host", "198.18.50.2",
                  "--port", "5400", "--size", "100", "--count", "5000", "--seconds", "5")
     assert src.returncode == 0, src.stderr
     sent = json.loads(src.stdout)
@@ -173,7 +173,7 @@ def test_pytun_baseline(privileged):
 
 
 def test_refuses_without_dev_net_tun(monkeypatch):
-    from tunpump import bench
+    from tunpump.bench import runner as bench
     monkeypatch.setattr(bench.os, "geteuid", lambda: 0)
     real = bench.os.path.exists
     monkeypatch.setattr(bench.os.path, "exists", lambda p: False if p == "/dev/net/tun" else real(p))

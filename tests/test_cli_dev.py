@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from nettest import ip_link_json
+from helpers.nettest import ip_link_json
 
 
 def cli(ns_name, *args):

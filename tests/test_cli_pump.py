@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nettest import wait_until
+from helpers.nettest import wait_until
 
 
 def start(ns, n, *args):

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from nettest import wait_until
+from helpers.nettest import wait_until
+from helpers.world import World, assert_stats_add_up
 from packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
-from test_pump_relay import assert_stats_add_up
-from test_pump_tunnel import World
 from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, StatsTick, TCPEndpoint, UDPEndpoint,
                      Verdict)
 
@@ -65,13 +64,6 @@ def udp_pumps(w, **kw):
     e1 = UDPEndpoint(("198.18.10.1", 6600), ("198.18.10.2", 6600), netns=w.n1)
     e2 = UDPEndpoint(("198.18.10.2", 6600), ("198.18.10.1", 6600), netns=w.n2)
     return Pump(w.a, e1, **kw), Pump(w.b, e2)
-
-
-@pytest.fixture
-def world(ns):
-    w = World(ns)
-    yield w
-    w.close()
 
 
 def test_drop_one_port_pass_another(world):

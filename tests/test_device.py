@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from nettest import ip_link_json, sh
+from helpers.nettest import ip_link_json, sh
 from tunpump import DeviceConflictError, Device, PrivilegeError, TunpumpError, TunUnavailableError
 from tunpump.device import list_devices, remove
 

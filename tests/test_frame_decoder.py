@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from nettest import CI
+from helpers.nettest import CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

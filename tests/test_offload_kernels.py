@@ -290,20 +290,3 @@ def test_coalesce_never_crashes_on_garbage(pkts):
     # What was not merged comes out exactly as it went in.
     assert all(p in pkts for h, p in out if h == bytes(10))
 
-
-def test_kernel_loop_runs_each_kernel():
-    """The micro-benchmarks' loop (benchmarks/test_kernels.py) does real work."""
-    data = bytes(range(256)) * 4
-    import sys
-    folded = ((~_core.checksum(data)) & 0xFFFF).to_bytes(2, "big")  # the sum, network order
-    assert _core.kernel_loop("checksum", data, 3) == 3 * int.from_bytes(folded, sys.byteorder)
-    sp = super_tcp(V4, b"k" * 5000)
-    assert _core.kernel_loop("split", sp, 2, gso_hdr(sp, 1000, TCPV4)) == 5
-    assert _core.kernel_loop("coalesce", segments(V4, 4) + segments(V6, 3), 5) == 2
-    flows = [tcp_packet(*V4, 10000 + i, 5201, 1, b"x") for i in range(50)]
-    assert _core.kernel_loop("flow", flows, 3) == 150
-    assert _core.kernel_loop("ring", 1000, 4) == 4000
-    with pytest.raises(ValueError, match="kind='nope'"):
-        _core.kernel_loop("nope", b"", 1)
-    with pytest.raises(ValueError, match="iterations=0"):
-        _core.kernel_loop("checksum", b"", 0)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nettest import wait_until
+from helpers.nettest import wait_until
 from packets import udp_packet
 from tunpump import Device, Pump, TCPEndpoint, UDPEndpoint, Verdict
 from tunpump import _core

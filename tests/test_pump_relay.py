@@ -6,38 +6,25 @@ import time
 
 import pytest
 
+from helpers.world import World, assert_stats_add_up
 from tunpump import Device, Pump
 
 
 def pair(ns, *, vnet=(False, False), queues=1, pi=(False, False), mode="tun"):
-    n1, n2 = ns.make(), ns.make()
-    a = Device("tpra", mode, queues=queues, vnet_hdr=vnet[0], pi=pi[0], netns=n1)
-    b = Device("tprb", mode, queues=queues, vnet_hdr=vnet[1], pi=pi[1], netns=n2)
-    a.link.up().add_address("198.18.3.1/32", peer="198.18.3.2")
-    b.link.up().add_address("198.18.3.2/32", peer="198.18.3.1")
-    a.link.add_address("fd00:3::1/128", peer="fd00:3::2", nodad=True)
-    b.link.add_address("fd00:3::2/128", peer="fd00:3::1", nodad=True)
-    return n1, n2, a, b
-
-
-def assert_stats_add_up(stats):
-    """Nothing is lost silently: what came in went out, was dropped with a
-    reason, or (device -> endpoint) was punted to Python."""
-    for direction in ("to_endpoint", "to_device"):
-        d = stats[direction]
-        punted = stats["flows"]["punted"] if direction == "to_endpoint" else 0
-        assert d["packets_in"] == d["packets_out"] + sum(d["drops"].values()) + punted, (direction, d)
+    """The World of a relay: no underlay, the devices' default MTU."""
+    w = World(ns, mtu=None, queues=queues, vnet=vnet, pi=pi, mode=mode, underlay=False)
+    return w.n1, w.n2, w.a, w.b
 
 
 @pytest.mark.parametrize("vnet", [(False, False), (True, True)], ids=["plain", "vnet_hdr"])
 def test_relay_ping_and_64mib(ns, vnet):
     n1, n2, a, b = pair(ns, vnet=vnet)
     with a, b, Pump(a, b) as pump:
-        r = ns.ping(n1, "198.18.3.2")
+        r = ns.ping(n1, "198.18.11.2")
         assert r.returncode == 0, r.stdout + r.stderr
-        r6 = ns.ping(n1, "fd00:3::2")
+        r6 = ns.ping(n1, "fd00:11::2")
         assert r6.returncode == 0, r6.stdout + r6.stderr
-        res = ns.transfer(n1, n2, "198.18.3.2", 64 << 20)
+        res = ns.transfer(n1, n2, "198.18.11.2", 64 << 20)
         assert res["received"]["bytes"] == 64 << 20
         assert res["received"]["sha256"] == res["sent"]["sha256"]
         s = pump.stats()
@@ -54,7 +41,7 @@ def test_relay_two_queues_four_flows(ns):
         results = [None] * 4
 
         def one(i):
-            results[i] = ns.transfer(n1, n2, "198.18.3.2", 16 << 20, port=5300 + i)
+            results[i] = ns.transfer(n1, n2, "198.18.11.2", 16 << 20, port=5300 + i)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
         for t in threads:
@@ -76,8 +63,8 @@ def test_relay_two_queues_four_flows(ns):
 def test_relay_between_different_formats(ns, vnet, pi):
     n1, n2, a, b = pair(ns, vnet=vnet, pi=pi)
     with a, b, Pump(a, b) as pump:
-        assert ns.ping(n1, "198.18.3.2").returncode == 0
-        res = ns.transfer(n1, n2, "198.18.3.2", 8 << 20)
+        assert ns.ping(n1, "198.18.11.2").returncode == 0
+        res = ns.transfer(n1, n2, "198.18.11.2", 8 << 20)
         assert res["received"]["sha256"] == res["sent"]["sha256"]
     assert_stats_add_up(pump.stats())
     # super-packets were split for the device that cannot take them, never dropped
@@ -100,8 +87,8 @@ def test_stop_under_load_is_quick(ns):
     n1, n2, a, b = pair(ns, vnet=(True, True))
     with a, b:
         pump = Pump(a, b).start()
-        sink = ns.python(n2, "-m", "tunpump.traffic", "sink", "--port", "5400", "--timeout", "20")
-        src = ns.python(n1, "-m", "tunpump.traffic", "source", "--host", "198.18.3.2", "--port", "5400",
+        sink = ns.python(n2, "-m", "tunpump.bench.traffic", "sink", "--port", "5400", "--timeout", "20")
+        src = ns.python(n1, "-m", "tunpump.bench.traffic", "source", "--host", "198.18.11.2", "--port", "5400",
                         "--bytes", str(4 << 30), "--timeout", "10")
         # wait until traffic flows
         deadline = time.monotonic() + 10

@@ -7,63 +7,14 @@ import time
 
 import pytest
 
-from nettest import wait_until
+from helpers.framing import echo_request, frame, read_frame
+from helpers.nettest import wait_until
+from helpers.world import World, assert_stats_add_up, check_traffic
 from packets import csum, ipv4_header
 from tunpump import Device, Pump, PumpError, TCPEndpoint, UDPEndpoint
-from test_pump_relay import assert_stats_add_up
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UNDERLAY = {4: ("198.18.10.1", "198.18.10.2"), 6: ("fd00:10::1", "fd00:10::2")}
-
-
-class World:
-    """ns1 and ns2 joined by veth (the underlay); a TUN device in each with
-    inner addresses 198.18.11.1 <-> .2 and fd00:11::1 <-> ::2."""
-
-    def __init__(self, ns, mtu=1400, queues=1, vnet=False, mode="tun", make_b=True):
-        self.ns = ns
-        self.n1, self.n2 = ns.make(), ns.make()
-        va, vb = ns.veth(self.n1, self.n2, "198.18.10.1/24", "198.18.10.2/24")
-        ns.run(self.n1, "ip", "addr", "add", "fd00:10::1/64", "dev", va, "nodad")
-        ns.run(self.n2, "ip", "addr", "add", "fd00:10::2/64", "dev", vb, "nodad")
-        self.a = self._dev(self.n1, "tpua", 1, mtu, queues, vnet, mode)
-        self.b = self._dev(self.n2, "tpub", 2, mtu, queues, vnet, mode) if make_b else None
-
-    @staticmethod
-    def _dev(n, name, i, mtu, queues, vnet, mode):
-        d = Device(name, mode, queues=queues, vnet_hdr=vnet, netns=n)
-        other = 3 - i
-        link = d.link.up().set_mtu(mtu)
-        if mode == "tun":
-            link.add_address(f"198.18.11.{i}/32", peer=f"198.18.11.{other}")
-            link.add_address(f"fd00:11::{i}/128", peer=f"fd00:11::{other}", nodad=True)
-        else:
-            link.add_address(f"198.18.11.{i}/24")
-            link.add_address(f"fd00:11::{i}/64", nodad=True)
-        return d
-
-    def close(self):
-        for d in (self.a, self.b):
-            if d is not None:
-                d.close()
-
-
-@pytest.fixture
-def world(ns):
-    w = World(ns)
-    yield w
-    w.close()
-
-
-def check_traffic(w, nbytes=64 << 20, inner=(4, 6)):
-    for fam in inner:
-        dst = "198.18.11.2" if fam == 4 else "fd00:11::2"
-        r = w.ns.ping(w.n1, dst)
-        assert r.returncode == 0, r.stdout + r.stderr
-    dst = "198.18.11.2" if inner[0] == 4 else "fd00:11::2"
-    res = w.ns.transfer(w.n1, w.n2, dst, nbytes)
-    assert res["received"]["bytes"] == nbytes
-    assert res["received"]["sha256"] == res["sent"]["sha256"]
 
 
 def icmp_in_echos(ns, n):
@@ -117,16 +68,14 @@ def test_udp_learn_peer_server(world):
         check_traffic(world, 8 << 20, inner=(4,))
 
 
-def test_udp_two_queues(ns):
-    w = World(ns, queues=2)
-    try:
-        e1 = UDPEndpoint(("198.18.10.1", 6200), ("198.18.10.2", 6200), netns=w.n1)
-        e2 = UDPEndpoint(("198.18.10.2", 6200), ("198.18.10.1", 6200), netns=w.n2)
-        with Pump(w.a, e1) as p1, Pump(w.b, e2):
-            check_traffic(w, 16 << 20, inner=(4,))
-            assert len(p1.stats(per_queue=True)) == 2
-    finally:
-        w.close()
+@pytest.mark.parametrize("world", [{"queues": 2}], ids=["2queues"], indirect=True)
+def test_udp_two_queues(world):
+    w = world
+    e1 = UDPEndpoint(("198.18.10.1", 6200), ("198.18.10.2", 6200), netns=w.n1)
+    e2 = UDPEndpoint(("198.18.10.2", 6200), ("198.18.10.1", 6200), netns=w.n2)
+    with Pump(w.a, e1) as p1, Pump(w.b, e2):
+        check_traffic(w, 16 << 20, inner=(4,))
+        assert len(p1.stats(per_queue=True)) == 2
 
 
 def test_udp_endpoint_arguments():
@@ -167,32 +116,10 @@ def test_tcp_tunnel(world, underlay):
         assert_stats_add_up(p.stats())
 
 
-def frame(pkt):
-    return struct.pack("!H", len(pkt)) + pkt
-
-
-def echo_request(src, dst, ident=0x4242, seq=1, payload=b"simpletun-framing"):
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
-    return ipv4_header(src, dst, 1, len(body)) + body
-
-
-def read_frame(sock):
-    def read_n(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            assert chunk, "connection closed"
-            buf += chunk
-        return buf
-    (n,) = struct.unpack("!H", read_n(2))
-    return read_n(n)
-
-
 REF_CLIENT = """
 import socket, struct, sys, time
 sys.path.insert(0, {here!r})
-from test_pump_tunnel import echo_request, read_frame, frame
+from helpers.framing import echo_request, read_frame, frame
 s = socket.create_connection(("198.18.10.1", 55555), timeout=5)
 s.sendall(frame(echo_request("198.18.11.2", "198.18.11.1")))
 for _ in range(50):
@@ -224,7 +151,7 @@ def test_tcp_frames_from_device_are_exact(world):
     """What the kernel sends into the device comes out as [len][packet]."""
     with Pump(world.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=world.n1)) as p1:
         code = (f"import sys; sys.path.insert(0, {HERE!r})\n"
-                "import socket\nfrom test_pump_tunnel import read_frame\n"
+                "import socket\nfrom helpers.framing import read_frame\n"
                 "s = socket.create_connection(('198.18.10.1', 55555), timeout=10)\n"
                 "print('up', flush=True)\n"
                 "pkt = read_frame(s)\n"
@@ -282,10 +209,10 @@ def test_tcp_interoperates_with_simpletun(ns, role, mode):
         flag = ["-a"] if mode == "tap" else []
         if role == "tunpump-server":
             pump = Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)).start()
-            ref = ns.python(w.n2, os.path.join(HERE, "simpletun.py"), "-i", "tpub", "-c", "198.18.10.1",
+            ref = ns.python(w.n2, os.path.join(HERE, "helpers", "simpletun.py"), "-i", "tpub", "-c", "198.18.10.1",
                             *flag, "--seconds", "60")
         else:
-            ref = ns.python(w.n2, os.path.join(HERE, "simpletun.py"), "-i", "tpub", "-s", *flag,
+            ref = ns.python(w.n2, os.path.join(HERE, "helpers", "simpletun.py"), "-i", "tpub", "-s", *flag,
                             "--seconds", "60")
             assert ref.stdout.readline().strip() == "listening"
             pump = Pump(w.a, TCPEndpoint.connect(("198.18.10.2", 55555), netns=w.n1)).start()
@@ -309,17 +236,15 @@ def test_tcp_interoperates_with_simpletun(ns, role, mode):
         w.close()
 
 
-def test_tcp_two_queues_use_two_connections(ns):
+@pytest.mark.parametrize("world", [{"queues": 2}], ids=["2queues"], indirect=True)
+def test_tcp_two_queues_use_two_connections(world):
     """With N queues, queue i connects to port P+i: one TCP connection each."""
-    w = World(ns, queues=2)
-    try:
-        with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
-                Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
-            assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
-            listening = w.ns.run(w.n1, "ss", "-Htln").stdout
-            assert ":55555" in listening and ":55556" in listening
-            check_traffic(w, 16 << 20, inner=(4,))
-        for p in (p1, p2):
-            assert_stats_add_up(p.stats())
-    finally:
-        w.close()
+    w = world
+    with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
+            Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
+        assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
+        listening = w.ns.run(w.n1, "ss", "-Htln").stdout
+        assert ":55555" in listening and ":55556" in listening
+        check_traffic(w, 16 << 20, inner=(4,))
+    for p in (p1, p2):
+        assert_stats_add_up(p.stats())

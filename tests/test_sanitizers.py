@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from nettest import CI
+from helpers.nettest import CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tests that drive C code: keep in step with new C modules.
-C_LEVEL_TESTS = ["tests/test_offload_kernels.py", "tests/test_flow_keys.py", "tests/test_control.py",
+C_LEVEL_TESTS = ["tests/test_offload_kernels.py", "tests/test_flow_keys.py", "tests/test_core_pump.py",
+                 "tests/test_pump_rig.py", "tests/test_bench_tools.py", "tests/test_control.py",
                  "tests/test_device.py", "tests/test_pump_relay.py",
                  "tests/test_pump_tunnel.py", "tests/test_offload_e2e.py", "tests/test_pump_bugs.py",
                  "tests/test_bench.py::test_udp_generator_counts_exactly"]
@@ -33,7 +34,7 @@ def test_c_level_tests_under_asan_ubsan(tmp_path, privileged):
         pytest.skip("gcc has no libasan here")
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        "build", "*.so", "*.egg-info", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "_core.c"))
+        "build", "*.so", "*.egg-info", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "_core.c", "_tools.c"))
     env = dict(os.environ, TUNPUMP_SANITIZE="1", TUNPUMP_WERROR="1", TUNPUMP_OPT="-O1")
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=src,
                            env=env, capture_output=True, text=True, timeout=600)
@@ -51,6 +52,8 @@ def test_c_level_tests_under_asan_ubsan(tmp_path, privileged):
     assert res.returncode == 0, tail
     assert "ERROR: AddressSanitizer" not in tail and "runtime error:" not in tail, tail
     # It really was the sanitized build that ran.
-    check = subprocess.run([sys.executable, "-c", "import tunpump._core as c; print(c.__file__)"],
+    check = subprocess.run([sys.executable, "-c", "import tunpump._core as c, tunpump.bench._tools as t; "
+                            "print(c.__file__); print(t.__file__)"],
                            cwd=src, env=run_env, capture_output=True, text=True)
-    assert check.stdout.strip().startswith(str(src)), check.stdout + check.stderr
+    files = check.stdout.split()
+    assert len(files) == 2 and all(f.startswith(str(src)) for f in files), check.stdout + check.stderr

@@ -15,7 +15,6 @@ import asyncio
 import errno as _errno
 import logging
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from . import _core
 
 log = logging.getLogger("tunpump")
 
-_KEY = struct.Struct("=BBBxHHHH16s16s")
-_KINDS = {0: "ip", 1: "fragment", 2: "arp", 3: "nd", 4: "other"}
 _PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
@@ -43,8 +40,8 @@ class Verdict:
     def __init__(self, action: str, endpoint: int = 0, ttl: Optional[float] = None) -> None:
         if action not in ("forward", "drop", "punt", "route"):
             raise ValueError(f"action={action!r}: expected 'forward', 'drop', 'punt' or 'route'")
-        if isinstance(endpoint, bool) or not isinstance(endpoint, int) or not 0 <= endpoint < 16:
-            raise ValueError(f"endpoint={endpoint!r}: expected a peer index from 0 to 15")
+        if isinstance(endpoint, bool) or not isinstance(endpoint, int) or not 0 <= endpoint < _core.MAX_PEERS:
+            raise ValueError(f"endpoint={endpoint!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
         if ttl is not None and not (isinstance(ttl, (int, float)) and 0 < ttl <= 86400 * 7):
             raise ValueError(f"ttl={ttl!r}: expected seconds, more than 0 and at most a week")
         self.action = action
@@ -88,27 +85,24 @@ class Flow:
 
     __slots__ = ("queue", "id", "packets", "bytes", "_key")
 
-    def __init__(self, queue: int, flow_id: int, key: bytes, packets: int = 0, nbytes: int = 0) -> None:
+    def __init__(self, queue: int, flow_id: int, key: _core.FlowKey, packets: int = 0, nbytes: int = 0) -> None:
         self.queue = queue
         self.id = flow_id
         self.packets = packets
         self.bytes = nbytes
-        self._key = key
-
-    def _fields(self) -> tuple:
-        return _KEY.unpack(self._key)
+        self._key = key   # decoded by the binding (tunpump._core.FlowKey)
 
     @property
     def kind(self) -> str:
-        return _KINDS.get(self._key[0], "other")
+        return self._key.kind
 
     @property
     def version(self) -> int:
-        return self._key[1]
+        return self._key.version
 
     @property
     def protocol(self) -> int:
-        return self._key[2]
+        return self._key.protocol
 
     @property
     def protocol_name(self) -> str:
@@ -123,19 +117,19 @@ class Flow:
 
     @property
     def src(self) -> Optional[str]:
-        return self._addr(self._fields()[7])
+        return self._addr(self._key.src)
 
     @property
     def dst(self) -> Optional[str]:
-        return self._addr(self._fields()[8])
+        return self._addr(self._key.dst)
 
     @property
     def sport(self) -> int:
-        return self._fields()[3]
+        return self._key.sport
 
     @property
     def dport(self) -> int:
-        return self._fields()[4]
+        return self._key.dport
 
     @property
     def icmp_id(self) -> Optional[int]:
@@ -143,11 +137,11 @@ class Flow:
 
     @property
     def vlan(self) -> int:
-        return self._fields()[5]
+        return self._key.vlan
 
     @property
     def ethertype(self) -> int:
-        return self._fields()[6]
+        return self._key.ethertype
 
     def __repr__(self) -> str:
         if self.kind in ("arp", "nd", "other"):
@@ -276,7 +270,7 @@ class Control:
 
     def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
         flow = Flow(queue, (queue << 32) | flow_id, key, packets, nbytes)
-        self._event(FlowEvicted(flow, "idle" if reason == 1 else "table_full", packets, nbytes, age_ns / 1e9))
+        self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
     def on_peer(self, queue, up, family, addr, port) -> None:
         if family == socket.AF_INET:

@@ -17,7 +17,7 @@ from .netns import entered
 from .netns import exists as netns_exists
 
 MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
-IFNAMSIZ = 16
+IFNAMSIZ = _core.IFNAMSIZ
 MODES = ("tun", "tap")
 OFFLOAD_NAMES = ("csum", "tso4", "tso6", "tso_ecn", "uso4", "uso6")
 DEFAULT_OFFLOADS = ("csum", "tso4", "tso6", "uso4", "uso6")
@@ -146,7 +146,7 @@ class Device:
                     try:
                         fd, self.name = _core.open_queue(tun_path, self.name, qflags)
                     except OSError as exc:
-                        step = str(exc.strerror).split(":")[0] if exc.strerror else "open"
+                        step = getattr(exc, "step", "open")   # the binding names the failed call
                         raise
                     self._fds.append(fd)
                 step = "configure"

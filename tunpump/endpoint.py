@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ._core import MAX_PEERS
+
 Address = Union[str, Tuple[str, int]]
 SIMPLETUN_PORT = 55555
 DEFAULT_SOCK_BUF = 4 << 20  # default ~208 KiB buffers cost tunnels most of their TCP throughput
@@ -98,7 +100,7 @@ class UDPEndpoint(_SocketEndpoint):
     (``unknown_peer``). Without ``remote``, ``learn_peer`` mode takes the first
     sender of each worker's socket as its peer (a server for one client).
 
-    ``remote`` may be a list of peers (at most 16) sharing the one socket:
+    ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
     packets go to the first unless a flow's verdict is ``Verdict.route(i)``,
     and datagrams from any of them are accepted."""
 
@@ -109,8 +111,8 @@ class UDPEndpoint(_SocketEndpoint):
         loc = parse_address(local, "local", 0)
         remotes: Tuple[Tuple[str, int], ...] = ()
         if isinstance(remote, list):
-            if not 1 <= len(remote) <= 16:
-                raise ValueError(f"remote: a list of 1 to 16 peers, got {len(remote)}")
+            if not 1 <= len(remote) <= MAX_PEERS:
+                raise ValueError(f"remote: a list of 1 to {MAX_PEERS} peers, got {len(remote)}")
             remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(remote))
             remote = remotes[0]
         rem = parse_address(remote, "remote") if remote is not None else None

@@ -1,9 +1,9 @@
 """The pure-Python baseline the bench compares against: an os.read/os.write
 loop over the same kind of devices (what python-pytun style code does).
 
-    python -m tunpump.pyforward relay A NS_A B NS_B [--vnet-hdr] [--seconds S]
-    python -m tunpump.pyforward udp DEV NS LOCAL_ADDR:PORT REMOTE_ADDR:PORT [--seconds S]
-    python -m tunpump.pyforward pytun-relay A B NS_B [--seconds S]
+    python -m tunpump.bench.pyforward relay A NS_A B NS_B [--vnet-hdr] [--seconds S]
+    python -m tunpump.bench.pyforward udp DEV NS LOCAL_ADDR:PORT REMOTE_ADDR:PORT [--seconds S]
+    python -m tunpump.bench.pyforward pytun-relay A B NS_B [--seconds S]
 
 `pytun-relay` is the same loop on python-pytun's device objects (when that
 package is installed): it makes both devices in its own namespace and moves B
@@ -23,9 +23,9 @@ import socket
 import sys
 import time
 
-from .device import Device
-from .endpoint import parse_address
-from .netns import entered
+from ..device import Device
+from ..endpoint import parse_address
+from ..netns import entered
 
 
 def _relay(a, b, until: float, count: dict, drain: int = 64) -> None:
@@ -98,7 +98,7 @@ def _udp(dev: Device, sock: socket.socket, remote, until: float, count: dict) ->
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tunpump.pyforward")
+    p = argparse.ArgumentParser(prog="python -m tunpump.bench.pyforward")
     sub = p.add_subparsers(dest="mode", required=True)
     r = sub.add_parser("relay")
     r.add_argument("a")
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
             except ImportError:
                 print("python-pytun is not installed", file=sys.stderr)
                 return 2
-            from .link import Link
+            from ..link import Link
             flags = pytun.IFF_TUN | pytun.IFF_NO_PI
             da, db = pytun.TunTapDevice(a.a, flags), pytun.TunTapDevice(a.b, flags)
             Link(a.b).move_to_netns(a.ns_b)

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _counter = itertools.count()
@@ -43,6 +43,11 @@ class Namespaces:
     def __init__(self) -> None:
         self.names: List[str] = []
         self.procs: List[subprocess.Popen] = []
+        self.closers: List[Callable[[], None]] = []
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        """Call fn (close devices, ...) first in cleanup()."""
+        self.closers.append(fn)
 
     def make(self) -> str:
         name = unique()
@@ -85,12 +90,12 @@ class Namespaces:
         """Send nbytes over one TCP connection from ns_src to dst_addr in
         ns_dst; return both sides' reports."""
         r, w = os.pipe()
-        sink = self.python(ns_dst, "-m", "tunpump.traffic", "sink", "--port", str(port),
+        sink = self.python(ns_dst, "-m", "tunpump.bench.traffic", "sink", "--port", str(port),
                            "--timeout", str(timeout), "--ready-fd", str(w), pass_fds=(w,))
         os.close(w)
         os.read(r, 1)  # the sink listens
         os.close(r)
-        src = self.python(ns_src, "-m", "tunpump.traffic", "source", "--host", dst_addr,
+        src = self.python(ns_src, "-m", "tunpump.bench.traffic", "source", "--host", dst_addr,
                           "--port", str(port), "--bytes", str(nbytes), "--timeout", str(timeout))
         s_out, s_err = src.communicate(timeout=timeout + 10)
         k_out, k_err = sink.communicate(timeout=timeout + 10)
@@ -99,6 +104,12 @@ class Namespaces:
         return {"sent": json.loads(s_out), "received": json.loads(k_out)}
 
     def cleanup(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                fn()
+            except Exception as exc:   # the namespaces must still go
+                print(f"cleanup: {fn!r} raised {exc!r}")
+        self.closers.clear()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()  # by PID: only processes this helper started

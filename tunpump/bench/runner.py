@@ -3,7 +3,7 @@ devices, runs each scenario with kernel TCP traffic, and reports Gbit/s with
 ratios to baselines measured in the same run (the bare veth pair and a
 pure-Python os.read/os.write forwarder). Everything it makes is removed on
 exit, on failure and on Ctrl-C / SIGTERM. The JSON schema is documented in
-benchmarks/README.md and shipped as tunpump/bench_schema.json."""
+benchmarks/README.md and shipped as tunpump/bench/schema.json."""
 from __future__ import annotations
 
 import argparse
@@ -148,7 +148,7 @@ def _proc_cpu_seconds(pid: int) -> float:
 
 
 def _configure(name: str, ns: str, local: str, peer: str, mtu: int) -> None:
-    from .link import Link
+    from ..link import Link
     Link(name, ns).up().set_mtu(mtu).add_address(f"{local}/32", peer=peer)
 
 
@@ -174,9 +174,9 @@ def _iperf3(w: "World", n1: str, n2: str, target: str, seconds: float, streams: 
 
 
 def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffic: str = "builtin") -> dict:
-    from .device import Device
-    from .endpoint import TCPEndpoint, UDPEndpoint
-    from .pump import Pump
+    from ..device import Device
+    from ..endpoint import TCPEndpoint, UDPEndpoint
+    from ..pump import Pump
 
     w = World()
     pumps: List[Pump] = []
@@ -190,19 +190,19 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
         if sc.endpoint == "veth":
             target = UNDER_B
         elif sc.forwarder == "pytun":
-            forwarders.append(w.spawn(n1, "-m", "tunpump.pyforward", "pytun-relay", "tpba", "tpbb", n2,
+            forwarders.append(w.spawn(n1, "-m", "tunpump.bench.pyforward", "pytun-relay", "tpba", "tpbb", n2,
                                       "--seconds", str(seconds + 30)))
             _wait_ready(forwarders[0])
             _configure("tpba", n1, INNER_A, INNER_B, mtu)
             _configure("tpbb", n2, INNER_B, INNER_A, mtu)
         elif sc.forwarder == "python":
             if sc.endpoint == "relay":
-                args = ["-m", "tunpump.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
+                args = ["-m", "tunpump.bench.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
                 forwarders.append(w.spawn(n1, *args, *(["--vnet-hdr"] if sc.offloads else [])))
             else:
-                forwarders.append(w.spawn(n1, "-m", "tunpump.pyforward", "udp", "tpba", n1, f"{UNDER_A}:7000",
+                forwarders.append(w.spawn(n1, "-m", "tunpump.bench.pyforward", "udp", "tpba", n1, f"{UNDER_A}:7000",
                                           f"{UNDER_B}:7000", "--seconds", str(seconds + 30)))
-                forwarders.append(w.spawn(n2, "-m", "tunpump.pyforward", "udp", "tpbb", n2, f"{UNDER_B}:7000",
+                forwarders.append(w.spawn(n2, "-m", "tunpump.bench.pyforward", "udp", "tpbb", n2, f"{UNDER_B}:7000",
                                           f"{UNDER_A}:7000", "--seconds", str(seconds + 30)))
             for f in forwarders:
                 _wait_ready(f)
@@ -246,13 +246,13 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             received = _iperf3(w, n1, n2, target, seconds, sc.streams)
             return _result(sc, received, time.monotonic() - t0, pumps, forwarders, cpu0, fcpu0)
         # traffic: kernel TCP streams from n1 to n2, bounded in time and bytes
-        sinks = [w.spawn(n2, "-m", "tunpump.traffic", "sink", "--port", str(5201 + i), "--host", "0.0.0.0",
+        sinks = [w.spawn(n2, "-m", "tunpump.bench.traffic", "sink", "--port", str(5201 + i), "--host", "0.0.0.0",
                          "--timeout", str(seconds + 30), "--no-hash") for i in range(sc.streams)]
         time.sleep(0.3)
         cpu0 = os.times()
         fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
         t0 = time.monotonic()
-        sources = [w.spawn(n1, "-m", "tunpump.traffic", "source", "--host", target, "--port", str(5201 + i),
+        sources = [w.spawn(n1, "-m", "tunpump.bench.traffic", "source", "--host", target, "--port", str(5201 + i),
                            "--bytes", str(1 << 40), "--seconds", str(seconds), "--timeout", str(seconds + 30),
                            "--no-hash")
                    for i in range(sc.streams)]
@@ -290,7 +290,7 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     size = 64 if sc.traffic == "flows" else int(sc.traffic[3:])
     nports = 20000 if sc.traffic == "flows" else 1
     r, wfd = os.pipe()
-    sink = subprocess.Popen(["ip", "netns", "exec", n2, sys.executable, "-m", "tunpump.traffic", "udp-sink",
+    sink = subprocess.Popen(["ip", "netns", "exec", n2, sys.executable, "-m", "tunpump.bench.traffic", "udp-sink",
                              "--port", "5301", "--seconds", str(seconds + 10), "--idle", "1",
                              "--ready-fd", str(wfd)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, pass_fds=(wfd,))
@@ -302,7 +302,7 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     fcpu0 = sum(_proc_cpu_seconds(f.pid) for f in forwarders)
     t0 = time.monotonic()
     progress(sc.name, 0.0, None)
-    src = subprocess.run(["ip", "netns", "exec", n1, sys.executable, "-m", "tunpump.traffic", "udp-source",
+    src = subprocess.run(["ip", "netns", "exec", n1, sys.executable, "-m", "tunpump.bench.traffic", "udp-source",
                           "--host", target, "--port", "5301", "--size", str(size), "--seconds", str(seconds),
                           "--ports", str(nports), "--count", str(nports * 50 if nports > 1 else 10_000_000)],
                          capture_output=True, text=True, timeout=seconds + 30)
@@ -429,7 +429,7 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--scenario", action="append", choices=sorted(BY_NAME), metavar="NAME",
                    help=f"run only these (repeatable): {', '.join(BY_NAME)}")
     p.add_argument("--traffic", choices=("builtin", "iperf3"), default="builtin",
-                   help="TCP traffic from tunpump.traffic (default) or from iperf3 when installed")
+                   help="TCP traffic from tunpump.bench.traffic (default) or from iperf3 when installed")
     p.add_argument("--batch", type=int, default=64, help="tunpump packets per wakeup and direction")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema tunpump-bench/1)")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (needs matplotlib)")
@@ -495,7 +495,7 @@ def _have_pytun() -> bool:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__
 
 

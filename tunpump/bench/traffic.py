@@ -2,8 +2,8 @@
 bounded number of random bytes and a sink that hashes what it receives, and
 a UDP source and sink in C (sendmmsg / recvmmsg) for small-packet rates.
 
-Run inside a namespace: `python -m tunpump.traffic sink --port P` prints one JSON
-line when the sender closes; `python -m tunpump.traffic source --host H --port P
+Run inside a namespace: `python -m tunpump.bench.traffic sink --port P` prints one JSON
+line when the sender closes; `python -m tunpump.bench.traffic source --host H --port P
 --bytes N` prints the same fields for what it sent, so the two SHA-256 can be
 compared. Both stop by themselves (byte count, and --timeout seconds).
 """
@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-from . import _core
+from . import _tools
 
 CHUNK = 1 << 20
 
@@ -107,7 +107,7 @@ def udp_source(host: str, port: int, size: int, count: int, seconds: float, port
     import ipaddress
     ip = ipaddress.ip_address(host)
     fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return _core.udp_source(fam, ip.packed, port, size, count, seconds, ports)
+    return _tools.udp_source(fam, ip.packed, port, size, count, seconds, ports)
 
 
 def udp_sink(port: int, seconds: float, idle: float = 1.0, ready_fd: int = -1, v6: bool = False) -> dict:
@@ -117,13 +117,13 @@ def udp_sink(port: int, seconds: float, idle: float = 1.0, ready_fd: int = -1, v
         os.write(ready_fd, b"r")
         os.close(ready_fd)
     try:
-        return _core.udp_sink(s.fileno(), seconds, idle)
+        return _tools.udp_sink(s.fileno(), seconds, idle)
     finally:
         s.close()
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tunpump.traffic")
+    p = argparse.ArgumentParser(prog="python -m tunpump.bench.traffic")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sink")
     s.add_argument("--port", type=int, required=True)
