@@ -26,7 +26,7 @@ from . import _core
 log = logging.getLogger("tunpump")
 
 _KEY = struct.Struct("=BBBxHHHH16s16s")
-_KINDS = {0: "ip", 1: "fragment", 2: "arp", 3: "nd", 4: "other"}
+_KINDS = {0: "ip", 1: "fragment", 2: "arp", 3: "nd", 4: "other", 5: "unparsed"}
 _PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
