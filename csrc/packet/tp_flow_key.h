@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "tp_parse.h"   /* enum tp_l2 */
+
 enum tp_flow_class {
     TP_FLOW_IP = 0,        /* an IPv4/IPv6 flow: protocol, addresses, ports or ICMP id */
     TP_FLOW_FRAGMENT = 1,  /* IP fragments: addresses and protocol only */

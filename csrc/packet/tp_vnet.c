@@ -221,6 +221,8 @@ int tp_vnet_split_begin(struct tp_vnet_splitter *s, const struct tp_vnet_hdr *h,
     if (s->hl > TP_VNET_HDR_ROOM)
         return TP_VNET_EUNSUPPORTED;
     s->nseg = (s->payload + s->mss - 1) / s->mss;
+    if (s->nseg > TP_VNET_SPLIT_MAX_SEGS)
+        return TP_VNET_ETOOMANY;
     s->l3 = o.l3;
     s->l4 = o.l4;
     s->l4hl = (uint8_t)o.l4hl;

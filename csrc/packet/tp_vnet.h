@@ -8,8 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tp_parse.h"   /* enum tp_l2 */
+
 #define TP_VNET_MAX_SEGS 64        /* segments per super-packet we build, and per tp_vnet_split call */
 #define TP_VNET_HDR_ROOM 128       /* scratch per segment header (L2 + IPv6 + TCP with options) */
+/* The most segments one super-packet may be split into: a 64 KB packet at a
+ * gso_size down to 64 bytes. A caller that holds all of one packet's
+ * segments at once sizes its arrays for this; more is TP_VNET_ETOOMANY. */
+#define TP_VNET_SPLIT_MAX_SEGS 1024
 
 /* struct virtio_net_hdr field values (include/uapi/linux/virtio_net.h): the
  * packet code's own copy, since the system headers may be older than the
@@ -59,16 +65,17 @@ struct tp_seg {
  *
  * A GSO super-packet is cut into gso_size segments with every header field
  * and checksum fixed (IPv4 ID +1 per segment, TCP sequence, CWR on the first
- * only, FIN/PSH on the last only, a UDP checksum of 0 sent as 0xffff); a
- * packet with NEEDS_CSUM only gets its checksum completed in place. IPv6
- * extension headers and IP fragments are TP_VNET_EUNSUPPORTED.
+ * only, FIN/PSH on the last only); a packet with NEEDS_CSUM only gets its
+ * checksum completed in place. A UDP checksum that comes out 0 is sent as
+ * 0xffff. IPv6 extension headers and IP fragments are TP_VNET_EUNSUPPORTED.
  *
- * In chunks, for any number of segments (a 64 KB TSO
- * packet at MSS 536 has over 120): tp_vnet_split_begin checks the packet, completes a NEEDS_CSUM
- * checksum, and returns the number of segments or a TP_VNET_E* error; each
- * tp_vnet_split_next then makes up to max_segs more of them (segment headers
- * go to scratch, TP_VNET_HDR_ROOM bytes each, and point into it) and returns
- * how many, 0 once all were made. pkt must stay in place until then. */
+ * In chunks, for any number of segments (a 64 KB TSO packet at MSS 536 has
+ * over 120): tp_vnet_split_begin checks the packet, completes a NEEDS_CSUM
+ * checksum, and returns the number of segments (at most
+ * TP_VNET_SPLIT_MAX_SEGS) or a TP_VNET_E* error; each tp_vnet_split_next
+ * then makes up to max_segs more (their headers go to scratch,
+ * TP_VNET_HDR_ROOM bytes each, and point into it) and returns how many, 0
+ * once all were made. pkt must stay in place until then. */
 struct tp_vnet_splitter {   /* private: set by tp_vnet_split_begin */
     uint8_t *pkt;
     uint32_t len, l3, l4, hl, payload, mss, nseg, done, seq0;

@@ -254,6 +254,10 @@ static void test_split_chunks(int v6)
     }
     CHECK(got == want && bytes == payload, "v6 %d: %u segments, %u bytes of %u", v6, got, bytes, payload);
     CHECK(tp_vnet_split_next(&s, scratch, segs, TP_VNET_MAX_SEGS) == 0, "done stays done");
+    h.gso_size = (uint16_t)((payload + TP_VNET_SPLIT_MAX_SEGS - 1) / TP_VNET_SPLIT_MAX_SEGS);
+    CHECK(tp_vnet_split_begin(&s, &h, pkt, len, TP_L2_NONE) <= TP_VNET_SPLIT_MAX_SEGS, "at the bound");
+    h.gso_size--;
+    CHECK(tp_vnet_split_begin(&s, &h, pkt, len, TP_L2_NONE) == TP_VNET_ETOOMANY, "past the bound");
 }
 
 /* issue 12 bug 3: bytes after the IP length went into the super-packet. */
