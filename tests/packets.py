@@ -205,6 +205,20 @@ def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes, ident
     return ipv4_header(src, dst, 17, len(l4), ident=ident) + l4
 
 
+def udp_zero_csum_payload(src: str, dst: str, sport: int, dport: int, prefix: bytes = b"", size: int = 100) -> bytes:
+    """A UDP payload (prefix, filler) whose datagram's checksum computes to 0,
+    which a sender must put on the wire as 0xffff (RFC 768)."""
+    assert size % 2 == 0 and len(prefix) <= size - 2
+    body = bytearray(prefix + b"." * (size - len(prefix)))
+    body[-2:] = b"\0\0"
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    l4 = struct.pack("!HHHH", sport, dport, 8 + size, 0) + bytes(body)
+    ph = s + d + struct.pack("!BBH", 0, 17, len(l4)) if len(s) == 4 else pseudo6(s, d, len(l4), 17)
+    folded = (~csum(ph + l4)) & 0xFFFF          # the one's complement sum so far
+    body[-2:] = struct.pack("!H", 0xFFFF - folded if folded != 0xFFFF else 0xFFFF)
+    return bytes(body)
+
+
 def vnet_hdr(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
     return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
 

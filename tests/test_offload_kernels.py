@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from packets import (csum, eth, ipv4_header, ipv6_with_ext, parse_vnet, tcp_packet, udp_packet,
-                     verify_l4_checksum, vlan_eth, vnet_hdr, complete_partial, pseudo6, ipv4_fragment)
+                     udp_zero_csum_payload, verify_l4_checksum, vlan_eth, vnet_hdr, complete_partial, pseudo6,
+                     ipv4_fragment)
 from tunpump import _core
 
 NEEDS_CSUM, TCPV4, UDP_L4, TCPV6 = 1, 1, 5, 4
@@ -174,17 +175,7 @@ def check_split(sp, segs, mss, l2=0):
 
 
 def udp_payload_with_zero_csum(addrs, size=100):
-    """A UDP payload whose datagram's checksum computes to 0 (sent as 0xffff)."""
-    body = bytearray(b"z" * size)
-    probe = udp_packet(*addrs, 7000, 7001, bytes(body))
-    o = l4_off(probe)
-    field = struct.unpack("!H", probe[o + 6:o + 8])[0]
-    # Make the one's complement sum of everything but the field 0xffff: adjust two bytes.
-    s = (~field) & 0xFFFF if field != 0xFFFF else 0
-    cur = struct.unpack("!H", body[:2])[0]
-    need = (cur + (0xFFFF - s)) % 0xFFFF
-    body[:2] = struct.pack("!H", need)
-    return bytes(body)
+    return udp_zero_csum_payload(*addrs, 7000, 7001, size=size)
 
 
 def _tcp_split_rows():
