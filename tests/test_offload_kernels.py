@@ -220,6 +220,10 @@ SPLIT_CASES = _tcp_split_rows() + [
      "unsupported"),
     ("csum_start past the packet", vnet_hdr(NEEDS_CSUM, 0, 0, 0, 200, 16), tcp_packet(*V4, 1, 2, 3, b"x"), 0,
      "malformed"),
+    # found by tests/fuzz (fuzz_split): the field check wrapped around below 2 bytes
+    ("needs_csum on a 1-byte packet", vnet_hdr(NEEDS_CSUM, 0, 0, 0, 0, 0), b"\x39", 0, "malformed"),
+    ("csum field past the end", vnet_hdr(NEEDS_CSUM, 0, 0, 0, 0, 99), tcp_packet(*V4, 1, 2, 3, b"x")[:100], 0,
+     "malformed"),
     ("ipv4 length past the buffer", gso_hdr(super_tcp(V4, b"x" * 3000), 1000, TCPV4),
      super_tcp(V4, b"x" * 3000)[:-1], 0, "malformed"),
     ("ipv6 extension header", vnet_hdr(NEEDS_CSUM, TCPV6, 68, 100, 48, 16),

@@ -180,7 +180,7 @@ static int tp__complete_csum(const struct tp_vnet_hdr *h, uint8_t *pkt, uint32_t
     struct tp_parsed pp;
     uint16_t c;
 
-    if (start >= len || at > len - 2)
+    if (start >= len || len < 2 || at > len - 2)
         return TP_VNET_EMALFORMED;
     c = (uint16_t)~tp_csum_fold(tp_csum_add(0, pkt + start, len - start));
     if (tp_parse(pkt, len, l2, &pp) == TP_PARSE_OK && pp.l4 == start &&
