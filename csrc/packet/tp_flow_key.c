@@ -32,7 +32,7 @@ static void tp__flow_l4(const uint8_t *p, const struct tp_parsed *pp, int l2, st
         }
         if (type == TP_ICMP_ECHO || type == TP_ICMP_ECHOREPLY ||
             type == TP_ICMPV6_ECHO_REQUEST || type == TP_ICMPV6_ECHO_REPLY)
-            k->sport = k->dport = tp_rd16(l4 + 4);   /* echo: the identifier */
+            k->sport = k->dport = tp_rd16(l4 + TP_ICMP_ECHO_ID);   /* echo: the identifier */
     }
 }
 
@@ -52,11 +52,11 @@ void tp_flow_parse(const uint8_t *p, uint32_t len, int l2, struct tp_flow_key *k
     k->ip_version = pp.ip_version;
     k->proto = pp.proto;
     if (pp.ip_version == 4) {
-        memcpy(k->src, p + pp.l3 + 12, 4);
-        memcpy(k->dst, p + pp.l3 + 16, 4);
+        memcpy(k->src, p + pp.l3 + TP_IPV4_SADDR, 4);
+        memcpy(k->dst, p + pp.l3 + TP_IPV4_DADDR, 4);
     } else {
-        memcpy(k->src, p + pp.l3 + 8, 16);
-        memcpy(k->dst, p + pp.l3 + 24, 16);
+        memcpy(k->src, p + pp.l3 + TP_IPV6_SADDR, 16);
+        memcpy(k->dst, p + pp.l3 + TP_IPV6_DADDR, 16);
     }
     if (st == TP_PARSE_FRAGMENT) {
         k->cls = TP_FLOW_FRAGMENT;

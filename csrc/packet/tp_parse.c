@@ -37,13 +37,13 @@ static int tp__parse_ipv4(const uint8_t *p, uint32_t len, struct tp_parsed *o)
     if (ihl < TP_IPV4_HLEN || len - o->l3 < ihl)
         return TP_PARSE_BAD_IP;
     o->ip_version = 4;
-    o->proto = ip[9];
-    tot = tp_rd16(ip + 2);
+    o->proto = ip[TP_IPV4_PROTO];
+    tot = tp_rd16(ip + TP_IPV4_LEN);
     if (tot < ihl || tot > len - o->l3)
         return TP_PARSE_UNPARSED;
     o->end = o->l3 + tot;
     o->l4 = o->l3 + ihl;
-    frag = tp_rd16(ip + 6);
+    frag = tp_rd16(ip + TP_IPV4_FRAG);
     if (frag & (TP_IP_MF | TP_IP_OFFMASK)) {
         o->frag = (frag & TP_IP_OFFMASK) ? TP_FRAG_LATER : TP_FRAG_FIRST;
         return TP_PARSE_FRAGMENT;
@@ -68,9 +68,9 @@ static int tp__parse_ipv6(const uint8_t *p, uint32_t len, struct tp_parsed *o)
     if (len - o->l3 < TP_IPV6_HLEN || (ip[0] >> 4) != 6)
         return TP_PARSE_BAD_IP;
     o->ip_version = 6;
-    nh = ip[6];
+    nh = ip[TP_IPV6_NEXT];
     o->proto = nh;
-    plen = tp_rd16(ip + 4);   /* 0 is a jumbogram's: its headers run past end, so UNPARSED */
+    plen = tp_rd16(ip + TP_IPV6_PLEN);   /* 0 is a jumbogram's: its headers run past end, so UNPARSED */
     if (plen > len - o->l3 - TP_IPV6_HLEN)
         return TP_PARSE_UNPARSED;
     o->end = o->l3 + TP_IPV6_HLEN + plen;

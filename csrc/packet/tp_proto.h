@@ -39,9 +39,23 @@
 #define TP_IP_MF 0x2000
 #define TP_IP_OFFMASK 0x1fff
 #define TP_IPV4_MAX_LEN 65535         /* the total length field */
+#define TP_IPV4_TOS 1                 /* field offsets in the header */
+#define TP_IPV4_LEN 2
+#define TP_IPV4_ID 4
+#define TP_IPV4_FRAG 6                /* flags and fragment offset */
+#define TP_IPV4_TTL 8
+#define TP_IPV4_PROTO 9
+#define TP_IPV4_CSUM 10
+#define TP_IPV4_SADDR 12
+#define TP_IPV4_DADDR 16
 
 /* IPv6 */
 #define TP_IPV6_HLEN 40
+#define TP_IPV6_PLEN 4                /* field offsets in the header */
+#define TP_IPV6_NEXT 6
+#define TP_IPV6_HOPS 7
+#define TP_IPV6_SADDR 8
+#define TP_IPV6_DADDR 24
 #define TP_IPV6_FRAG_HLEN 8
 #define TP_IPV6_FRAG_OFFMASK 0xfff8   /* in the fragment header's offset word */
 #define TP_IPV6_FRAG_MF 0x0001
@@ -57,14 +71,21 @@
 #define TP_TCP_URG 0x20
 #define TP_TCP_ECE 0x40
 #define TP_TCP_CWR 0x80
+#define TP_TCP_SEQ 4                  /* field offsets in the header */
+#define TP_TCP_ACK_SEQ 8
+#define TP_TCP_DOFF 12                /* data offset (header length / 4) in the high nibble */
+#define TP_TCP_FLAGS 13
+#define TP_TCP_WINDOW 14
 #define TP_TCP_CSUM_OFF 16            /* the checksum's offset in the header */
 
 /* UDP (and UDP-Lite, same layout) */
 #define TP_UDP_HLEN 8
+#define TP_UDP_LEN 4
 #define TP_UDP_CSUM_OFF 6
 
 /* ICMP / ICMPv6 */
 #define TP_ICMP_HLEN 8
+#define TP_ICMP_ECHO_ID 4             /* the echo identifier's offset */
 #define TP_ICMP_ECHOREPLY 0
 #define TP_ICMP_ECHO 8
 #define TP_ICMPV6_ECHO_REQUEST 128

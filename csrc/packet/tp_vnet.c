@@ -126,7 +126,7 @@ static int tp__parse_l34(const uint8_t *p, uint32_t len, int l2, struct tp__l34 
     if (o->proto == TP_IPPROTO_TCP) {
         if (o->end - o->l4 < TP_TCP_HLEN)
             return TP_VNET_EMALFORMED;
-        o->l4hl = (uint32_t)(p[o->l4 + 12] >> 4) * 4;
+        o->l4hl = (uint32_t)(p[o->l4 + TP_TCP_DOFF] >> 4) * 4;
         if (o->l4hl < TP_TCP_HLEN || o->end - o->l4 < o->l4hl)
             return TP_VNET_EMALFORMED;
     } else if (o->proto == TP_IPPROTO_UDP) {
@@ -145,22 +145,22 @@ static uint64_t tp__pseudo(const uint8_t *p, const struct tp__l34 *o)
     uint64_t sum = tp__word((uint16_t)o->proto);
 
     if (o->v6)
-        return tp_csum_add(sum, p + o->l3 + 8, 32);
-    return tp_csum_add(sum, p + o->l3 + 12, 8);
+        return tp_csum_add(sum, p + o->l3 + TP_IPV6_SADDR, 32);
+    return tp_csum_add(sum, p + o->l3 + TP_IPV4_SADDR, 8);
 }
 
 static void tp__ipv4_csum(uint8_t *ip, uint32_t iphl)
 {
-    ip[10] = ip[11] = 0;
-    tp__store_csum(ip + 10, (uint16_t)~tp_csum_fold(tp_csum_add(0, ip, iphl)));
+    ip[TP_IPV4_CSUM] = ip[TP_IPV4_CSUM + 1] = 0;
+    tp__store_csum(ip + TP_IPV4_CSUM, (uint16_t)~tp_csum_fold(tp_csum_add(0, ip, iphl)));
 }
 
 static void tp__set_ip_len(uint8_t *p, const struct tp__l34 *o, uint32_t l4len)
 {
     if (o->v6) {
-        tp_wr16(p + o->l3 + 4, (uint16_t)l4len);
+        tp_wr16(p + o->l3 + TP_IPV6_PLEN, (uint16_t)l4len);
     } else {
-        tp_wr16(p + o->l3 + 2, (uint16_t)(o->iphl + l4len));
+        tp_wr16(p + o->l3 + TP_IPV4_LEN, (uint16_t)(o->iphl + l4len));
         tp__ipv4_csum(p + o->l3, o->iphl);
     }
 }
@@ -229,8 +229,8 @@ int tp_vnet_split_begin(struct tp_vnet_splitter *s, const struct tp_vnet_hdr *h,
     s->v6 = (uint8_t)o.v6;
     s->proto = (uint8_t)o.proto;
     s->base = tp__pseudo(pkt, &o);
-    s->id0 = o.v6 ? 0 : tp_rd16(pkt + o.l3 + 4);
-    s->seq0 = o.proto == TP_IPPROTO_TCP ? tp_rd32(pkt + o.l4 + 4) : 0;
+    s->id0 = o.v6 ? 0 : tp_rd16(pkt + o.l3 + TP_IPV4_ID);
+    s->seq0 = o.proto == TP_IPPROTO_TCP ? tp_rd32(pkt + o.l4 + TP_TCP_SEQ) : 0;
     return (int)s->nseg;
 }
 
@@ -245,16 +245,16 @@ static void tp__make_seg(const struct tp_vnet_splitter *s, uint32_t i, uint8_t *
 
     memcpy(hdr, s->pkt, s->hl);
     if (!s->v6)
-        tp_wr16(hdr + s->l3 + 4, (uint16_t)(s->id0 + i));
+        tp_wr16(hdr + s->l3 + TP_IPV4_ID, (uint16_t)(s->id0 + i));
     tp__set_ip_len(hdr, &o, l4len);
     if (s->proto == TP_IPPROTO_TCP) {
-        tp_wr32(l4 + 4, s->seq0 + i * s->mss);
+        tp_wr32(l4 + TP_TCP_SEQ, s->seq0 + i * s->mss);
         if (i > 0)
-            l4[13] &= (uint8_t)~TP_TCP_CWR;
+            l4[TP_TCP_FLAGS] &= (uint8_t)~TP_TCP_CWR;
         if (i + 1 < s->nseg)
-            l4[13] &= (uint8_t)~(TP_TCP_FIN | TP_TCP_PSH);
+            l4[TP_TCP_FLAGS] &= (uint8_t)~(TP_TCP_FIN | TP_TCP_PSH);
     } else {
-        tp_wr16(l4 + 4, (uint16_t)l4len);
+        tp_wr16(l4 + TP_UDP_LEN, (uint16_t)l4len);
     }
     l4[at] = l4[at + 1] = 0;
     uint64_t sum = s->base + tp__word((uint16_t)l4len);
@@ -323,11 +323,11 @@ static int tp__l4_ok(const uint8_t *p, const struct tp__cand *c, unsigned what)
     uint32_t l4len = o->end - o->l4;
 
     if (o->proto == TP_IPPROTO_TCP) {
-        uint8_t f = l4[13];
+        uint8_t f = l4[TP_TCP_FLAGS];
         if (!(what & TP_GRO_TCP) || !(f & TP_TCP_ACK) ||
             (f & (TP_TCP_SYN | TP_TCP_FIN | TP_TCP_RST | TP_TCP_URG | TP_TCP_CWR | TP_TCP_ECE)))
             return 0;
-    } else if (!(what & TP_GRO_UDP) || tp_rd16(l4 + 6) == 0 || tp_rd16(l4 + 4) != l4len) {
+    } else if (!(what & TP_GRO_UDP) || tp_rd16(l4 + TP_UDP_CSUM_OFF) == 0 || tp_rd16(l4 + TP_UDP_LEN) != l4len) {
         return 0;
     }
     /* The checksum must verify: merging must not launder a corrupt packet. */
@@ -352,9 +352,9 @@ static void tp__gro_classify(const uint8_t *p, uint32_t len, int l2, unsigned wh
     c->payload = o->end - o->l4 - o->l4hl;
     if (c->payload == 0 || !tp__l4_ok(p, c, what))
         return;
-    c->seq = o->proto == TP_IPPROTO_TCP ? tp_rd32(p + o->l4 + 4) : 0;
-    c->psh = o->proto == TP_IPPROTO_TCP && (p[o->l4 + 13] & TP_TCP_PSH);
-    c->id = o->v6 ? 0 : tp_rd16(p + o->l3 + 4);
+    c->seq = o->proto == TP_IPPROTO_TCP ? tp_rd32(p + o->l4 + TP_TCP_SEQ) : 0;
+    c->psh = o->proto == TP_IPPROTO_TCP && (p[o->l4 + TP_TCP_FLAGS] & TP_TCP_PSH);
+    c->id = o->v6 ? 0 : tp_rd16(p + o->l3 + TP_IPV4_ID);
     c->ok = 1;
 }
 
@@ -377,7 +377,8 @@ static int tp__same_flow(const uint8_t *a, const uint8_t *b, const struct tp__l3
         return 0;
     if (o->l3 && memcmp(a, b, o->l3) != 0)
         return 0;
-    if (o->v6 ? memcmp(a + o->l3 + 8, b + o->l3 + 8, 32) != 0 : memcmp(a + o->l3 + 12, b + o->l3 + 12, 8) != 0)
+    if (o->v6 ? memcmp(a + o->l3 + TP_IPV6_SADDR, b + o->l3 + TP_IPV6_SADDR, 32) != 0
+              : memcmp(a + o->l3 + TP_IPV4_SADDR, b + o->l3 + TP_IPV4_SADDR, 8) != 0)
         return 0;
     return memcmp(a + o->l4, b + o->l4, 4) == 0;
 }
@@ -387,11 +388,12 @@ static int tp__ip_joins(const struct tp__open *op, const uint8_t *x, const uint8
                         const struct tp__cand *c, int count, int *id_mode)
 {
     if (op->o.v6)   /* version, traffic class, flow label; hop limit */
-        return memcmp(x, y, 4) == 0 && x[7] == y[7];
-    if (x[1] != y[1] || x[8] != y[8] || ((x[6] ^ y[6]) & (TP_IP_DF >> 8)))
+        return memcmp(x, y, 4) == 0 && x[TP_IPV6_HOPS] == y[TP_IPV6_HOPS];
+    if (x[TP_IPV4_TOS] != y[TP_IPV4_TOS] || x[TP_IPV4_TTL] != y[TP_IPV4_TTL] ||
+        ((x[TP_IPV4_FRAG] ^ y[TP_IPV4_FRAG]) & (TP_IP_DF >> 8)))
         return 0;   /* TOS, TTL, DF */
     int inc = (uint16_t)(c->id - op->id0) == (uint16_t)count;
-    int fixed = c->id == op->id0 && (y[6] & (TP_IP_DF >> 8));
+    int fixed = c->id == op->id0 && (y[TP_IPV4_FRAG] & (TP_IP_DF >> 8));
     *id_mode = inc && op->id_mode != 2 ? 1 : fixed && op->id_mode != 1 ? 2 : 0;
     return *id_mode != 0;
 }
@@ -400,8 +402,9 @@ static int tp__ip_joins(const struct tp__open *op, const uint8_t *x, const uint8
  * window, options; in sequence. */
 static int tp__tcp_joins(const struct tp__open *op, const uint8_t *s, const uint8_t *t, const struct tp__cand *c)
 {
-    return memcmp(s + 8, t + 8, 4) == 0 && s[12] == t[12] &&
-           ((s[13] ^ t[13]) & (uint8_t)~TP_TCP_PSH) == 0 && memcmp(s + 14, t + 14, 2) == 0 &&
+    return memcmp(s + TP_TCP_ACK_SEQ, t + TP_TCP_ACK_SEQ, 4) == 0 && s[TP_TCP_DOFF] == t[TP_TCP_DOFF] &&
+           ((s[TP_TCP_FLAGS] ^ t[TP_TCP_FLAGS]) & (uint8_t)~TP_TCP_PSH) == 0 &&
+           memcmp(s + TP_TCP_WINDOW, t + TP_TCP_WINDOW, 2) == 0 &&
            memcmp(s + TP_TCP_HLEN, t + TP_TCP_HLEN, op->o.l4hl - TP_TCP_HLEN) == 0 &&
            c->seq == op->next_seq;
 }
@@ -432,9 +435,9 @@ static void tp__gro_finish(struct tp_gro_pkt *pkts, struct tp_gro_unit *u, const
     tp__set_ip_len(p, o, l4len);
     if (o->proto == TP_IPPROTO_TCP) {
         if (op->last_psh)
-            p[o->l4 + 13] |= TP_TCP_PSH;
+            p[o->l4 + TP_TCP_FLAGS] |= TP_TCP_PSH;
     } else {
-        tp_wr16(p + o->l4 + 4, (uint16_t)l4len);
+        tp_wr16(p + o->l4 + TP_UDP_LEN, (uint16_t)l4len);
     }
     /* CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not complemented. */
     p[o->l4 + at] = p[o->l4 + at + 1] = 0;
