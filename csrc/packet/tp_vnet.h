@@ -1,6 +1,7 @@
 /* virtio_net_hdr handling as pure functions over buffers (no syscalls):
- * checksums, GSO split of super-packets a device hands over, and GRO
- * coalescing of plain packets into super-packets a device accepts.
+ * GSO split of super-packets a device hands over (tp_vnet.c) and GRO
+ * coalescing of plain packets into super-packets a device accepts
+ * (tp_gro.c); the checksums they use are tp_csum.h's.
  * Header lengths are derived from the packets, never taken from hdr_len. */
 #ifndef TP_VNET_H
 #define TP_VNET_H
@@ -8,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tp_csum.h"    /* tp_csum_add, tp_csum_fold */
 #include "tp_parse.h"   /* enum tp_l2 */
 
 #define TP_VNET_MAX_SEGS 64        /* segments per super-packet we build, and per tp_vnet_split call */
@@ -46,11 +48,6 @@ struct tp_vnet_hdr {
 
 void tp_vnet_hdr_read(const uint8_t *p, struct tp_vnet_hdr *h);
 void tp_vnet_hdr_write(uint8_t *p, const struct tp_vnet_hdr *h, int size);
-
-/* One's complement sum of data added to sum (native byte order; pieces
- * combined this way must each start at an even offset of the packet). */
-uint64_t tp_csum_add(uint64_t sum, const void *data, size_t len);
-uint16_t tp_csum_fold(uint64_t sum);
 
 /* A segment is hdr[0..hdr_len) followed by data[0..len); hdr may be NULL. */
 struct tp_seg {
