@@ -11,7 +11,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from packets import tcp_packet, vnet_hdr  # noqa: E402
+from helpers.packets import tcp_packet, vnet_hdr  # noqa: E402
 
 from tunpump import _core  # noqa: E402
 from tunpump.bench import _tools  # noqa: E402

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from packets import tcp_packet, vnet_hdr
+from helpers.packets import tcp_packet, vnet_hdr
 from tunpump import _core
 from tunpump.bench import _tools
 

@@ -11,7 +11,7 @@ import pytest
 
 from helpers.nettest import wait_until
 from helpers.world import World, assert_stats_add_up
-from packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
+from helpers.packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
 from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, StatsTick, TCPEndpoint, UDPEndpoint,
                      Verdict)
 

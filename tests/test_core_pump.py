@@ -4,7 +4,7 @@ tests/test_sanitizers.py runs them under ASan as well."""
 import threading
 
 from helpers.fakedev import FakeDevice, fmt
-from packets import udp_packet
+from helpers.packets import udp_packet
 from tunpump import _core
 
 CTL = {"enabled": 1, "events": 1, "table_size": 64, "idle_ns": 10**9, "decision_ns": 10**9,

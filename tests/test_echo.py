@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
+from helpers.packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
 from tunpump import Device
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers.nettest import wait_until
-from packets import udp_packet
+from helpers.packets import udp_packet
 from tunpump import Device, Pump, TCPEndpoint, UDPEndpoint, Verdict
 from tunpump import _core
 
@@ -264,7 +264,7 @@ def test_udp_gro_datagram_with_more_segments_than_the_batch_holds(ns):
 TCP_JUNK_THEN_PING = """
 import socket, struct, sys
 sys.path.insert(0, {tests!r})
-from packets import ipv4_header, csum
+from helpers.packets import ipv4_header, csum
 def frame(p): return struct.pack("!H", len(p)) + p
 def read_n(s, n):
     buf = b""

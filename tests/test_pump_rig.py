@@ -12,7 +12,7 @@ import pytest
 from helpers.fakedev import FakeDevice
 from helpers.nettest import wait_until
 from helpers.world import assert_stats_add_up
-from packets import udp_packet
+from helpers.packets import udp_packet
 from tunpump import Pump, Verdict
 
 N = 50

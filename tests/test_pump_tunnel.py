@@ -10,7 +10,7 @@ import pytest
 from helpers.framing import echo_request, frame, read_frame
 from helpers.nettest import wait_until
 from helpers.world import World, assert_stats_add_up, check_traffic
-from packets import csum, ipv4_header
+from helpers.packets import csum, ipv4_header
 from tunpump import Device, Pump, PumpError, TCPEndpoint, UDPEndpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -40,7 +40,7 @@ cdef extern from "tp_netns.h":
 
 cdef extern from "tp_flow.h":
     enum tp_flow_class:
-        TP_FLOW_IP, TP_FLOW_FRAGMENT, TP_FLOW_ARP, TP_FLOW_ND, TP_FLOW_OTHER
+        TP_FLOW_IP, TP_FLOW_FRAGMENT, TP_FLOW_ARP, TP_FLOW_ND, TP_FLOW_OTHER, TP_FLOW_UNPARSED
     struct tp_flow_key:
         uint8_t cls
         uint8_t ip_version

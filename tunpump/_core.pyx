@@ -48,7 +48,7 @@ DROP_REASONS = tuple(tp_drop_names[i].decode() for i in range(TP_DROP__COUNT))
 # bytes each (IPv4: the first 4).
 FlowKey = namedtuple("FlowKey", "kind version protocol sport dport vlan ethertype src dst")
 _FLOW_KINDS = {TP_FLOW_IP: "ip", TP_FLOW_FRAGMENT: "fragment", TP_FLOW_ARP: "arp",
-               TP_FLOW_ND: "nd", TP_FLOW_OTHER: "other"}
+               TP_FLOW_ND: "nd", TP_FLOW_OTHER: "other", TP_FLOW_UNPARSED: "unparsed"}
 
 
 cdef object _flow_key(const tp_flow_key *k):

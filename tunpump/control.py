@@ -80,8 +80,15 @@ Verdict.PUNT = Verdict("punt")
 
 class Flow:
     """A flow as a worker saw it: kind ("ip", "fragment", "arp", "nd",
-    "other"), IP version, protocol, addresses, ports (or the ICMP echo id),
-    VLAN, the queue it arrived on and its counters at the time of the event."""
+    "other", "unparsed"), IP version, protocol, addresses, ports (or the ICMP
+    echo id), VLAN, the queue it arrived on and its counters at the time of
+    the event.
+
+    "unparsed" is an IP packet whose transport header the worker could not
+    find (too many IPv6 extension headers, a header chain or length running
+    past the packet): it has addresses but no ports, so a port-based rule
+    cannot judge it. Decide on it explicitly (dropping it is the safe
+    choice); it is never reported as "other"."""
 
     __slots__ = ("queue", "id", "packets", "bytes", "_key")
 

@@ -2,7 +2,8 @@
  *
  * The machine's headers are older than its kernel (USO arrived in 6.2), so every
  * constant tunpump uses is defined here when missing. Values are the kernel's
- * uapi values (include/uapi/linux/if_tun.h, include/uapi/linux/virtio_net.h). */
+ * uapi values (include/uapi/linux/if_tun.h). The virtio_net_hdr values are
+ * packet code's (csrc/packet/tp_vnet.h). */
 #ifndef TP_COMPAT_H
 #define TP_COMPAT_H
 
@@ -98,15 +99,5 @@
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
-
-/* struct virtio_net_hdr field values */
-#define TP_VNET_F_NEEDS_CSUM 1
-#define TP_VNET_F_DATA_VALID 2
-#define TP_VNET_GSO_NONE 0
-#define TP_VNET_GSO_TCPV4 1
-#define TP_VNET_GSO_UDP 3
-#define TP_VNET_GSO_TCPV6 4
-#define TP_VNET_GSO_UDP_L4 5
-#define TP_VNET_GSO_ECN 0x80
 
 #endif

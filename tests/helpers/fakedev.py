@@ -20,7 +20,7 @@ from typing import Iterator, List, Optional, Tuple
 from tunpump import Device, UDPEndpoint
 from tunpump.netns import entered
 
-from packets import udp_packet
+from helpers.packets import udp_packet
 
 from .nettest import Namespaces, privilege_problem
 from .world import World

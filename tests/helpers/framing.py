@@ -2,7 +2,7 @@
 and the scripts they run inside namespaces."""
 import struct
 
-from packets import csum, ipv4_header
+from helpers.packets import csum, ipv4_header
 
 
 def frame(pkt: bytes) -> bytes:

@@ -17,9 +17,13 @@ def csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ipv4_header(src: str, dst: str, proto: int, payload_len: int, ident: int = 1, ttl: int = 64) -> bytes:
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0, ttl, proto, 0,
-                    ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+def ipv4_header(src: str, dst: str, proto: int, payload_len: int, ident: int = 1, ttl: int = 64,
+                options: bytes = b"", frag: int = 0, tos: int = 0) -> bytes:
+    """An IPv4 header with a correct checksum; frag is the flags/offset word."""
+    assert len(options) % 4 == 0
+    hl = 20 + len(options)
+    h = struct.pack("!BBHHHBBH4s4s", 0x40 | hl // 4, tos, hl + payload_len, ident, frag, ttl, proto, 0,
+                    ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed) + options
     return h[:10] + struct.pack("!H", csum(h)) + h[12:]
 
 
@@ -112,9 +116,56 @@ def verify_l4_checksum(pkt: bytes) -> bool:
     return csum(pseudo6(pkt[8:24], pkt[24:40], len(l4), nh) + l4) == 0
 
 
-def ipv6_header(src: str, dst: str, nh: int, payload_len: int, hop: int = 64, tc: int = 0) -> bytes:
-    return (struct.pack("!IHBB", (6 << 28) | (tc << 20), payload_len, nh, hop)
+def ipv6_header(src: str, dst: str, nh: int, payload_len: int, hop: int = 64, tc: int = 0,
+                flow: int = 0) -> bytes:
+    return (struct.pack("!IHBB", (6 << 28) | (tc << 20) | flow, payload_len, nh, hop)
             + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed)
+
+
+def ipv6_with_ext(l4: bytes, l4_proto: int, exts: list, src: str, dst: str) -> bytes:
+    """An IPv6 packet carrying l4 behind extension headers of the given types
+    (8 bytes each; AH 16 bytes, as its length counts in 4-byte units)."""
+    chain = b""
+    for i, t in enumerate(exts):
+        nh = exts[i + 1] if i + 1 < len(exts) else l4_proto
+        chain += bytes([nh, 2]) + bytes(14) if t == 51 else bytes([nh, 0]) + bytes(6)
+    return ipv6_header(src, dst, exts[0] if exts else l4_proto, len(chain) + len(l4)) + chain + l4
+
+
+def ipv4_fragment(src: str, dst: str, proto: int, data: bytes, offset: int = 0, mf: bool = False) -> bytes:
+    """An IPv4 fragment; offset in 8-byte units."""
+    return ipv4_header(src, dst, proto, len(data), frag=(0x2000 if mf else 0) | offset) + data
+
+
+def ipv6_fragment(src: str, dst: str, nh: int, data: bytes, offset: int = 0, mf: bool = False) -> bytes:
+    frag = bytes([nh, 0]) + struct.pack("!HI", (offset << 3) | int(mf), 7)
+    return ipv6_header(src, dst, 44, len(frag) + len(data)) + frag + data
+
+
+ETH_HDR = bytes(6) + bytes([2, 0, 0, 0, 0, 1])   # destination, source
+
+
+def eth(payload: bytes, ethertype: int) -> bytes:
+    return ETH_HDR + struct.pack("!H", ethertype) + payload
+
+
+def vlan_eth(payload: bytes, ethertype: int, vid: int, outer: int | None = None) -> bytes:
+    """An 802.1Q-tagged frame; with outer, an 802.1ad tag in front (QinQ)."""
+    tags = struct.pack("!HH", 0x88A8, outer) if outer is not None else b""
+    return ETH_HDR + tags + struct.pack("!HHH", 0x8100, vid, ethertype) + payload
+
+
+def icmp_echo(src: str, dst: str, ident: int) -> bytes:
+    """An ICMP (IPv4) or ICMPv6 echo request with a correct checksum."""
+    v6 = ":" in src
+    body = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, 1) + b"x"
+    if v6:
+        s, d = ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed
+        c = csum(pseudo6(s, d, len(body), 58) + body)
+        body = body[:2] + struct.pack("!H", c) + body[4:]
+        return ipv6_header(src, dst, 58, len(body)) + body
+    body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    return ipv4_header(src, dst, 1, len(body)) + body
 
 
 def _l4_with_csum(src: str, dst: str, proto: int, l4: bytes, at: int) -> bytes:
@@ -152,6 +203,20 @@ def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes, ident
     if ":" in src:
         return ipv6_header(src, dst, 17, len(l4)) + l4
     return ipv4_header(src, dst, 17, len(l4), ident=ident) + l4
+
+
+def udp_zero_csum_payload(src: str, dst: str, sport: int, dport: int, prefix: bytes = b"", size: int = 100) -> bytes:
+    """A UDP payload (prefix, filler) whose datagram's checksum computes to 0,
+    which a sender must put on the wire as 0xffff (RFC 768)."""
+    assert size % 2 == 0 and len(prefix) <= size - 2
+    body = bytearray(prefix + b"." * (size - len(prefix)))
+    body[-2:] = b"\0\0"
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    l4 = struct.pack("!HHHH", sport, dport, 8 + size, 0) + bytes(body)
+    ph = s + d + struct.pack("!BBH", 0, 17, len(l4)) if len(s) == 4 else pseudo6(s, d, len(l4), 17)
+    folded = (~csum(ph + l4)) & 0xFFFF          # the one's complement sum so far
+    body[-2:] = struct.pack("!H", 0xFFFF - folded if folded != 0xFFFF else 0xFFFF)
+    return bytes(body)
 
 
 def vnet_hdr(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
