@@ -131,3 +131,21 @@ def test_udp_segment_refused_falls_back(world):
     assert e["gso_fallbacks"] >= 1, e
     assert e["gso_split"] > 0
     assert_stats_add_up(p1.stats())
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_small_mtu_super_packets_split_whole(world, batch):
+    """issue 12 bug 8: at MTU 576 (MSS 536) a 64 KB TSO packet has over 64
+    segments; it must be split whole, not dropped as too big."""
+    w = world
+    for d in (w.a, w.b):
+        d.link.set_mtu(576)   # below IPv6's minimum: IPv4 only from here
+    e1 = UDPEndpoint(("198.18.10.1", 6500), ("198.18.10.2", 6500), netns=w.n1)
+    e2 = UDPEndpoint(("198.18.10.2", 6500), ("198.18.10.1", 6500), netns=w.n2)
+    with Pump(w.a, e1, batch=batch) as p1, Pump(w.b, e2, batch=batch) as p2:
+        res = w.ns.transfer(w.n1, w.n2, "198.18.11.2", 16 * MiB, timeout=60)
+    assert res["received"]["sha256"] == res["sent"]["sha256"]
+    s = p1.stats()["to_endpoint"]
+    assert s["gso_split"] > 0 and s["drops"]["too_big"] == 0, s
+    assert s["packets_in"] > 16 * MiB // 536

@@ -38,7 +38,8 @@ void tp__dir_free(struct tp__dir *d)
 /* malloc, not calloc: pages are touched only as traffic needs them. */
 int tp__dir_alloc(struct tp__dir *d, int batch, int with_bufs)
 {
-    size_t cap = (size_t)batch * TP_VNET_MAX_SEGS;
+    /* room for a batch of typical super-packets plus one of the most segments */
+    size_t cap = (size_t)batch * TP_VNET_MAX_SEGS + TP_VNET_SPLIT_MAX_SEGS;
 
     d->cap = (int)cap;
     d->bufs = with_bufs ? malloc((size_t)batch * TP__BUF_SIZE) : NULL;

@@ -234,23 +234,20 @@ static void tp__ctl_punt(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_sta
 {
     const struct tp_fmt *src = c->dev_fmt;
     struct tp_seg segs[TP_VNET_MAX_SEGS];
-    int nseg = 1;
+    struct tp_vnet_splitter sp;
+    struct tp_vnet_hdr vh = { 0 };
+    int n;
 
-    segs[0] = (struct tp_seg){ NULL, 0, r->data, r->len };
-    if (src->vnet_hdr_sz) {
-        /* Python gets wire packets with complete checksums, not super-packets. */
-        struct tp_vnet_hdr vh;
+    if (src->vnet_hdr_sz)   /* Python gets wire packets with complete checksums, not super-packets. */
         tp_vnet_hdr_read(r->pre + tp_fmt_vnet_off(src), &vh);
-        nseg = tp_vnet_split(&vh, r->data, r->len, src->tap ? ETH_HLEN : 0, c->punt_hdrs, segs,
-                             TP_VNET_MAX_SEGS);
-        if (nseg < 0) {
-            TP__ADD(st->pkts_in, 1);
-            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
-            return;
-        }
+    if (tp_vnet_split_begin(&sp, &vh, r->data, r->len, src->tap ? TP_L2_ETH : TP_L2_NONE) < 0) {
+        TP__ADD(st->pkts_in, 1);
+        TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
+        return;
     }
-    for (int k = 0; k < nseg; k++)
-        tp__ctl_punt_one(c, &segs[k], flow, st);
+    while ((n = tp_vnet_split_next(&sp, c->punt_hdrs, segs, TP_VNET_MAX_SEGS)) > 0)
+        for (int k = 0; k < n; k++)
+            tp__ctl_punt_one(c, &segs[k], flow, st);
 }
 
 /* The flow of key k, made (and asked about) on first sight or after idling. */

@@ -63,8 +63,10 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
             TP__ADD(st->gso_passed, 1);
         return;
     }
-    nseg = tp_vnet_split(&vh, r->data, r->len, src->tap ? ETH_HLEN : 0,
-                         d->seg_hdrs + (size_t)*out * TP_VNET_HDR_ROOM, segs, TP_VNET_MAX_SEGS);
+    struct tp_vnet_splitter sp;
+    nseg = tp_vnet_split_begin(&sp, &vh, r->data, r->len, src->tap ? TP_L2_ETH : TP_L2_NONE);
+    if (nseg > d->cap - *out)
+        nseg = TP_VNET_ETOOMANY;   /* no room left in this batch */
     if (nseg < 0) {
         TP__ADD(st->pkts_in, 1);
         TP__ADD(st->drops[nseg == TP_VNET_ETOOMANY ? TP_DROP_TOO_BIG : TP_DROP_MALFORMED], 1);
@@ -73,7 +75,9 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
     if (vh.gso_type != TP_VNET_GSO_NONE)
         TP__ADD(st->gso_split, 1);
     TP__ADD(st->pkts_in, nseg);
-    for (int k = 0; k < nseg; k++) {
+    for (int n; (n = tp_vnet_split_next(&sp, d->seg_hdrs + (size_t)*out * TP_VNET_HDR_ROOM, segs,
+                                        TP_VNET_MAX_SEGS)) > 0;)
+    for (int k = 0; k < n; k++) {
         struct tp__pkt *p = &d->pkts[(*out)++];
         p->data = segs[k].data;
         p->len = segs[k].len;
