@@ -21,7 +21,7 @@ V4 = ("198.18.0.1", "198.18.0.2")
 PAYLOAD = bytes((i * 7) & 0xFF for i in range(64000))
 SUPER = tcp_packet(*V4, 40000, 5201, 1000, PAYLOAD, flags=0x18)
 SUPER_HDR = vnet_hdr(1, 1, 40, 1400, 20, 16)
-SEGMENTS = _core.vnet_split(SUPER_HDR, SUPER)
+SEGMENTS = _tools.vnet_split(SUPER_HDR, SUPER)
 
 
 @pytest.mark.parametrize("size", [64, 1500, 65536])

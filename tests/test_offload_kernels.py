@@ -11,6 +11,7 @@ from helpers.packets import (csum, eth, ipv4_header, ipv6_with_ext, parse_vnet, 
                      udp_zero_csum_payload, verify_l4_checksum, vlan_eth, vnet_hdr, complete_partial, pseudo6,
                      ipv4_fragment)
 from tunpump import _core
+from tunpump.bench import _tools
 
 NEEDS_CSUM, TCPV4, UDP_L4, TCPV6 = 1, 1, 5, 4
 V4 = ("198.18.0.1", "198.18.0.2")
@@ -138,13 +139,13 @@ CSUM_CASES = [("empty", b""), ("one byte", b"\x01"), ("odd", b"\x01\x02\x03"),
 
 @pytest.mark.parametrize("name,data", CSUM_CASES, ids=[c[0] for c in CSUM_CASES])
 def test_checksum_matches_reference(name, data):
-    assert _core.checksum(data) == csum(data)
+    assert _tools.checksum(data) == csum(data)
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=3000))
 def test_checksum_property(data):
-    assert _core.checksum(data) == csum(data)
+    assert _tools.checksum(data) == csum(data)
 
 
 # ---- split ------------------------------------------------------------------------
@@ -238,9 +239,9 @@ SPLIT_CASES = _tcp_split_rows() + [
 def test_split(name, hdr, pkt, l2, want):
     if isinstance(want, str):
         with pytest.raises(ValueError, match=want):
-            _core.vnet_split(hdr, pkt, l2=l2)
+            _tools.vnet_split(hdr, pkt, l2=l2)
         return
-    check_split(pkt, _core.vnet_split(hdr, pkt, l2=l2), want, l2)
+    check_split(pkt, _tools.vnet_split(hdr, pkt, l2=l2), want, l2)
 
 
 def partial(pkt, l2=0):
@@ -268,7 +269,7 @@ NEEDS_CSUM_CASES = [
 @pytest.mark.parametrize("name,pkt,l2", NEEDS_CSUM_CASES, ids=[c[0] for c in NEEDS_CSUM_CASES])
 def test_needs_csum_completed(name, pkt, l2):
     raw, start, off = partial(pkt, l2)
-    [out] = _core.vnet_split(vnet_hdr(NEEDS_CSUM, 0, 0, 0, start, off), raw, l2=l2)
+    [out] = _tools.vnet_split(vnet_hdr(NEEDS_CSUM, 0, 0, 0, start, off), raw, l2=l2)
     assert out == pkt
     if "0xffff" in name:
         assert out[start + off:start + off + 2] == b"\xff\xff"
@@ -295,7 +296,7 @@ def check_coalesced(pkts, out, want, l2=0):
         assert body[hl:] == b"".join(pkts[i][hl:] for i in unit)
         assert ip_ok(complete_partial(body, h["csum_start"], h["csum_offset"]), l2)
         # The device cuts it back into the packets that went in.
-        split = _core.vnet_split(hdr, complete_partial(body, h["csum_start"], h["csum_offset"]), l2=l2)
+        split = _tools.vnet_split(hdr, complete_partial(body, h["csum_start"], h["csum_offset"]), l2=l2)
         assert [s[hl:] for s in split] == [pkts[i][hl:] for i in unit]
 
 
@@ -371,13 +372,13 @@ COALESCE_CASES = [
 
 @pytest.mark.parametrize("name,pkts,opts,want", COALESCE_CASES, ids=[c[0] for c in COALESCE_CASES])
 def test_coalesce(name, pkts, opts, want):
-    out = _core.gro_coalesce(list(pkts), **opts)
+    out = _tools.gro_coalesce(list(pkts), **opts)
     check_coalesced(pkts, out, want, 1 if opts.get("l2") else 0)
 
 
 def test_tap_round_trip():
-    out = _core.gro_coalesce(_TAP, l2=14)
-    assert _core.vnet_split(out[0][0], out[0][1], l2=14) == _TAP
+    out = _tools.gro_coalesce(_TAP, l2=14)
+    assert _tools.vnet_split(out[0][0], out[0][1], l2=14) == _TAP
 
 
 # ---- properties --------------------------------------------------------------------
@@ -392,11 +393,11 @@ def test_split_then_coalesce_round_trip(size, mss, v6, opts, psh):
     sp = super_tcp(addrs, payload, flags=ACK | (PSH if psh else 0), options=opts)
     if -(-size // mss) > 64:
         with pytest.raises(ValueError, match="too many"):
-            _core.vnet_split(gso_hdr(sp, mss, gso), sp)
+            _tools.vnet_split(gso_hdr(sp, mss, gso), sp)
         return
-    segs = _core.vnet_split(gso_hdr(sp, mss, gso), sp)
+    segs = _tools.vnet_split(gso_hdr(sp, mss, gso), sp)
     check_split(sp, segs, mss)
-    out = _core.gro_coalesce(segs)
+    out = _tools.gro_coalesce(segs)
     check_coalesced(segs, out, [list(range(len(segs)))])
     if len(segs) > 1:
         # Same headers as the original (but the checksum) and the same payload.
@@ -412,7 +413,7 @@ def test_split_then_coalesce_round_trip(size, mss, v6, opts, psh):
        l2=st.sampled_from([0, 14]))
 def test_split_never_crashes_on_garbage(hdr, pkt, l2):
     try:
-        segs = _core.vnet_split(hdr, pkt, l2=l2)
+        segs = _tools.vnet_split(hdr, pkt, l2=l2)
     except ValueError as exc:
         assert str(exc) in ("malformed", "too many segments", "unsupported")
         return
@@ -422,7 +423,7 @@ def test_split_never_crashes_on_garbage(hdr, pkt, l2):
 @settings(max_examples=200, deadline=None)
 @given(pkts=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=40))
 def test_coalesce_never_crashes_on_garbage(pkts):
-    out = _core.gro_coalesce(pkts)
+    out = _tools.gro_coalesce(pkts)
     assert 1 <= len(out) <= len(pkts)
     # What was not merged comes out exactly as it went in.
     assert all(p in pkts for h, p in out if h == ZERO)

@@ -10,6 +10,7 @@ import time
 
 from helpers.packets import csum, pseudo6, udp_packet, udp_zero_csum_payload, vnet_hdr
 from tunpump import Device, _core
+from tunpump.bench import _tools
 
 
 def relay(a, b, stop, seen):
@@ -104,14 +105,14 @@ def _gso(addrs, tags, mss=600):
 
 
 def _coalesced(addrs, tags):
-    [(hdr, pkt)] = _core.gro_coalesce([_udp(addrs, _tagged(t), i + 1) for i, t in enumerate(tags)])
+    [(hdr, pkt)] = _tools.gro_coalesce([_udp(addrs, _tagged(t), i + 1) for i, t in enumerate(tags)])
     return hdr + pkt
 
 
 def _split(addrs, tags):
     pkt = _udp(addrs, b"".join(_tagged(t) for t in tags))
     raw, o = _partial(pkt)
-    return [bytes(10) + s for s in _core.vnet_split(vnet_hdr(1, 5, o + 8, 600, o, 6), raw)]
+    return [bytes(10) + s for s in _tools.vnet_split(vnet_hdr(1, 5, o + 8, 600, o, 6), raw)]
 
 
 def _bad(pkt):

@@ -32,6 +32,9 @@ cdef int _check(int rc, str call) except -1:
     return rc
 
 
+include "_packet.pxi"
+
+
 # ---- traffic -----------------------------------------------------------------
 
 cdef dict _traffic(tp_traffic_result *r):
