@@ -57,5 +57,17 @@ def test_errors_are_clear(ns):
     assert r.returncode == 1 and "no TUN/TAP device named 'nosuch'" in r.stderr
     assert cli(n, "add", "tpdup").returncode == 0
     r = cli(n, "add", "tpdup")
-    assert r.returncode == 2 and "exclusive" in r.stderr
+    assert r.returncode == 2 and "device 'tpdup' already exists" in r.stderr, r.stderr
+    assert "exclusive" not in r.stderr   # API words have no place on the command line
     assert cli(n, "del", "tpdup").returncode == 0
+
+
+def test_add_with_unknown_user_or_group_leaves_nothing(ns):
+    n = ns.make()
+    for opt in ("--user", "--group"):
+        r = cli(n, "add", "tpnouser", opt, "tpnosuchname")
+        assert r.returncode == 2 and "no such" in r.stderr and "tpnosuchname" in r.stderr, r.stderr
+        assert json.loads(cli(n, "show", "--json").stdout) == []
+        # and a second try says what is wrong again, not that the device exists
+        r = cli(n, "add", "tpnouser", opt, "tpnosuchname")
+        assert "already exists" not in r.stderr and "no such" in r.stderr, r.stderr

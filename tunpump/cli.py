@@ -12,10 +12,20 @@ from .errors import TunpumpError
 
 
 def _dev_add(args: argparse.Namespace) -> int:
+    import errno
     from .device import Device
-    with Device(args.name, args.mode, queues=1, multi_queue=args.multi_queue,
-                vnet_hdr=args.vnet_hdr, offloads=args.vnet_hdr, pi=args.pi, exclusive=True,
-                persist=True, owner=args.user, group=args.group, netns=args.netns) as dev:
+    from .errors import DeviceConflictError
+    try:
+        dev = Device(args.name, args.mode, queues=1, multi_queue=args.multi_queue,
+                     vnet_hdr=args.vnet_hdr, offloads=args.vnet_hdr, pi=args.pi, exclusive=True,
+                     persist=True, owner=args.user, group=args.group, netns=args.netns)
+    except DeviceConflictError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        print(f"tunpump: device {args.name!r} already exists (remove it with: dev del {args.name})",
+              file=sys.stderr)
+        return 2
+    with dev:
         print(dev.name)
     return 0
 

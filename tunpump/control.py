@@ -12,13 +12,15 @@ already decided (their packets never wait for Python). For asyncio,
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno as _errno
 import logging
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from . import _core
 
@@ -213,38 +215,76 @@ class Control:
         self.on_event_cb: Optional[Callable] = on_event
         self.default = default._code()
         self.stats_interval = stats_interval
-        self.queues: list = []   # asyncio consumers: (loop, asyncio.Queue)
+        self.streams: List["weakref.ref[EventStream]"] = []   # Pump.events() iterators
         self.callback_errors = 0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._idents: set = set()   # thread ids of control threads still alive
+
+    # -- asyncio iterators -----------------------------------------------------
+    def stream(self) -> "EventStream":
+        st = EventStream(self)
+        self.streams.append(weakref.ref(st, self._forget))
+        return st
+
+    def _forget(self, ref) -> None:
+        try:
+            self.streams.remove(ref)
+        except ValueError:
+            pass
+
+    def has_streams(self) -> bool:
+        return any(ref() is not None for ref in list(self.streams))
 
     # -- thread ----------------------------------------------------------------
-    def start(self, core) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(core,), name="tunpump-control", daemon=True)
+    def start(self, core, run) -> None:
+        """Run the callbacks for `core` on a new thread. The thread holds a
+        token of `run` (tunpump.pump._Run) while it may touch the core, so
+        the core outlives a callback that is still running after stop()."""
+        self._stop = threading.Event()   # a fresh one: a late thread of an earlier run keeps its own
+        tok = run.enter()
+        self._thread = threading.Thread(target=self._run, args=(core, run, tok, self._stop),
+                                        name="tunpump-control", daemon=True)
         self._thread.start()
 
     def is_control_thread(self) -> bool:
-        return self._thread is not None and self._thread is threading.current_thread()
+        """True on a thread that runs (or ran, and is finishing a late
+        callback) this pump's callbacks."""
+        return threading.get_ident() in self._idents
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """No callback starts after this; wait up to `timeout` seconds for the
+        thread (a callback may be running). From a callback, only ask."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        t = self._thread
+        if t is None or t is threading.current_thread():
+            return
         self._thread = None
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("tunpump: a callback is still running %.1f s after stop(); it finishes "
+                        "on its own and its verdicts are ignored", timeout or 0)
 
-    def _run(self, core) -> None:
-        next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
-        while not self._stop.is_set():
-            if core.wait_events(50):
-                while not self._stop.is_set() and core.dispatch(self, 4096) == 4096:
-                    pass
-            if next_tick is not None and time.monotonic() >= next_tick:
-                next_tick += self.stats_interval
-                self._event(StatsTick(self.pump.stats()))
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or threading.current_thread() is not self._thread
+
+    def _run(self, core, run, tok, stop: threading.Event) -> None:
+        self._idents.add(threading.get_ident())
+        try:
+            next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
+            while not stop.is_set():
+                if core.wait_events(50):
+                    while not stop.is_set() and core.dispatch(self, 4096) == 4096:
+                        pass
+                if next_tick is not None and time.monotonic() >= next_tick and not stop.is_set():
+                    next_tick += self.stats_interval
+                    self._event(StatsTick(self.pump.stats()))
+        finally:
+            self._idents.discard(threading.get_ident())
+            run.leave(tok)
 
     # -- called by the dispatcher ---------------------------------------------------
     def _failed(self, what: str) -> None:
@@ -252,7 +292,7 @@ class Control:
         log.exception("tunpump: %s raised; the pump goes on", what)
 
     def on_flow(self, queue, flow_id, gen, key, packets, nbytes):
-        if self.on_flow_cb is None:
+        if self.on_flow_cb is None or self._stopping():
             return self.default
         try:
             v = self.on_flow_cb(Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
@@ -268,7 +308,7 @@ class Control:
             return self.default
 
     def on_packet(self, queue, view, flow_id, key, packets, nbytes) -> None:
-        if self.on_packet_cb is None:
+        if self.on_packet_cb is None or self._stopping():
             return
         try:
             self.on_packet_cb(view, Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
@@ -292,13 +332,87 @@ class Control:
         self._event(WorkerError(queue, err, where))
 
     def _event(self, ev) -> None:
-        for loop, q in list(self.queues):
-            try:
-                loop.call_soon_threadsafe(q.put_nowait, ev)
-            except RuntimeError:   # the loop was closed
-                self.queues.remove((loop, q))
+        if self._stopping():
+            return
+        for ref in list(self.streams):
+            st = ref()
+            if st is not None:
+                st._post(ev)
         if self.on_event_cb is not None:
             try:
                 self.on_event_cb(ev)
             except BaseException:
                 self._failed("on_event")
+
+
+class EventStream:
+    """An async iterator over a pump's events (Pump.events()). It is
+    registered when made, so events posted between start() and the first
+    `async for` step wait in it. Events are kept until read; aclose() (or
+    dropping it) unregisters it."""
+
+    def __init__(self, control: Control) -> None:
+        self._control = control
+        self._items: Deque[Any] = collections.deque()
+        self._lock = threading.Lock()   # the control thread posts, the loop's thread reads
+        self._waiter: Optional[asyncio.Future] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._closed = False
+
+    def _post(self, ev: Any) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._items.append(ev)
+            waiter, loop, self._waiter = self._waiter, self._loop, None
+        if waiter is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:   # its loop was closed: nobody can read this any more
+                self._unregister()
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                if self._closed:
+                    raise StopAsyncIteration
+                fut = loop.create_future()
+                self._waiter, self._loop = fut, loop
+            try:
+                await fut
+            finally:
+                with self._lock:
+                    if self._waiter is fut:
+                        self._waiter = None
+
+    def _unregister(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._items.clear()
+            waiter, loop, self._waiter = self._waiter, self._loop, None
+        for ref in list(self._control.streams):
+            if ref() is self or ref() is None:
+                self._control._forget(ref)
+        if waiter is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:
+                pass
+
+    async def aclose(self) -> None:
+        """Stop receiving events; a pending `async for` step ends."""
+        self._unregister()
+
+    def close(self) -> None:
+        self._unregister()
+
+
+def _wake(fut: "asyncio.Future") -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -8,7 +8,8 @@ import os
 import pwd
 import select
 import socket
-from typing import FrozenSet, Iterable, List, Optional, Union
+import weakref
+from typing import Dict, FrozenSet, Iterable, List, Optional, Union
 
 from . import _core
 from .errors import DeviceConflictError, TunpumpError, device_error
@@ -66,12 +67,44 @@ def _uid(value: Union[int, str], arg: str) -> int:
     raise ValueError(f"{arg}={value!r}: expected a non-negative id or a name")
 
 
+def _existing(name: str) -> Optional[dict]:
+    """The TUN/TAP details of the device called `name` in this thread's
+    namespace, or None when there is none (or `name` is a pattern)."""
+    if "%" in name:
+        return None
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return None
+    try:
+        return Link(name).tun_info()
+    except TunpumpError:   # gone in between
+        return None
+
+
+def _check_attach(name: str, have: dict, mode: str, pi: bool, multi_queue: bool, vnet_hdr: bool) -> None:
+    """Refuse to attach to an existing device with other flags. The kernel
+    itself refuses another mode or multi_queue, but for vnet_hdr and pi it
+    either rewrites the device's flags (a device with no queue open, e.g. a
+    persistent one) or ignores the caller's (a multi-queue device with
+    queues open); both would leave the caller or the device's other users
+    with the wrong packet prefix."""
+    want = {"mode": mode, "multi_queue": multi_queue, "vnet_hdr": vnet_hdr, "pi": pi}
+    diffs = [f"it has {k}={have[k]!r}, asked {k}={want[k]!r}" for k in want if have[k] != want[k]]
+    if diffs:
+        raise DeviceConflictError(
+            errno.EINVAL, f"cannot attach to {name!r}: a device of that name exists with other flags "
+                          f"({'; '.join(diffs)}); attach with its flags, or delete it first")
+
+
 class Device:
     """A TUN or TAP device with one open fd per queue.
 
     Creates the device when the name is free, or attaches to an existing one
-    whose flags match (the kernel's own rule); ``exclusive=True`` insists on
-    creating. Closing the last fd of a non-persistent device removes it.
+    whose mode, multi_queue, vnet_hdr and pi match (anything else raises
+    DeviceConflictError and leaves the device as it was); ``exclusive=True``
+    insists on creating. A constructor that fails leaves nothing behind: a
+    device it made persistent is removed. Closing the last fd of a non-persistent device removes it.
 
     All fds are O_NONBLOCK and O_CLOEXEC: the pump needs non-blocking fds, and
     :meth:`read` waits with poll, so Python callers still get blocking reads.
@@ -116,6 +149,9 @@ class Device:
         if not vnet_hdr and offloads not in (True, False, None) and _offload_bits(offloads):
             raise ValueError("offloads: need vnet_hdr=True (the kernel describes offloaded packets in that header)")
 
+        uid = _uid(owner, "owner") if owner is not None else None   # before anything is made
+        gid = _uid(group, "group") if group is not None else None
+
         if netns is not None and not netns_exists(netns):
             raise FileNotFoundError(errno.ENOENT, f"netns={netns!r}: no such network namespace")
 
@@ -139,8 +175,14 @@ class Device:
 
         step = "open"
         self.name = name
+        self._users: Dict[int, "weakref.ref"] = {}
+        existing: Optional[dict] = None
+        persist_changed = False
         try:
             with entered(netns):
+                existing = _existing(name)
+                if existing is not None and not exclusive:
+                    _check_attach(name, existing, mode, self.pi, self.multi_queue, self.vnet_hdr)
                 for q in range(queues):
                     qflags = flags | (_core.FLAGS["IFF_TUN_EXCL"] if exclusive and q == 0 else 0)
                     try:
@@ -149,6 +191,8 @@ class Device:
                         step = getattr(exc, "step", "open")   # the binding names the failed call
                         raise
                     self._fds.append(fd)
+                step = "TUNGETIFF"
+                self._check_flags_in_force()
                 step = "configure"
                 if vnet_hdr:
                     step = "TUNSETVNETHDRSZ"
@@ -158,21 +202,52 @@ class Device:
                 if persist is not None:
                     step = "TUNSETPERSIST"
                     _core.set_persist(self._fds[0], persist)
-                if owner is not None:
+                    persist_changed = bool(persist) != bool(existing and existing["persist"])
+                if uid is not None:
                     step = "TUNSETOWNER"
-                    _core.set_owner(self._fds[0], _uid(owner, "owner"))
-                if group is not None:
+                    _core.set_owner(self._fds[0], uid)
+                if gid is not None:
                     step = "TUNSETGROUP"
-                    _core.set_group(self._fds[0], _uid(group, "group"))
+                    _core.set_group(self._fds[0], gid)
                 self.ifindex = socket.if_nametoindex(self.name)
         except OSError as exc:
+            self._undo_persist(persist_changed, existing)
             self.close()
             if isinstance(exc, TunpumpError):
                 raise
-            raise device_error(exc, name=name, path=tun_path, step=step) from None
+            raise device_error(exc, name=name, path=tun_path, step=step,
+                               exclusive=exclusive) from None
         except BaseException:
+            self._undo_persist(persist_changed, existing)
             self.close()
             raise
+
+    def _undo_persist(self, changed: bool, existing: Optional[dict]) -> None:
+        """A failed constructor leaves the device's persistence as it found
+        it: a device it made persistent goes away with its fds."""
+        if changed and self._fds:
+            try:
+                _core.set_persist(self._fds[0], bool(existing and existing["persist"]))
+            except OSError:
+                pass
+
+    def _check_flags_in_force(self) -> None:
+        """Refuse an attach whose flags the kernel did not apply: a new queue
+        of a multi-queue device that already has queues keeps the device's
+        flags whatever the caller asked. TUNGETIFF reports the device's
+        flags, except bit 0x1000 (IFF_NO_PI, shared with IFF_NOFILTER): PI
+        was compared before attaching (_check_attach)."""
+        got = _core.get_iff(self._fds[0])[1]
+        bits = (("mode", _core.FLAGS["IFF_TAP"]), ("multi_queue", _core.FLAGS["IFF_MULTI_QUEUE"]),
+                ("vnet_hdr", _core.FLAGS["IFF_VNET_HDR"]))
+        have: Dict[str, object] = {k: bool(got & b) for k, b in bits}
+        have["mode"] = "tap" if have["mode"] else "tun"
+        want = {"mode": self.mode, "multi_queue": self.multi_queue, "vnet_hdr": self.vnet_hdr}
+        diffs = [f"it has {k}={have[k]!r}, asked {k}={want[k]!r}" for k in want if have[k] != want[k]]
+        if diffs:
+            raise DeviceConflictError(
+                errno.EINVAL, f"cannot attach to {self.name!r}: the kernel kept the device's own "
+                              f"flags ({'; '.join(diffs)}); attach with its flags")
 
     # -- introspection -------------------------------------------------
     def __repr__(self) -> str:
@@ -312,8 +387,23 @@ class Device:
         return os.write(fd, packet)
 
     # -- lifetime ------------------------------------------------------
+    def _add_user(self, user) -> None:
+        """`user` (a running pump) reads and writes this device's fds until
+        it calls _remove_user; close() stops it first."""
+        self._users[id(user)] = weakref.ref(user)
+
+    def _remove_user(self, user) -> None:
+        self._users.pop(id(user), None)
+
     def close(self) -> None:
-        """Close every queue fd. A non-persistent device goes away with the last."""
+        """Close every queue fd. A non-persistent device goes away with the
+        last. Pumps still running on the device are stopped first (as by
+        their stop()), so no worker is left on a closed fd number that a new
+        device could reuse."""
+        for ref in list(getattr(self, "_users", {}).values()):
+            user = ref()
+            if user is not None:
+                user.stop()
         fds, self._fds = getattr(self, "_fds", []), []
         for fd in fds:
             try:

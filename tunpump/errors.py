@@ -31,7 +31,7 @@ class PumpError(TunpumpError):
     """A pump worker stopped on an error it could not recover from."""
 
 
-def device_error(exc: OSError, *, name: str, path: str, step: str) -> OSError:
+def device_error(exc: OSError, *, name: str, path: str, step: str, exclusive: bool = False) -> OSError:
     """Turn the OSError of a failed device call into the documented type with a
     message that names the cause."""
     code = exc.errno or 0
@@ -45,10 +45,11 @@ def device_error(exc: OSError, *, name: str, path: str, step: str) -> OSError:
         return PrivilegeError(
             code, f"{step} on device {name!r} needs CAP_NET_ADMIN "
                   f"(or, to attach to a persistent device, being its owner or in its group)")
+    if step == "TUNSETIFF" and code == _errno.EBUSY and exclusive:
+        return DeviceConflictError(code, f"device {name!r} already exists (exclusive=True asks for a new one)")
     if step == "TUNSETIFF" and code == _errno.EBUSY:
         return DeviceConflictError(
-            code, f"device {name!r} is busy: it exists and exclusive=True was asked, "
-                  f"or it is single-queue and already open")
+            code, f"device {name!r} is busy: it is single-queue and already open (one fd at a time)")
     if step == "TUNSETIFF" and code == _errno.EINVAL:
         return DeviceConflictError(
             code, f"cannot attach to {name!r}: a device of that name exists with another kind "

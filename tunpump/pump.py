@@ -1,21 +1,23 @@
 """Pump: forwards between a device and an endpoint on C worker threads."""
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
 import asyncio
 import struct
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _core
-from .control import Control, Event, Flow, Verdict
+from .control import Control, Event, EventStream, Flow, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
 
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
 DEFAULT_BATCH = 64
+STOP_CALLBACK_WAIT = 2.0   # seconds stop() waits for a running callback to return
 
 
 def _fmt(dev: Device) -> tuple:
@@ -27,6 +29,52 @@ def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     for k, v in a.items():
         out[k] = _sum(v, b[k]) if isinstance(v, dict) else v + b[k]
     return out
+
+
+class _Run:
+    """One started C pump and the threads using it.
+
+    stop() never waits on a lock: a signal handler can run it in the middle of
+    any other pump call on the same thread, and a callback can run it on the
+    control thread. Instead, every user of the core (stats, error, inject,
+    run's wait, the control thread) holds a token, and the core's memory is
+    freed by whoever leaves last once the run is retired. list.append/remove
+    are atomic under the GIL; retiring sets the flag before looking at the
+    users and users look at the flag after joining, so one side always sees
+    the other."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.users: List[object] = []
+        self.retired = False
+        self.stoppers: List[tuple] = []   # (token, thread id) of each stop(); the first one stops
+        self.stopped = threading.Event()
+        self._close_claim = [True]
+
+    def enter(self) -> Optional[object]:
+        tok = object()
+        self.users.append(tok)
+        if self.retired:
+            self.leave(tok)
+            return None
+        return tok
+
+    def leave(self, tok: object) -> None:
+        self.users.remove(tok)
+        if self.retired and not self.users:
+            self._close()
+
+    def retire(self) -> None:
+        self.retired = True
+        if not self.users:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            self._close_claim.pop()   # exactly one closer
+        except IndexError:
+            return
+        self.core.close()
 
 
 class Pump:
@@ -75,6 +123,11 @@ class Pump:
         if isinstance(endpoint, Device):
             if endpoint is device:
                 raise ValueError("endpoint: relaying a device to itself would loop")
+            if endpoint.mode != device.mode:
+                raise ValueError(
+                    f"endpoint: {device.name} is a {device.mode.upper()} device (IP packets) and "
+                    f"{endpoint.name} a {endpoint.mode.upper()} device (Ethernet frames); "
+                    f"a relay needs two devices of the same mode")
             if endpoint.closed:
                 raise ValueError("endpoint: the device is closed")
             if endpoint.queues != device.queues:
@@ -114,8 +167,8 @@ class Pump:
         self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval)
         self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval))
         self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
-        self._core: Optional[_core.CorePump] = None
-        self._lock = threading.Lock()
+        self._run: Optional[_Run] = None
+        self._start_lock = threading.RLock()
         self._stop_requested = False
         self._last_stats: List[dict] = []
 
@@ -124,19 +177,25 @@ class Pump:
 
     @property
     def running(self) -> bool:
-        return self._core is not None
+        return self._run is not None
+
+    def _devices(self) -> List[Device]:
+        return [d for d in (self.device, self.endpoint) if isinstance(d, Device)]
 
     def start(self) -> "Pump":
-        with self._lock:
-            if self._core is not None:
+        with self._start_lock:
+            if self._run is not None:
                 raise RuntimeError("the pump is already running")
-            if self.device.closed:
-                raise ValueError("device: it is closed")
+            for dev in self._devices():
+                if dev.closed:
+                    raise ValueError(f"{'device' if dev is self.device else 'endpoint'}: "
+                                     f"{dev.name} is closed")
+            self._stop_requested = False
             core = _core.CorePump()
             ep = self.endpoint
             fds = self.device.fds
             netns_fd = -1
-            ctl = dict(self._ctl_cfg, events=int(self._wants_control or bool(self._control.queues)))
+            ctl = dict(self._ctl_cfg, events=int(self._wants_control or self._control.has_streams()))
             try:
                 if isinstance(ep, Device):
                     core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl)
@@ -153,61 +212,107 @@ class Pump:
             finally:
                 if netns_fd >= 0:
                     os.close(netns_fd)
-            self._core = core
-            self._stop_requested = False
+            run = _Run(core)
             if ctl["events"]:
-                self._control.start(core)
-            return self
+                self._control.start(core, run)
+            for dev in self._devices():
+                dev._add_user(self)   # Device.close() stops this pump before closing its fds
+            self._run = run
+        if self._stop_requested:   # stop() ran (a signal handler) while we were starting
+            self.stop()
+        return self
 
     def stop(self) -> None:
         """Stop the workers (within a second even under load), join them and
-        close the sockets the pump opened. Safe to call more than once, from
-        another thread, or from a signal handler while run() waits."""
+        close the sockets the pump opened. When it returns the workers are
+        gone and no callback runs any more (a callback still running after
+        STOP_CALLBACK_WAIT seconds is logged and left to finish on its own).
+
+        Safe to call more than once, at the same time from several threads,
+        from a signal handler (also when a second signal interrupts the first
+        handler's stop()), from a callback, or while another thread is in
+        stats(): it never waits on a lock another pump call might hold."""
         self._stop_requested = True
-        if self._control.is_control_thread():
-            # Called from a callback: the control thread cannot join itself or
-            # free the rings it is reading. Let another thread do the stop.
-            self._control.request_stop()
-            threading.Thread(target=self.stop, name="tunpump-stop", daemon=True).start()
+        run = self._run
+        if run is None:
             return
-        with self._lock:
-            core, self._core = self._core, None
-            if core is None:
-                return
-            self._control.stop()   # before the workers go: it reads their rings
-            core.stop()
-            self._last_stats = core.stats()
-            core.close()
+        me = (object(), threading.get_ident())
+        run.stoppers.append(me)
+        first = run.stoppers[0]
+        if first is not me:
+            if first[1] == me[1]:
+                # This thread's own stop() was interrupted (by a signal
+                # handler): make sure the workers are gone when we return and
+                # let the outer call finish the rest.
+                tok = run.enter()
+                if tok is not None:
+                    try:
+                        run.core.stop()
+                    finally:
+                        run.leave(tok)
+            elif not self._control.is_control_thread():
+                run.stopped.wait()   # another thread is stopping: return once it is done
+            return
+        tok = run.enter()
+        assert tok is not None
+        try:
+            try:
+                self._control.stop(STOP_CALLBACK_WAIT)   # no new callbacks; joins the control thread
+            finally:
+                run.core.stop()
+                self._last_stats = run.core.stats()
+                self._run = None
+                for dev in self._devices():
+                    dev._remove_user(self)
+        finally:
+            run.leave(tok)
+            run.retire()   # frees the core now, or when its last user leaves
+            run.stopped.set()
 
     def run(self) -> None:
         """Start if needed and block until stop() or a worker error."""
-        if self._core is None:
+        if self._run is None:
             self.start()
-        core: Any = self._core
-        assert core is not None
+        run, tok = self._use()
+        if run is None:
+            return   # stopped while starting
         try:
-            while not self._stop_requested:
-                if not self._is_current(core):
-                    break   # stopped (and maybe restarted) by someone else
-                if core.wait(200):
-                    err = core.error()
+            while not self._stop_requested and self._run is run:
+                if run.core.wait(200):
+                    err = run.core.error()
                     if err is not None:
-                        worker, code, where = err
-                        raise PumpError(code, f"worker {worker} ({where}): {os.strerror(code)}")
+                        raise self._worker_error(err)
         finally:
+            run.leave(tok)
             self.stop()
 
-    def _is_current(self, core: Any) -> bool:
-        return self._core is core
+    def _worker_error(self, err: tuple) -> PumpError:
+        worker, code, where = err
+        if code == errno.EBADFD and "device" in where:
+            # A TUN/TAP fd whose device went away (ip link del, or its
+            # namespace was torn down) answers EBADFD from then on.
+            dev = self.endpoint if (isinstance(self.endpoint, Device) and
+                                    ("peer" in where or "endpoint" in where)) else self.device
+            return PumpError(code, f"worker {worker} ({where}): device {dev.name!r} deleted")
+        return PumpError(code, f"worker {worker} ({where}): {os.strerror(code)}")
+
+    def _use(self) -> Tuple[Optional[_Run], Optional[object]]:
+        run = self._run
+        if run is None:
+            return None, None
+        tok = run.enter()
+        return (run, tok) if tok is not None else (None, None)
 
     def error(self) -> Optional[PumpError]:
         """The first worker error while running, or None."""
-        core = self._core
-        err = core.error() if core is not None else None
-        if err is None:
+        run, tok = self._use()
+        if run is None:
             return None
-        worker, code, where = err
-        return PumpError(code, f"worker {worker} ({where}): {os.strerror(code)}")
+        try:
+            err = run.core.error()
+        finally:
+            run.leave(tok)
+        return None if err is None else self._worker_error(err)
 
     def stats(self, per_queue: bool = False) -> Any:
         """Counters summed over workers (or a list per queue): for each
@@ -216,8 +321,14 @@ class Pump:
         TCP/UDP, connects, disconnects, protocol errors and learned peers.
         For each direction, packets_in == packets_out + sum(drops) once the
         pump is stopped (while running, a batch may be in flight)."""
-        core = self._core
-        per = core.stats() if core is not None else self._last_stats
+        run, tok = self._use()
+        if run is None:
+            per = self._last_stats
+        else:
+            try:
+                per = run.core.stats()
+            finally:
+                run.leave(tok)
         if per_queue:
             return per
         if not per:
@@ -260,32 +371,28 @@ class Pump:
         if isinstance(target, TCPEndpoint):
             raise ValueError("to='endpoint': injecting into a TCP stream is not supported "
                              "(its framing belongs to the worker); inject into the device instead")
-        core = self._core
-        if core is None:
-            raise RuntimeError("the pump is not running")
         if not 0 <= queue < self.device.queues:
             raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
         if not 0 <= peer < self._npeers:
             raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
-        core.inject_udp(queue, peer, data)
+        run, tok = self._use()
+        if run is None:
+            raise RuntimeError("the pump is not running")
+        try:
+            run.core.inject_udp(queue, peer, data)
+        finally:
+            run.leave(tok)
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> EventStream:
         """Events as an async iterator, for asyncio code:
 
             async for event in pump.events(): ...
 
-        Create it before start() (or pass on_event) so the workers post events."""
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-        self._control.queues.append((loop, q))
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            try:
-                self._control.queues.remove((loop, q))
-            except ValueError:
-                pass
+        The iterator receives events from the moment it is created, so make
+        it before start() (or pass on_event) for the workers to post events.
+        Events wait in the iterator until read; close it (`await it.aclose()`,
+        or drop it) to stop receiving."""
+        return self._control.stream()
 
     @property
     def callback_errors(self) -> int:
