@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from nettest import ip_link_json, wait_until
-from test_pump_tunnel import World
+from helpers.nettest import ip_link_json, wait_until
+from helpers.world import World
 from tunpump import Device, DeviceConflictError, PeerUp, PrivilegeError, Pump, UDPEndpoint
 
 

@@ -53,6 +53,7 @@ class FakeDevice(Device):
         self.netns = None
         self.tun_path = "(fake)"
         self._offload_bits = offload_bits
+        self._users = {}   # pumps running on it (Device.close stops them)
 
     def prefix(self, packet: bytes) -> bytes:
         """The PI / vnet_hdr prefix this device puts before a packet (no offload)."""
