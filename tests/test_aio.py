@@ -204,6 +204,38 @@ def test_end_of_file_ends_the_iteration():
         dev.close()
 
 
+def test_queues_apart_and_recv_failing_on_close():
+    dev = FakeDevice(queues=2)
+
+    async def main():
+        dev.send(pkt(0), queue=0)
+        dev.send(pkt(1), queue=1)
+        assert number(await Device.recv(dev, queue=1)) == 1
+        assert number(await Device.recv(dev, queue=0)) == 0
+        waiting = asyncio.ensure_future(Device.recv(dev, queue=1))
+        await asyncio.sleep(0.02)
+        dev.close()
+        with pytest.raises(ValueError, match="closed device"):
+            await waiting
+    run(main())
+
+
+def test_one_device_across_event_loops():
+    """A queue used by one asyncio.run() and then another: the first loop's
+    state goes with it."""
+    dev = FakeDevice()
+    try:
+        for i in range(3):
+            dev.send(pkt(i))
+
+            async def main():
+                async for p in dev.packets(buffer=1):
+                    return number(p)
+            assert run(main()) == i
+    finally:
+        dev.close()
+
+
 def fill(dev) -> int:
     """Write into the fake queue until it says EAGAIN; returns the count."""
     n = 0

@@ -256,8 +256,10 @@ class PacketStream:
 
     Reading starts at the first step and goes on, up to `buffer` packets ahead
     of the consumer, until the stream is closed: ``async with``, aclose(), or
-    dropping it (leaving an ``async for`` over ``dev.packets()`` does). The
-    iteration ends when the device is closed (packets read ahead are dropped).
+    dropping it (leaving an ``async for`` over ``dev.packets()`` does);
+    packets read ahead and not taken wait for the queue's next reader in this
+    loop. The iteration ends when the device is closed (packets read ahead
+    are dropped, as when the loop ends).
     A step that raises (SuperPacketError with prefix=False, a cancelled task)
     leaves the stream usable; an OSError from the queue (the device was
     deleted) ends it after being raised once.

@@ -440,8 +440,9 @@ class Device:
 
     # -- lifetime ------------------------------------------------------
     def _add_user(self, user) -> None:
-        """`user` (a running pump) reads and writes this device's fds until
-        it calls _remove_user; close() stops it first."""
+        """`user` (a running pump, or an event loop's reader/writer on a
+        queue: tunpump.aio) reads and writes this device's fds until it calls
+        _remove_user; close() stops it first."""
         self._users[id(user)] = weakref.ref(user)
 
     def _remove_user(self, user) -> None:

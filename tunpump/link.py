@@ -59,7 +59,8 @@ def netlink(netns: Optional[str] = None) -> IPRoute:
     """A netlink socket in `netns`. It is made with this thread briefly inside
     the namespace (a socket stays bound to the namespace it was made in),
     rather than with pyroute2's netns= option, which forks a helper process
-    for every socket."""
+    for every socket. pyroute2 cannot make one in a thread that runs an
+    asyncio loop: call it from a function wrapped in off_loop."""
     from .netns import entered
     with entered(netns):
         return IPRoute()
