@@ -14,7 +14,8 @@ READ_SIZE = 65536 + 64  # the largest packet plus room for the PI and vnet heade
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 VNET_HDR_F_NEEDS_CSUM = 1
 VNET_HDR_GSO_ECN = 0x80
-_VNET = struct.Struct("=BBHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (native order, as tun uses)
+# flags, gso_type, hdr_len, gso_size, csum_start, csum_offset: native order, as tun uses by default
+_VNET = struct.Struct("=BBHHHH")
 
 
 def size(pi: bool, vnet_hdr_size: int) -> int:
