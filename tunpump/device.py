@@ -12,10 +12,17 @@ import weakref
 from typing import Dict, FrozenSet, Iterable, List, Optional, Union
 
 from . import _core
+from .aio import PacketStream
+from .aio import recv as aio_recv
+from .aio import send as aio_send
 from .errors import DeviceConflictError, TunpumpError, device_error
-from .link import Link
+from .link import Link, off_loop
 from .netns import entered
 from .netns import exists as netns_exists
+from .prefix import PI_SIZE, READ_SIZE
+from .prefix import build as build_prefix
+from .prefix import check_flag as check_prefix_flag
+from .prefix import strip as strip_prefix
 
 MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
 IFNAMSIZ = _core.IFNAMSIZ
@@ -23,8 +30,6 @@ MODES = ("tun", "tap")
 OFFLOAD_NAMES = ("csum", "tso4", "tso6", "tso_ecn", "uso4", "uso6")
 DEFAULT_OFFLOADS = ("csum", "tso4", "tso6", "uso4", "uso6")
 VNET_HDR_SIZES = (10, 12)
-PI_SIZE = 4
-READ_SIZE = 65536 + 64  # the largest packet plus room for the PI and vnet headers
 
 _FEATURE_NAMES = {v: k for k, v in _core.FLAGS.items()}
 
@@ -366,14 +371,20 @@ class Device:
             self.ifindex = socket.if_nametoindex(self.name)
 
     # -- packet I/O ----------------------------------------------------
-    def read(self, queue: int = 0, timeout: Optional[float] = None) -> bytes:
-        """Read one packet (with its PI and vnet_hdr prefix, if the device has
-        them). Blocks up to `timeout` seconds (None: forever); raises
-        TimeoutError when nothing arrived."""
+    def read(self, queue: int = 0, timeout: Optional[float] = None, *, prefix: bool = True) -> bytes:
+        """Read one packet. With ``prefix=True`` (the default) it comes as the
+        kernel hands it over, after the device's PI and vnet_hdr prefix if it
+        has them; ``prefix=False`` returns the bare packet (see
+        tunpump.prefix.strip: a partial checksum is completed, a GSO
+        super-packet raises SuperPacketError carrying the whole frame).
+        Blocks up to `timeout` seconds (None: forever); raises TimeoutError
+        when nothing arrived."""
         fd = self._fds[self._check_queue(queue)]
+        check_prefix_flag(prefix)
         while True:
             try:
-                return os.read(fd, READ_SIZE)
+                frame = os.read(fd, READ_SIZE)
+                return frame if prefix else strip_prefix(frame, pi=self.pi, vnet_hdr_size=self.vnet_hdr_size)
             except BlockingIOError:
                 pass
             poller = select.poll()
@@ -381,15 +392,57 @@ class Device:
             if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 raise TimeoutError(errno.ETIMEDOUT, f"no packet on {self.name} queue {queue} within {timeout} s")
 
-    def write(self, packet: bytes, queue: int = 0) -> int:
-        """Write one packet (with the PI / vnet_hdr prefix if the device has them)."""
+    def write(self, packet: bytes, queue: int = 0, *, prefix: bool = True) -> int:
+        """Write one packet. With ``prefix=True`` (the default) `packet` starts
+        with the device's PI / vnet_hdr prefix if it has them; with
+        ``prefix=False`` it is bare and a plain prefix is put before it (PI
+        with the packet's EtherType, a vnet_hdr without GSO: its checksums
+        must be complete). Returns the bytes of `packet` written."""
         fd = self._fds[self._check_queue(queue)]
-        return os.write(fd, packet)
+        data = packet if check_prefix_flag(prefix) else self._framed(packet)
+        return os.write(fd, data) - (len(data) - len(packet))
+
+    def _framed(self, packet: bytes) -> bytes:
+        """A bare packet with this device's plain prefix before it."""
+        if not isinstance(packet, (bytes, bytearray, memoryview)):
+            raise TypeError(f"packet: expected bytes, bytearray or memoryview, not {type(packet).__name__}")
+        if not self.prefix_size:
+            return packet
+        return build_prefix(packet, mode=self.mode, pi=self.pi, vnet_hdr_size=self.vnet_hdr_size) + bytes(packet)
+
+    def packets(self, queue: int = 0, *, prefix: bool = True, buffer: int = 64) -> PacketStream:
+        """asyncio: this queue's packets as an async iterator, read with the
+        running loop's reader callback::
+
+            async for packet in dev.packets(queue=0): ...
+
+        `prefix` as in read(). At most `buffer` packets are read ahead of the
+        consumer; then the loop stops reading the queue (the kernel queues,
+        then drops, as for any slow reader) until half have been taken.
+        Closing the device ends the iteration; ``async with`` (or aclose(),
+        or leaving the loop) removes the reader."""
+        self._check_queue(queue)
+        return PacketStream(self, queue, prefix=prefix, buffer=buffer)
+
+    async def recv(self, queue: int = 0, *, prefix: bool = True) -> bytes:
+        """asyncio: the next packet of this queue (`prefix` as in read()).
+        Cancelling it loses no packet. ValueError if the device is closed."""
+        self._check_queue(queue)
+        return await aio_recv(self, queue, prefix)
+
+    async def send(self, packet: bytes, queue: int = 0, *, prefix: bool = True) -> int:
+        """asyncio: write one packet (`prefix` as in write()), waiting for the
+        queue to take it when the kernel says EAGAIN. Concurrent sends on a
+        queue go out in call order; a cancelled send writes nothing."""
+        self._check_queue(queue)
+        data = packet if check_prefix_flag(prefix) else self._framed(packet)
+        return await aio_send(self, queue, data) - (len(data) - len(packet))
 
     # -- lifetime ------------------------------------------------------
     def _add_user(self, user) -> None:
-        """`user` (a running pump) reads and writes this device's fds until
-        it calls _remove_user; close() stops it first."""
+        """`user` (a running pump, or an event loop's reader/writer on a
+        queue: tunpump.aio) reads and writes this device's fds until it calls
+        _remove_user; close() stops it first."""
         self._users[id(user)] = weakref.ref(user)
 
     def _remove_user(self, user) -> None:
@@ -421,8 +474,10 @@ class Device:
         self.close()
 
 
+@off_loop
 def list_devices(netns: Optional[str] = None) -> List[dict]:
-    """Every TUN/TAP device in the namespace, as the kernel describes it."""
+    """Every TUN/TAP device in the namespace, as the kernel describes it
+    (safe inside a running asyncio loop, like Link's calls)."""
     from .link import netlink
     with netlink(netns) as ipr:
         names = [m.get_attr("IFLA_IFNAME") for m in ipr.get_links()

@@ -57,3 +57,12 @@ def device_error(exc: OSError, *, name: str, path: str, step: str, exclusive: bo
     if code == _errno.E2BIG:
         return DeviceConflictError(code, f"device {name!r} has no room for another queue (the kernel allows 256)")
     return TunpumpError(code, f"{step} on device {name!r} failed: {exc.strerror}")
+
+
+class SuperPacketError(TunpumpError):
+    """A GSO super-packet came where a bare packet was asked for
+    (``prefix=False`` on a vnet_hdr device with tso/uso offloads): one bare
+    packet cannot stand for it. ``frame`` holds it whole, prefix included,
+    so nothing is lost."""
+
+    frame: bytes = b""

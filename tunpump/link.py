@@ -3,8 +3,11 @@ moving an interface to another network namespace. Works for any interface,
 not only tunpump's devices."""
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
-from typing import Any, Dict, List, Optional
+import threading
+from typing import Any, Callable, Dict, List, Optional, TypeVar, cast
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -19,11 +22,45 @@ def _netlink_error(exc: NetlinkError, what: str) -> OSError:
     return TunpumpError(code, f"{what} failed: {exc}")
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def off_loop(fn: _F) -> _F:
+    """Make a netlink call safe inside a running asyncio loop. pyroute2's
+    synchronous API drives an event loop of its own in the calling thread,
+    which fails with "This event loop is already running" there; so when this
+    thread runs a loop, the call runs in a fresh thread (which starts in this
+    thread's network namespace) and this thread waits for it: about a netlink
+    round trip, like any blocking call. Outside a loop it runs as is."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        box: Dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn(*args, **kwargs)
+            except BaseException as exc:   # handed to the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"tunpump-netlink-{fn.__name__}", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+    return cast(_F, wrapper)
+
+
 def netlink(netns: Optional[str] = None) -> IPRoute:
     """A netlink socket in `netns`. It is made with this thread briefly inside
     the namespace (a socket stays bound to the namespace it was made in),
     rather than with pyroute2's netns= option, which forks a helper process
-    for every socket."""
+    for every socket. pyroute2 cannot make one in a thread that runs an
+    asyncio loop: call it from a function wrapped in off_loop."""
     from .netns import entered
     with entered(netns):
         return IPRoute()
@@ -49,6 +86,7 @@ class Link:
             raise TunpumpError(19, f"no interface named {self.name!r} in {where}")
         return found[0]
 
+    @off_loop
     def _set(self, what: str, **kwargs: Any) -> None:
         with self._ipr() as ipr:
             idx = self._index(ipr)
@@ -58,6 +96,7 @@ class Link:
                 raise _netlink_error(exc, f"{what} on {self.name!r}") from None
 
     @property
+    @off_loop
     def ifindex(self) -> int:
         with self._ipr() as ipr:
             return self._index(ipr)
@@ -76,6 +115,7 @@ class Link:
         self._set("setting the MTU", mtu=mtu)
         return self
 
+    @off_loop
     def add_address(self, address: str, peer: Optional[str] = None, *, nodad: bool = False) -> "Link":
         """Add "ADDR/PREFIX" (IPv4 or IPv6); `peer` is the far end of a
         point-to-point link (TUN), like `ip addr add A peer B`. `nodad` skips
@@ -104,6 +144,7 @@ class Link:
                 raise _netlink_error(exc, f"adding address {address} to {self.name!r}") from None
         return self
 
+    @off_loop
     def addresses(self) -> List[str]:
         """The interface's addresses as "ADDR/PREFIX" strings."""
         with self._ipr() as ipr:
@@ -114,6 +155,7 @@ class Link:
                 out.append(f"{addr}/{msg['prefixlen']}")
             return out
 
+    @off_loop
     def info(self) -> Dict[str, Any]:
         """State, MTU, flags and kind as the kernel reports them."""
         with self._ipr() as ipr:
@@ -132,6 +174,7 @@ class Link:
                 "txqueues": msg.get_attr("IFLA_NUM_TX_QUEUES"),
             }
 
+    @off_loop
     def tun_info(self) -> Optional[Dict[str, Any]]:
         """TUN/TAP details (IFLA_TUN_*) or None when the link is not TUN/TAP."""
         with self._ipr() as ipr:
@@ -170,6 +213,7 @@ class Link:
         self.netns = netns
         return self
 
+    @off_loop
     def delete(self) -> None:
         with self._ipr() as ipr:
             idx = self._index(ipr)
