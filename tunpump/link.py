@@ -177,3 +177,30 @@ class Link:
                 ipr.link("del", index=idx)
             except NetlinkError as exc:
                 raise _netlink_error(exc, f"deleting {self.name!r}") from None
+
+
+def route_mtu(dst: str, netns: Optional[str] = None) -> Dict[str, Any]:
+    """The path MTU toward `dst` as the routing table sees it, like
+    `ip route get DST`: the route's own mtu metric when it has one, else the
+    outgoing interface's MTU. Returns {"mtu", "ifname", "ifindex"}; raises
+    TunpumpError (ENETUNREACH) when no route leads there."""
+    try:
+        ipaddress.ip_address(dst)
+    except ValueError:
+        raise ValueError(f"dst={dst!r}: expected an IP address") from None
+    with netlink(netns) as ipr:
+        try:
+            routes = ipr.route("get", dst=dst)
+        except NetlinkError as exc:
+            raise TunpumpError(exc.code, f"no route to {dst}: {exc}") from None
+        msg = routes[0]
+        oif = msg.get_attr("RTA_OIF")
+        metrics = msg.get_attr("RTA_METRICS")
+        mtu = metrics.get_attr("RTAX_MTU") if metrics else None
+        links = ipr.get_links(oif) if oif else []
+        ifname = links[0].get_attr("IFLA_IFNAME") if links else None
+        if not mtu:
+            mtu = links[0].get_attr("IFLA_MTU") if links else None
+    if not mtu:
+        raise TunpumpError(101, f"no route to {dst} with a known MTU")
+    return {"mtu": int(mtu), "ifname": ifname, "ifindex": oif}
