@@ -42,12 +42,17 @@ def _dev_del(args: argparse.Namespace) -> int:
 
 def _dev_show(args: argparse.Namespace) -> int:
     from .device import list_devices
+    from .link import link_counters, tun_offloads
     devs = list_devices(args.netns)
     if args.name:
         devs = [d for d in devs if d["name"] == args.name]
         if not devs:
             print(f"tunpump: no TUN/TAP device named {args.name!r}", file=sys.stderr)
             return 1
+    for d in devs:
+        d["queues"] = d["queues"] or 0   # the kernel omits the count when no queue is attached
+        d["offloads"] = tun_offloads(d["name"], args.netns) if d["vnet_hdr"] else []
+        d["counters"] = link_counters(d["name"], args.netns)
     if args.json:
         print(json.dumps(devs, indent=2))
         return 0
@@ -57,6 +62,11 @@ def _dev_show(args: argparse.Namespace) -> int:
         group = f" group {d['group']}" if d["group"] is not None else ""
         state = "UP" if d["up"] else "DOWN"
         print(f"{d['name']}: {' '.join(flags)} queues {d['queues']} mtu {d['mtu']} {state}{owner}{group}")
+        print(f"    offloads {' '.join(d['offloads']) or 'none'}")
+        c = d["counters"]
+        print(f"    RX {c['rx_packets']} packets {c['rx_bytes']} bytes {c['rx_errors']} errors "
+              f"{c['rx_dropped']} dropped | TX {c['tx_packets']} packets {c['tx_bytes']} bytes "
+              f"{c['tx_errors']} errors {c['tx_dropped']} dropped")
     return 0
 
 

@@ -204,3 +204,37 @@ def route_mtu(dst: str, netns: Optional[str] = None) -> Dict[str, Any]:
     if not mtu:
         raise TunpumpError(101, f"no route to {dst} with a known MTU")
     return {"mtu": int(mtu), "ifname": ifname, "ifindex": oif}
+
+
+# TUNSETOFFLOAD's flags as the netdev features they turn on (drivers/net/tun.c):
+# USO is one feature, set only when both uso4 and uso6 are.
+_TUN_FEATURES = (("csum", "tx-checksum-ip-generic"), ("tso4", "tx-tcp-segmentation"),
+                 ("tso6", "tx-tcp6-segmentation"), ("tso_ecn", "tx-tcp-ecn-segmentation"),
+                 ("uso4", "tx-udp-segmentation"), ("uso6", "tx-udp-segmentation"))
+
+
+def tun_offloads(name: str, netns: Optional[str] = None) -> List[str]:
+    """The offloads in force on TUN/TAP device `name` (tunpump's names:
+    csum, tso4, ...), read back from the device's features (ethtool)."""
+    from pyroute2.ethtool import Ethtool
+    from .netns import entered
+    with entered(netns):
+        eth = Ethtool()   # its ioctl socket belongs to the namespace it is made in
+    try:
+        feats = eth.get_features(name).features
+    finally:
+        eth.close()
+    return [n for n, f in _TUN_FEATURES if f in feats and feats[f].enable]
+
+
+def link_counters(name: str, netns: Optional[str] = None) -> Dict[str, int]:
+    """The kernel's interface counters (IFLA_STATS64): packets, bytes, errors
+    and drops each way, as `ip -s link` shows them."""
+    keys = ("rx_packets", "rx_bytes", "rx_errors", "rx_dropped",
+            "tx_packets", "tx_bytes", "tx_errors", "tx_dropped")
+    with netlink(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise TunpumpError(19, f"no interface named {name!r}")
+        st = ipr.get_links(found[0])[0].get_attr("IFLA_STATS64") or {}
+    return {k: int(st.get(k, 0)) for k in keys}
