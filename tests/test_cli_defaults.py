@@ -193,3 +193,12 @@ def test_nonroot_without_configuration_says_which_privilege(ns, tun_node):
                "198.18.20.1:7200", "--address", "198.18.21.2/30", "--tun-path", tun_node, "--no-status")
     assert r.returncode == 2
     assert "CAP_NET_ADMIN" in r.stderr, r.stderr
+
+
+def test_no_route_to_the_peer_is_a_warning(ns):
+    n1, n2 = underlay(ns)
+    dev = unique("tpm")
+    p = start(ns, n2, "tunnel", "--dev", dev, "--udp", "--connect", "198.19.99.1:7100", "--no-status")
+    assert tun_info(n2, dev)[0] == 1500 - 28
+    _, err = stop(p)
+    assert "warning: no route to 198.19.99.1" in err and "assumed: no route to the peer" in err, err

@@ -124,3 +124,15 @@ def test_metrics_without_prometheus_client(ns, tmp_path):
                        env=env, cwd=ROOT)
     assert r.returncode == 2
     assert "pip install 'tunpump[metrics]'" in r.stderr, r.stderr
+
+
+def test_relay_status(ns):
+    n1, n2 = ns.make(), ns.make()
+    a, b = unique("tpra"), unique("tprb")
+    p = start(ns, n1, "relay", a, b, "--netns-a", n1, "--netns-b", n2)
+    r = status(a, "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["kind"] == "relay" and st["device"] == a
+    assert set(st["offloads"]) == {a, b} and "csum" in st["offloads"][b]
+    stop(p)

@@ -192,7 +192,8 @@ def route_mtu(dst: str, netns: Optional[str] = None) -> Dict[str, Any]:
         try:
             routes = ipr.route("get", dst=dst)
         except NetlinkError as exc:
-            raise TunpumpError(exc.code, f"no route to {dst}: {exc}") from None
+            import os
+            raise TunpumpError(exc.code, f"no route to {dst}: {os.strerror(exc.code)}") from None
         msg = routes[0]
         oif = msg.get_attr("RTA_OIF")
         metrics = msg.get_attr("RTA_METRICS")

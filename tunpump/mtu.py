@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import TunpumpError
@@ -69,7 +70,9 @@ def tunnel_mtu(proto: str, local: Tuple[str, int], remote: Optional[Tuple[str, i
             r = route_mtu(remote[0], netns)
             under, via = r["mtu"], f"route to {remote[0]} via {r['ifname']}"
         except TunpumpError as exc:
-            under, via = FALLBACK_UNDERLAY_MTU, f"assumed ({exc})"
+            log.warning("no route to %s (%s): packets for the peer are dropped until one exists",
+                        remote[0], os.strerror(exc.errno or 101))
+            under, via = FALLBACK_UNDERLAY_MTU, "assumed: no route to the peer"
     else:
         under, via = _local_mtu(local[0], netns, exclude)
     # 576: the least every IPv4 host must accept; a smaller underlay is a misconfiguration
