@@ -2,10 +2,13 @@
 unless --no-offloads, the tunnel MTU derived from the route to the peer, a
 warning for a larger --mtu, and a non-root owner running `tunnel` on a
 persistent device root configured."""
+import json
 import os
+import pathlib
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -15,6 +18,7 @@ import pytest
 from helpers.nettest import ip_link_json, unique, wait_until
 
 NOBODY = 65534
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def start(ns, n, *args, **kw):
@@ -162,6 +166,11 @@ def tun_node():
 
 def test_nonroot_owner_runs_tunnel_on_configured_device(ns, tun_node):
     n1, n2 = underlay(ns)
+    # a non-root process's status socket lives in $XDG_RUNTIME_DIR/tunpump
+    run_dir = pathlib.Path(os.path.dirname(tun_node)) / "xdg"
+    run_dir.mkdir()
+    os.chown(str(run_dir), NOBODY, NOBODY)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run_dir))
     dev = unique("tpnr")
     r = ns.run(n2, sys.executable, "-m", "tunpump", "dev", "add", dev, "--vnet-hdr", "--user", str(NOBODY))
     assert r.returncode == 0, r.stderr
@@ -172,11 +181,17 @@ def test_nonroot_owner_runs_tunnel_on_configured_device(ns, tun_node):
     server = start(ns, n1, "tunnel", "--dev", unique("tps"), "--udp", "--listen", "198.18.20.1:7200",
                    "--address", "198.18.21.1/30", "--no-status")
     client = ns.python(n2, "-c", AS_NOBODY, "tunnel", "--dev", dev, "--udp", "--connect", "198.18.20.1:7200",
-                       "--address", "198.18.21.2/30", "--tun-path", tun_node, "--no-status")
+                       "--address", "198.18.21.2/30", "--tun-path", tun_node, env=env)
     line = client.stdout.readline()
     assert "running" in line, line + (client.stderr.read() if client.poll() is not None else "")
     r = ns.ping(n1, "198.18.21.2")
     assert r.returncode == 0, r.stdout + r.stderr
+    sock = run_dir / "tunpump" / f"{dev}.sock"
+    assert sock.exists() and os.stat(str(sock)).st_uid == NOBODY
+    r = subprocess.run([sys.executable, "-m", "tunpump", "status", dev, "--json"], capture_output=True,
+                       text=True, timeout=30, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"]["to_device"]["packets_out"] >= 3
     _, err = stop(client)
     assert "configuration already in place" in err, err
     assert "offloads csum" in err, err

@@ -119,7 +119,7 @@ def _open_device(name: str, mode: str, *, queues: int, offloads: bool, netns: Op
     if vnet_hdr:
         missing = sorted({"uso4", "uso6"} - dev.offloads) if offloads else []
         log.info("%s: offloads %s%s", dev.name, " ".join(sorted(dev.offloads)) or "none",
-                 f" (the kernel refused {' '.join(missing)}: UDP super-packets are split in C)"
+                 f" (the kernel refused {' '.join(missing)}: UDP goes to the device one datagram at a time)"
                  if missing else "")
     else:
         log.info("%s: offloads off", dev.name)
