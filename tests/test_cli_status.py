@@ -136,3 +136,22 @@ def test_relay_status(ns):
     assert st["kind"] == "relay" and st["device"] == a
     assert set(st["offloads"]) == {a, b} and "csum" in st["offloads"][b]
     stop(p)
+
+
+def test_tcp_reconnect_is_logged(ns):
+    n1, n2 = underlay(ns)
+    srv_args = ("tunnel", "--dev", unique("tpst"), "--tcp", "--listen", "198.18.20.1:7400",
+                "--address", "198.18.21.1/30", "--no-status")
+    server = start(ns, n1, *srv_args)
+    client = start(ns, n2, "tunnel", "--dev", unique("tpsc"), "--tcp", "--connect", "198.18.20.1:7400",
+                   "--address", "198.18.21.2/30", "--no-status")
+    assert ns.ping(n2, "198.18.21.1").returncode == 0
+    stop(server)
+    server = start(ns, n1, *srv_args)
+    r = ns.ping(n2, "198.18.21.1", count=3, timeout=15)   # the client's backoff is at most 5 s
+    assert r.returncode == 0, r.stdout
+    _, err = stop(client)
+    stop(server)
+    assert "queue 0: peer 198.18.20.1:7400 up\n" in err, err
+    assert "queue 0: peer 198.18.20.1:7400 down (" in err, err
+    assert "queue 0: peer 198.18.20.1:7400 up again (reconnected)" in err, err
