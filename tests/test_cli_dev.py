@@ -71,3 +71,27 @@ def test_add_with_unknown_user_or_group_leaves_nothing(ns):
         # and a second try says what is wrong again, not that the device exists
         r = cli(n, "add", "tpnouser", opt, "tpnosuchname")
         assert "already exists" not in r.stderr and "no such" in r.stderr, r.stderr
+
+
+def test_show_offloads_counters_and_detached_queues(ns):
+    n = ns.make()
+    assert cli(n, "add", "tpoff", "--vnet-hdr").returncode == 0
+    assert cli(n, "add", "tpplain").returncode == 0
+    devs = {d["name"]: d for d in json.loads(cli(n, "show", "--json").stdout)}
+    # persistent and detached: no queue attached is 0, not null
+    assert devs["tpoff"]["queues"] == 0 and devs["tpplain"]["queues"] == 0
+    assert {"csum", "tso4", "tso6"} <= set(devs["tpoff"]["offloads"])
+    assert devs["tpplain"]["offloads"] == []
+    assert set(devs["tpoff"]["counters"]) >= {"rx_packets", "tx_packets", "rx_bytes", "tx_dropped"}
+    # packets the kernel sends into a device nobody reads are counted by it
+    for cmd in (("addr", "add", "198.18.23.1/30", "dev", "tpplain"), ("link", "set", "tpplain", "up")):
+        assert ns.run(n, "ip", *cmd).returncode == 0
+    ns.run(n, "ping", "-c", "2", "-i", "0.2", "-W", "1", "198.18.23.2")
+    r = cli(n, "show", "tpplain")
+    assert r.returncode == 0, r.stderr
+    assert "queues 0 " in r.stdout and "offloads none" in r.stdout, r.stdout
+    tx = json.loads(cli(n, "show", "tpplain", "--json").stdout)[0]["counters"]
+    assert tx["tx_packets"] + tx["tx_dropped"] >= 2, tx
+    r = cli(n, "show", "tpoff")
+    assert "offloads csum tso4 tso6" in r.stdout, r.stdout
+    assert cli(n, "del", "tpoff").returncode == 0 and cli(n, "del", "tpplain").returncode == 0

@@ -2,6 +2,27 @@
 
 The forwarding path is C worker threads; Python configures and decides.
 """
+def _check_extension() -> None:
+    """A source checkout whose extension was never built in place (say after
+    a non-editable `pip install .`, run from the checkout) shadows the
+    installed package and fails deep inside with "cannot import name
+    '_core' from partially initialized module"; say what to do instead."""
+    import importlib.machinery
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    if any(os.path.exists(os.path.join(here, "_core" + suf))
+           for suf in importlib.machinery.EXTENSION_SUFFIXES):
+        return
+    if os.path.exists(os.path.join(here, "_core.pyx")):
+        raise ImportError(
+            f"tunpump is imported from the source tree {os.path.dirname(here)}, whose compiled "
+            f"extension tunpump/_core is not built. Run `pip install -e .` there (it builds it in "
+            f"place), or run Python from outside the checkout so the installed tunpump is imported.",
+            name="tunpump._core", path=here)
+
+
+_check_extension()
+
 from .control import Flow, FlowEvicted, PeerDown, PeerUp, StatsTick, Verdict, WorkerError
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError, SuperPacketError,

@@ -221,3 +221,68 @@ class Link:
                 ipr.link("del", index=idx)
             except NetlinkError as exc:
                 raise _netlink_error(exc, f"deleting {self.name!r}") from None
+
+
+@off_loop
+def route_mtu(dst: str, netns: Optional[str] = None) -> Dict[str, Any]:
+    """The path MTU toward `dst` as the routing table sees it, like
+    `ip route get DST`: the route's own mtu metric when it has one, else the
+    outgoing interface's MTU. Returns {"mtu", "ifname", "ifindex"}; raises
+    TunpumpError (ENETUNREACH) when no route leads there."""
+    try:
+        ipaddress.ip_address(dst)
+    except ValueError:
+        raise ValueError(f"dst={dst!r}: expected an IP address") from None
+    with netlink(netns) as ipr:
+        try:
+            routes = ipr.route("get", dst=dst)
+        except NetlinkError as exc:
+            import os
+            raise TunpumpError(exc.code, f"no route to {dst}: {os.strerror(exc.code)}") from None
+        msg = routes[0]
+        oif = msg.get_attr("RTA_OIF")
+        metrics = msg.get_attr("RTA_METRICS")
+        mtu = metrics.get_attr("RTAX_MTU") if metrics else None
+        links = ipr.get_links(oif) if oif else []
+        ifname = links[0].get_attr("IFLA_IFNAME") if links else None
+        if not mtu:
+            mtu = links[0].get_attr("IFLA_MTU") if links else None
+    if not mtu:
+        raise TunpumpError(101, f"no route to {dst} with a known MTU")
+    return {"mtu": int(mtu), "ifname": ifname, "ifindex": oif}
+
+
+# TUNSETOFFLOAD's flags as the netdev features they turn on (drivers/net/tun.c):
+# USO is one feature, set only when both uso4 and uso6 are.
+_TUN_FEATURES = (("csum", "tx-checksum-ip-generic"), ("tso4", "tx-tcp-segmentation"),
+                 ("tso6", "tx-tcp6-segmentation"), ("tso_ecn", "tx-tcp-ecn-segmentation"),
+                 ("uso4", "tx-udp-segmentation"), ("uso6", "tx-udp-segmentation"))
+
+
+@off_loop
+def tun_offloads(name: str, netns: Optional[str] = None) -> List[str]:
+    """The offloads in force on TUN/TAP device `name` (tunpump's names:
+    csum, tso4, ...), read back from the device's features (ethtool)."""
+    from pyroute2.ethtool import Ethtool
+    from .netns import entered
+    with entered(netns):
+        eth = Ethtool()   # its ioctl socket belongs to the namespace it is made in
+    try:
+        feats = eth.get_features(name).features
+    finally:
+        eth.close()
+    return [n for n, f in _TUN_FEATURES if f in feats and feats[f].enable]
+
+
+@off_loop
+def link_counters(name: str, netns: Optional[str] = None) -> Dict[str, int]:
+    """The kernel's interface counters (IFLA_STATS64): packets, bytes, errors
+    and drops each way, as `ip -s link` shows them."""
+    keys = ("rx_packets", "rx_bytes", "rx_errors", "rx_dropped",
+            "tx_packets", "tx_bytes", "tx_errors", "tx_dropped")
+    with netlink(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise TunpumpError(19, f"no interface named {name!r}")
+        st = ipr.get_links(found[0])[0].get_attr("IFLA_STATS64") or {}
+    return {k: int(st.get(k, 0)) for k in keys}
