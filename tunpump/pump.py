@@ -206,11 +206,11 @@ class Pump:
                 if netns_fd >= 0:
                     os.close(netns_fd)
             run = _Run(core)
-            if ctl["events"]:
-                self._control.start(core, run)
             for dev in self._devices():
                 dev._add_user(self)   # Device.close() stops this pump before closing its fds
-            self._run = run
+            self._run = run   # before the first callback can run
+            if ctl["events"]:
+                self._control.start(core, run)
         if self._stop_requested:   # stop() ran (a signal handler) while we were starting
             self.stop()
         return self
