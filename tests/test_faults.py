@@ -281,3 +281,37 @@ def test_thousand_start_stop_cycles_leak_nothing(ns):
         assert len(os.listdir("/proc/self/task")) == native
         grown = _rss_kb() - rss
         assert grown < 4096, f"RSS grew by {grown} KiB over 1,000 cycles"
+
+
+def test_device_closed_from_a_callback_while_another_thread_stops(ns):
+    """The callback's close() must not return while the workers still use the
+    fds, even though the first stop() (on the main thread) is waiting for
+    that very callback to return."""
+    n1, n2, a, b = pair(ns)
+    tasks = lambda: len(os.listdir("/proc/self/task"))   # noqa: E731
+    box = {}
+    base = tasks()
+
+    entered = threading.Event()
+
+    def on_flow(flow):
+        if "pump" not in box or flow.protocol != 1:
+            return None
+        entered.set()
+        assert wait_until(lambda: box["pump"]._control._stop.is_set(), timeout=5)   # main is in stop()
+        a.close()
+        box["tasks_after_close"] = tasks()
+        return None
+
+    with b:
+        pump = Pump(a, b, on_flow=on_flow)
+        pump.start()
+        assert tasks() == base + 2   # one worker and the control thread
+        box["pump"] = pump
+        ns.spawn(n1, "ping", "-c", "3", "-i", "0.2", "198.18.3.2")
+        assert entered.wait(5)
+        pump.stop()
+        assert wait_until(lambda: "tasks_after_close" in box, timeout=5)
+        assert box["tasks_after_close"] == base + 1   # the worker was gone when close() returned
+        assert a.closed and not pump.running
+    assert_stats_add_up(pump.stats())
