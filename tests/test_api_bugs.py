@@ -127,6 +127,18 @@ def test_attach_multi_queue_with_vnet_hdr_the_device_lacks(ns):
             assert more.vnet_hdr_size == 12
 
 
+def test_flags_are_read_back_after_attaching(ns, monkeypatch):
+    """Even when the device appears between the check and the attach (here:
+    the check is skipped), the flags the kernel applied are read back."""
+    from tunpump import device as devmod
+    n = ns.make()
+    with Device("tprb", queues=2, netns=n):
+        monkeypatch.setattr(devmod, "_existing", lambda name: None)
+        with pytest.raises(DeviceConflictError, match="kept the device's own flags.*vnet_hdr"):
+            Device("tprb", queues=1, multi_queue=True, vnet_hdr=True, netns=n)
+        assert tun_data(n, "tprb")["numqueues"] == 2
+
+
 @pytest.mark.parametrize("kwargs,word", [({"vnet_hdr": True}, "vnet_hdr"), ({"pi": True}, "pi")],
                          ids=["vnet_hdr", "pi"])
 def test_attach_to_persistent_device_does_not_rewrite_its_flags(ns, kwargs, word):

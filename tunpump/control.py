@@ -243,6 +243,8 @@ class Control:
         the core outlives a callback that is still running after stop()."""
         self._stop = threading.Event()   # a fresh one: a late thread of an earlier run keeps its own
         tok = run.enter()
+        if tok is None:   # stopped already (by another thread, while start() ran)
+            return
         self._thread = threading.Thread(target=self._run, args=(core, run, tok, self._stop),
                                         name="tunpump-control", daemon=True)
         self._thread.start()

@@ -109,7 +109,8 @@ class Device:
     whose mode, multi_queue, vnet_hdr and pi match (anything else raises
     DeviceConflictError and leaves the device as it was); ``exclusive=True``
     insists on creating. A constructor that fails leaves nothing behind: a
-    device it made persistent is removed. Closing the last fd of a non-persistent device removes it.
+    device it made persistent is removed. Closing the last fd of a
+    non-persistent device removes it.
 
     All fds are O_NONBLOCK and O_CLOEXEC: the pump needs non-blocking fds, and
     :meth:`read` waits with poll, so Python callers still get blocking reads.

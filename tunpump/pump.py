@@ -50,6 +50,14 @@ class _Run:
         self.stoppers: List[tuple] = []   # (token, thread id) of each stop(); the first one stops
         self.stopped = threading.Event()
         self._close_claim = [True]
+        # tp_pump_stop must not run on two threads at once; re-entrant so a
+        # signal handler interrupting this thread never waits for itself.
+        self._stop_lock = threading.RLock()
+
+    def stop_workers(self) -> None:
+        """Stop and join the workers (idempotent); the caller holds a token."""
+        with self._stop_lock:
+            self.core.stop()
 
     def enter(self) -> Optional[object]:
         tok = object()
@@ -213,11 +221,11 @@ class Pump:
                 if netns_fd >= 0:
                     os.close(netns_fd)
             run = _Run(core)
-            if ctl["events"]:
-                self._control.start(core, run)
             for dev in self._devices():
                 dev._add_user(self)   # Device.close() stops this pump before closing its fds
-            self._run = run
+            self._run = run   # before the first callback can run
+            if ctl["events"]:
+                self._control.start(core, run)
         if self._stop_requested:   # stop() ran (a signal handler) while we were starting
             self.stop()
         return self
@@ -240,17 +248,19 @@ class Pump:
         run.stoppers.append(me)
         first = run.stoppers[0]
         if first is not me:
-            if first[1] == me[1]:
+            if first[1] == me[1] or self._control.is_control_thread():
                 # This thread's own stop() was interrupted (by a signal
-                # handler): make sure the workers are gone when we return and
-                # let the outer call finish the rest.
+                # handler), or a callback stops while another thread waits
+                # for the callback to return: make sure the workers are gone
+                # when we return (Device.close() relies on it) and let the
+                # first stop() finish the rest.
                 tok = run.enter()
                 if tok is not None:
                     try:
-                        run.core.stop()
+                        run.stop_workers()
                     finally:
                         run.leave(tok)
-            elif not self._control.is_control_thread():
+            else:
                 run.stopped.wait()   # another thread is stopping: return once it is done
             return
         tok = run.enter()
@@ -259,7 +269,7 @@ class Pump:
             try:
                 self._control.stop(STOP_CALLBACK_WAIT)   # no new callbacks; joins the control thread
             finally:
-                run.core.stop()
+                run.stop_workers()
                 self._last_stats = run.core.stats()
                 self._run = None
                 for dev in self._devices():
