@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers.nettest import ip_link_json, wait_until
+from helpers.nettest import ip_link_json
 from helpers.world import World
 from tunpump import Device, DeviceConflictError, PeerUp, PrivilegeError, Pump, UDPEndpoint
 

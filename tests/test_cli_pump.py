@@ -1,7 +1,6 @@
 """`python -m tunpump tunnel` and `relay` as processes: traffic flows, a stats
 line is printed, and SIGTERM / SIGINT end them cleanly."""
 import signal
-import subprocess
 import sys
 
 import pytest

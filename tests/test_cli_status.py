@@ -2,15 +2,14 @@
 over the unix socket under /run/tunpump, and `--metrics` for Prometheus."""
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from helpers.nettest import unique, wait_until
-from test_cli_defaults import start, stop, underlay
+from helpers.nettest import unique
+from helpers.cli import start, stop, underlay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_DIR = "/run/tunpump"

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from helpers.nettest import ip_link_json, sh
-from tunpump import DeviceConflictError, Device, PrivilegeError, TunpumpError, TunUnavailableError
+from helpers.nettest import ip_link_json
+from tunpump import DeviceConflictError, Device, TunpumpError, TunUnavailableError
 from tunpump.device import list_devices, remove
 
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from nettest import wait_until
-from test_control import received, udp_pumps, udp_receiver, udp_send
-from test_pump_relay import assert_stats_add_up, pair
-from test_pump_tunnel import World
+from helpers.nettest import wait_until
+from helpers.udp import received, udp_pumps, udp_receiver, udp_send
+from helpers.world import assert_stats_add_up, pair
+from helpers.world import World
 from tunpump import Device, Pump, PumpError, UDPEndpoint, Verdict, WorkerError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,9 +53,9 @@ def test_device_deleted_under_a_running_pump(ns):
     events = []
     with b:
         pump = Pump(a, b, on_event=events.append).start()
-        assert ns.ping(n1, "198.18.3.2", count=2).returncode == 0
+        assert ns.ping(n1, "198.18.11.2", count=2).returncode == 0
         ns.run(n1, "ip", "link", "del", a.name)
-        ns.ping(n2, "198.18.3.1", count=1, timeout=2)   # traffic towards the gone device
+        ns.ping(n2, "198.18.11.1", count=1, timeout=2)   # traffic towards the gone device
         exc = run_in_thread(pump)
         assert isinstance(exc, PumpError), exc
         assert f"device {a.name!r} deleted" in str(exc) and "bad state" not in str(exc)
@@ -89,10 +89,10 @@ def test_namespace_deleted_under_a_relay(ns):
     pump's device fd holds it, so the pump stays up and keeps forwarding."""
     n1, n2, a, b = pair(ns)
     with a, b, Pump(a, b) as pump:
-        assert ns.ping(n1, "198.18.3.2", count=2).returncode == 0
+        assert ns.ping(n1, "198.18.11.2", count=2).returncode == 0
         assert subprocess.run(["ip", "netns", "del", n2]).returncode == 0
         assert not os.path.exists(f"/run/netns/{n2}")
-        r = ns.ping(n1, "198.18.3.2", count=3)
+        r = ns.ping(n1, "198.18.11.2", count=3)
         assert r.returncode == 0, r.stdout   # n2's kernel still answers through the pump
         assert pump.running and pump.error() is None
     assert_stats_add_up(pump.stats())
@@ -308,7 +308,7 @@ def test_device_closed_from_a_callback_while_another_thread_stops(ns):
         pump.start()
         assert tasks() == base + 2   # one worker and the control thread
         box["pump"] = pump
-        ns.spawn(n1, "ping", "-c", "3", "-i", "0.2", "198.18.3.2")
+        ns.spawn(n1, "ping", "-c", "3", "-i", "0.2", "198.18.11.2")
         assert entered.wait(5)
         pump.stop()
         assert wait_until(lambda: "tasks_after_close" in box, timeout=5)

@@ -10,7 +10,6 @@ from hypothesis import given, settings, strategies as st
 from helpers.packets import (csum, eth, ipv4_header, ipv6_with_ext, parse_vnet, tcp_packet, udp_packet,
                      udp_zero_csum_payload, verify_l4_checksum, vlan_eth, vnet_hdr, complete_partial, pseudo6,
                      ipv4_fragment)
-from tunpump import _core
 from tunpump.bench import _tools
 
 NEEDS_CSUM, TCPV4, UDP_L4, TCPV6 = 1, 1, 5, 4

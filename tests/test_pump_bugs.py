@@ -1,8 +1,6 @@
 """Regression tests for pump bugs (issue 9 item 7, issue 12 bugs 1, 5, 7, 20):
 each failed before its fix."""
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time

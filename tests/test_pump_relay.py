@@ -6,14 +6,8 @@ import time
 
 import pytest
 
-from helpers.world import World, assert_stats_add_up
+from helpers.world import assert_stats_add_up, pair
 from tunpump import Device, Pump
-
-
-def pair(ns, *, vnet=(False, False), queues=1, pi=(False, False), mode="tun"):
-    """The World of a relay: no underlay, the devices' default MTU."""
-    w = World(ns, mtu=None, queues=queues, vnet=vnet, pi=pi, mode=mode, underlay=False)
-    return w.n1, w.n2, w.a, w.b
 
 
 @pytest.mark.parametrize("vnet", [(False, False), (True, True)], ids=["plain", "vnet_hdr"])

@@ -1,5 +1,4 @@
 """UDP and TCP tunnels between two namespaces joined by a veth pair."""
-import socket
 import struct
 import sys
 import os
@@ -7,7 +6,7 @@ import time
 
 import pytest
 
-from helpers.framing import echo_request, frame, read_frame
+from helpers.framing import echo_request
 from helpers.nettest import wait_until
 from helpers.world import World, assert_stats_add_up, check_traffic
 from helpers.packets import csum, ipv4_header

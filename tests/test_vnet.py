@@ -9,7 +9,7 @@ import threading
 import time
 
 from helpers.packets import csum, pseudo6, udp_packet, udp_zero_csum_payload, vnet_hdr
-from tunpump import Device, _core
+from tunpump import Device
 from tunpump.bench import _tools
 
 

@@ -83,3 +83,9 @@ def assert_stats_add_up(stats: dict) -> None:
         d = stats[direction]
         punted = stats["flows"]["punted"] if direction == "to_endpoint" else 0
         assert d["packets_in"] == d["packets_out"] + sum(d["drops"].values()) + punted, (direction, d)
+
+
+def pair(ns, *, vnet=(False, False), queues=1, pi=(False, False), mode="tun"):
+    """The World of a relay: no underlay, the devices' default MTU."""
+    w = World(ns, mtu=None, queues=queues, vnet=vnet, pi=pi, mode=mode, underlay=False)
+    return w.n1, w.n2, w.a, w.b
