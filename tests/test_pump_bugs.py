@@ -235,8 +235,12 @@ print("sent")
 
 def test_udp_gro_datagram_with_more_segments_than_the_batch_holds(ns):
     """One UDP_SEGMENT datagram of 100 segments reaches a UDP_GRO socket
-    whole; at batch=1 the packet array holds 64. The other 36 were written
-    past the array (a heap overflow); now they are dropped and counted."""
+    whole; at batch=1 the packet array held 64 and the other 36 were written
+    past it (a heap overflow). The array now has room for a whole packet
+    beyond the batch, and a read takes at most the kernel's 128 segments
+    (UDP_MAX_SEGMENTS) into it, never more than it holds: all 100 arrive.
+    What does not fit is dropped as too_many_segments (fuzz_dgram checks the
+    cut at every batch position)."""
     n1 = ns.make()
     a = Device("tpgro", netns=n1, vnet_hdr=True)
     try:
@@ -253,8 +257,8 @@ def test_udp_gro_datagram_with_more_segments_than_the_batch_holds(ns):
             time.sleep(0.2)
         d = p.stats()["to_device"]
         assert d["packets_in"] == count
-        assert d["drops"]["too_many_segments"] == count - 64, d
-        assert d["packets_out"] + sum(d["drops"].values()) == count, d
+        assert d["drops"]["too_many_segments"] == 0, d
+        assert d["packets_out"] == count, d
     finally:
         a.close()
 
