@@ -26,7 +26,9 @@ static void decode_whole(const uint8_t *s, size_t n, unsigned max_frame, struct 
 {
     size_t pos = 0;
 
-    memset(out, 0, sizeof(*out));
+    out->n = 0;
+    out->bad = 0;
+    out->bad_at = 0;
     for (;;) {
         uint32_t flen;
         enum tp_frame_status fs = tp_frame_next(s + pos, n - pos, max_frame, &flen);
@@ -68,7 +70,9 @@ static void decode_chunked(const uint8_t *s, size_t n, unsigned max_frame, size_
     size_t len = 0, pos = 0, fed = 0, base = 0;   /* base: stream offset of buf[0] */
     uint32_t x = seed | 1;
 
-    memset(out, 0, sizeof(*out));
+    out->n = 0;
+    out->bad = 0;
+    out->bad_at = 0;
     for (;;) {
         uint32_t flen;
         enum tp_frame_status fs = tp_frame_next(buf + pos, len - pos, max_frame, &flen);
