@@ -234,9 +234,11 @@ print("sent")
 def test_udp_gro_datagram_with_more_segments_than_the_batch_holds(ns):
     """One UDP_SEGMENT datagram of 100 segments reaches a UDP_GRO socket
     whole; at batch=1 the packet array held 64 and the other 36 were written
-    past it (a heap overflow). The read is now bounded by the array, which
-    since the chunked split also holds one whole super-packet beyond the
-    batch (TP_VNET_SPLIT_MAX_SEGS), so all 100 arrive and none is dropped."""
+    past it (a heap overflow). The array now has room for a whole packet
+    beyond the batch, and a read takes at most the kernel's 128 segments
+    (UDP_MAX_SEGMENTS) into it, never more than it holds: all 100 arrive.
+    What does not fit is dropped as too_many_segments (fuzz_dgram checks the
+    cut at every batch position)."""
     n1 = ns.make()
     a = Device("tpgro", netns=n1, vnet_hdr=True)
     try:

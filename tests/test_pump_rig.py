@@ -1,6 +1,7 @@
 """Pump behaviour that needs no kernel device: each test body runs on fake
 devices (a socketpair per queue, no root) and on real TUN devices in
 namespaces (the `rig` fixture, tests/helpers/fakedev.py)."""
+import errno
 import fcntl
 import os
 import socket
@@ -141,22 +142,44 @@ a, b = FakeDevice("fa"), FakeDevice("fb")
 p = Pump(a, b).start()
 a.wire[0].close()          # the device side reads 0 bytes from now on
 time.sleep(0.2)
+err = p.error()
 t = threading.Thread(target=p.stop, daemon=True)
 t.start()
 t.join(3)
 print("stopped" if not t.is_alive() else "hung", flush=True)
+print(err.errno if err else None, err, flush=True)
 os._exit(0)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/pump: tp__tun_read counts a read no longer than the prefix as "
-                                       "malformed and reads again without bound, so a device fd at EOF spins "
-                                       "the worker and stop() never returns (the per-wakeup cap misses it)")
 def test_fake_device_at_eof_does_not_hang_stop():
+    """A read of 0 bytes was counted as malformed and read again without
+    bound: the worker spun and stop() never returned. Now a device that
+    reads 0 bytes (only a socket standing in for one can: its other end
+    closed) ends the worker with EPIPE at "device read"."""
     tests = os.path.dirname(os.path.abspath(__file__))
     r = subprocess.run([sys.executable, "-c", EOF_CHILD.format(tests=tests)], capture_output=True, text=True,
                        timeout=60, cwd=os.path.dirname(tests))
-    assert r.stdout.strip() == "stopped", r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines and lines[0] == "stopped", r.stdout + r.stderr
+    assert lines[1].startswith(f"{errno.EPIPE} ") and "device read" in lines[1], r.stdout + r.stderr
+
+
+def test_malformed_reads_do_not_starve_stop():
+    """Reads that yield no packet (a prefix and nothing else) are capped per
+    wakeup too: a flood of them leaves the pump stoppable and each counted."""
+    a, b = FakeDevice("fa", vnet_hdr_size=12), FakeDevice("fb", vnet_hdr_size=12)
+    try:
+        with Pump(a, b, batch=4) as pump:
+            for _ in range(200):
+                a.wire[0].send(bytes(12))
+            a.send(udp_packet("198.18.11.1", "198.18.11.2", 40000, 7000, b"ok"))
+            assert b.recv()[-2:] == b"ok"
+        assert pump.stats()["to_endpoint"]["drops"]["malformed"] == 200
+        assert_stats_add_up(pump.stats())
+    finally:
+        a.close()
+        b.close()
 
 
 NOBODY = 65534

@@ -95,6 +95,7 @@ cdef extern from "tp_pump.h":
         int sock_buf
         int netns_fd
         unsigned max_frame
+        int64_t peer_timeout_ns
     struct tp_ctl_cfg:
         int enabled
         int events
@@ -121,6 +122,7 @@ cdef extern from "tp_pump.h":
         tp_dir_stats dir[2]
         uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned
         uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
+        uint64_t refused_connections
     enum tp_event_type:
         TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR
     enum:

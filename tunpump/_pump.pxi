@@ -63,6 +63,7 @@ cdef void _set_sock(tp_sock_cfg *s, dict sock) except *:
     s.sock_buf = sock.get("sock_buf", 0)
     s.netns_fd = sock.get("netns_fd", -1)
     s.max_frame = sock.get("max_frame", 65535)
+    s.peer_timeout_ns = sock.get("peer_timeout_ns", 0)
 
 
 cdef void _set_ctl(tp_ctl_cfg *c, dict ctl) except *:
@@ -93,7 +94,7 @@ cdef dict _worker_dict(tp_worker_stats *st):
         "to_device": _dir_dict(&st.dir[1]),
         "wakeups": st.wakeups, "connects": st.connects,
         "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
-        "peers_learned": st.peer_learned,
+        "peers_learned": st.peer_learned, "refused_connections": st.refused_connections,
         "flows": {"new": st.flows_new, "evicted": st.flows_evicted, "active": st.flows_active,
                   "verdicts": st.verdicts, "decision_timeouts": st.decision_timeouts,
                   "events_lost": st.events_lost, "punted": st.punted},

@@ -243,10 +243,12 @@ def _tunnel(args: argparse.Namespace) -> int:
     from .pump import Pump
     mode = "tap" if args.tap else "tun"
     ep: Union[TCPEndpoint, UDPEndpoint]
+    if (args.remote and not args.listen) or (args.peer_timeout is not None and (args.tcp or not args.listen)):
+        raise ValueError("--remote: only with --listen (a client's peer is --connect); --peer-timeout: only with --udp --listen")
     if args.tcp:
-        ep = (TCPEndpoint.listen(args.listen) if args.listen else TCPEndpoint.connect(args.connect))
+        ep = (TCPEndpoint.listen(args.listen, remote=args.remote) if args.listen else TCPEndpoint.connect(args.connect))
     elif args.listen:
-        ep = UDPEndpoint(args.listen, args.remote) if args.remote else UDPEndpoint(args.listen)
+        ep = UDPEndpoint(args.listen, args.remote, peer_timeout=args.peer_timeout)
     else:
         ep = UDPEndpoint(args.local or ("0.0.0.0", 0), args.connect)
     with _open_device(args.dev, mode, queues=args.queues, offloads=not args.no_offloads, netns=None,
@@ -371,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--listen", metavar="ADDR:PORT",
                       help="server: TCP listens; UDP binds and takes the first sender as its peer")
     role.add_argument("--connect", metavar="ADDR:PORT", help="client: the server's address")
-    tun.add_argument("--remote", metavar="ADDR:PORT", help="UDP with --listen: a fixed peer instead of learning it")
+    tun.add_argument("--remote", metavar="ADDR[:PORT]", help="with --listen, the only peer: UDP a fixed peer, not learnt; TCP "
+                     "refuses other clients (without it, anyone who reaches the port takes the tunnel over)")
+    tun.add_argument("--peer-timeout", type=float, metavar="SECONDS",
+                     help="UDP --listen: a new client replaces a peer silent this long (default 30)")
     tun.add_argument("--local", metavar="ADDR:PORT", help="UDP with --connect: the local address")
     tun.add_argument("--address", action="append", metavar="CIDR", help="address for the device (repeatable)")
     tun.add_argument("--peer", help="TUN: the far end of the point-to-point link")

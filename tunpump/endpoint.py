@@ -7,6 +7,7 @@ queue this is exactly simpletun's single connection on port 55555."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -16,6 +17,7 @@ from ._core import MAX_PEERS
 Address = Union[str, Tuple[str, int]]
 SIMPLETUN_PORT = 55555
 DEFAULT_SOCK_BUF = 4 << 20  # default ~208 KiB buffers cost tunnels most of their TCP throughput
+DEFAULT_PEER_TIMEOUT = 30.0  # seconds a learned UDP peer must be silent before a new source replaces it
 
 
 def parse_address(value: Address, arg: str, default_port: Optional[int] = None) -> Tuple[str, int]:
@@ -68,6 +70,10 @@ class _SocketEndpoint:
     sock_buf: int
     remotes: Tuple[Tuple[str, int], ...] = ()
 
+    def _remote_port_any(self) -> bool:
+        """Whether remote port 0 means any port (a TCP server's client)."""
+        return False
+
     def _sock_cfg(self, queues: int) -> dict:
         fam, laddr = _packed(self.local[0])
         remotes: List[Tuple[bytes, int]] = []
@@ -77,7 +83,7 @@ class _SocketEndpoint:
             rfam, raddr = _packed(remote[0])
             if rfam != fam:
                 raise ValueError(f"local={self.local!r} and remote={remote!r}: not the same IP version")
-            if remote[1] == 0:
+            if remote[1] == 0 and not self._remote_port_any():
                 raise ValueError(f"remote={remote!r}: the remote port cannot be 0")
             if remote[1] + queues - 1 > 65535:
                 raise ValueError(f"remote={remote!r}: ports {remote[1]}..{remote[1] + queues - 1} "
@@ -86,6 +92,12 @@ class _SocketEndpoint:
         if self.local[1] and self.local[1] + queues - 1 > 65535:
             raise ValueError(f"local={self.local!r}: ports (one per queue) run past 65535")
         return cfg
+
+
+def _check_peer_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not value > 0:
+        raise ValueError(f"peer_timeout={value!r}: expected seconds above 0, or math.inf (never re-learn)")
+    return float(value)
 
 
 def _check_buf(sock_buf: int) -> int:
@@ -100,6 +112,16 @@ class UDPEndpoint(_SocketEndpoint):
     (``unknown_peer``). Without ``remote``, ``learn_peer`` mode takes the first
     sender of each worker's socket as its peer (a server for one client).
 
+    A learned peer is replaced by a new source only once it has been silent
+    for ``peer_timeout`` seconds (default 30; ``math.inf``: never), so a
+    client that restarts on a new port gets the tunnel back, while a stranger
+    cannot take over a peer that is talking. Until then strangers are dropped
+    as ``unknown_peer``. A change posts ``PeerDown(old)`` then ``PeerUp(new)``
+    and counts in ``peers_learned``. The risk that stays: a stranger who can
+    send to the port takes over a peer that has been silent that long (a
+    tunnel that only receives looks silent); authenticate with a transform,
+    or give ``remote``.
+
     ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
     packets go to the first unless a flow's verdict is ``Verdict.route(i)``,
     and datagrams from any of them are accepted."""
@@ -107,7 +129,7 @@ class UDPEndpoint(_SocketEndpoint):
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
                  learn_peer: Optional[bool] = None, netns: Optional[str] = None,
-                 sock_buf: int = DEFAULT_SOCK_BUF) -> None:
+                 sock_buf: int = DEFAULT_SOCK_BUF, peer_timeout: Optional[float] = None) -> None:
         loc = parse_address(local, "local", 0)
         remotes: Tuple[Tuple[str, int], ...] = ()
         if isinstance(remote, list):
@@ -127,8 +149,14 @@ class UDPEndpoint(_SocketEndpoint):
         if rem is not None and loc[0] in ("0.0.0.0", "::"):
             fam, _ = _packed(rem[0])
             loc = ("::" if fam == socket.AF_INET6 else "0.0.0.0", loc[1])
+        if peer_timeout is not None and not learn_peer:
+            raise ValueError(f"peer_timeout={peer_timeout!r}: only for a server that learns its peer "
+                             "(no remote): a fixed remote never changes")
         super().__init__(loc, rem, netns, _check_buf(sock_buf), remotes)
         self.learn_peer = learn_peer
+        self.peer_timeout: Optional[float] = (_check_peer_timeout(peer_timeout if peer_timeout is not None
+                                                                  else DEFAULT_PEER_TIMEOUT)
+                                              if learn_peer else None)
 
     @property
     def peers(self) -> List[Tuple[str, int]]:
@@ -142,6 +170,8 @@ class UDPEndpoint(_SocketEndpoint):
     def sock_cfg(self, queues: int) -> dict:
         cfg = self._sock_cfg(queues)
         cfg["learn_peer"] = int(self.learn_peer)
+        if self.peer_timeout is not None and not math.isinf(self.peer_timeout):
+            cfg["peer_timeout_ns"] = max(1, int(self.peer_timeout * 1e9))
         return cfg
 
 
@@ -151,13 +181,20 @@ class TCPEndpoint(_SocketEndpoint):
     :meth:`connect` (client). A frame of length 0 or above ``max_frame`` is a
     protocol error: counted, the connection is closed, and the client
     reconnects (backoff 0.1 s doubling to 5 s) or the server accepts anew.
-    A new client replaces the server's current connection."""
+
+    A server takes one connection at a time: a new client replaces the
+    current one (a client that crashed or moved may never close its old
+    connection). Give the server ``remote`` (the client's address; with a
+    port, only that source port) and connections from anyone else are
+    closed at once and counted (``refused_connections``). Without
+    ``remote``, anyone who can reach the port takes the tunnel over."""
 
     def __init__(self, local: Address, remote: Optional[Address], *, listen: bool,
                  netns: Optional[str] = None, sock_buf: int = DEFAULT_SOCK_BUF,
                  max_frame: int = 65535) -> None:
         loc = parse_address(local, "local", SIMPLETUN_PORT if listen else 0)
-        rem = parse_address(remote, "remote", SIMPLETUN_PORT) if remote is not None else None
+        # A server's remote is its client: without a port, any source port.
+        rem = parse_address(remote, "remote", 0 if listen else SIMPLETUN_PORT) if remote is not None else None
         if isinstance(max_frame, bool) or not isinstance(max_frame, int) or not 1 <= max_frame <= 65535:
             raise ValueError(f"max_frame={max_frame!r}: expected 1..65535 bytes")
         if rem is not None and loc[0] in ("0.0.0.0", "::"):
@@ -167,9 +204,16 @@ class TCPEndpoint(_SocketEndpoint):
         self.is_listener = listen
         self.max_frame = max_frame
 
+    def _remote_port_any(self) -> bool:
+        return self.is_listener
+
     @classmethod
-    def listen(cls, local: Address = ("0.0.0.0", SIMPLETUN_PORT), **kw) -> "TCPEndpoint":
-        return cls(local, None, listen=True, **kw)
+    def listen(cls, local: Address = ("0.0.0.0", SIMPLETUN_PORT), remote: Optional[Address] = None,
+               **kw) -> "TCPEndpoint":
+        """A server on `local`. `remote`: the only client address it accepts
+        ("ADDR" any port, "ADDR:PORT" that port + queue); None: anyone, and a
+        new connection replaces the current one."""
+        return cls(local, remote, listen=True, **kw)
 
     @classmethod
     def connect(cls, remote: Address, local: Address = ("0.0.0.0", 0), **kw) -> "TCPEndpoint":
@@ -177,6 +221,8 @@ class TCPEndpoint(_SocketEndpoint):
 
     def __repr__(self) -> str:
         role = f"listen={self.local!r}" if self.is_listener else f"connect={self.remote!r}"
+        if self.is_listener and self.remote is not None:
+            role += f", remote={self.remote!r}"
         return f"TCPEndpoint({role})"
 
     def sock_cfg(self, queues: int) -> dict:

@@ -29,6 +29,10 @@ enum tp_ep_note {
     TP_EP_DISCONNECTED,       /* the stream went down (addr): what was queued to or
                                * from it is lost and is dropped as no_connection */
     TP_EP_PROTOCOL_ERROR,     /* the peer broke the framing; a disconnect follows */
+    TP_EP_FORGOTTEN,          /* a learned datagram peer (addr), silent for the peer
+                               * timeout, gives way to a new one (TP_EP_LEARNED follows);
+                               * nothing queued is lost */
+    TP_EP_REFUSED,            /* a connection from addr, not the configured peer, was closed */
 };
 
 struct tp_ep_sink {

@@ -1,6 +1,7 @@
 /* A TCP stream as an endpoint, with simpletun's framing (tp_frame.h): a
- * server takes one connection at a time (a new client replaces the old), a
- * client connects and reconnects by itself with backoff. Frames are read
+ * server takes one connection at a time (a new client replaces the old; with
+ * a configured peer, connections from any other address are closed at once),
+ * a client connects and reconnects by itself with backoff. Frames are read
  * into a stream buffer and handed on in place. */
 #define _GNU_SOURCE
 #include "tp_endpoint.h"
@@ -19,6 +20,7 @@
 #define TP__STREAM_SIZE (256 * 1024)    /* receive buffer: several frames */
 #define TP__IOV_LIMIT (IOV_MAX - 4)     /* a send stops before this many iovecs (3 per frame) */
 #define TP__LISTEN_BACKLOG 8
+#define TP__ACCEPTS_PER_TURN TP__LISTEN_BACKLOG   /* a flood of strangers cannot hold the worker */
 #define TP__BACKOFF_MIN_MS 100
 #define TP__BACKOFF_MAX_MS 5000
 
@@ -38,6 +40,8 @@ struct tp_ep_tcp {
     int backoff_ms;
     struct sockaddr_storage peer, local;
     socklen_t peer_len, local_len;
+    int only_peer;                  /* server: accept only `allowed` (port 0: any port) */
+    struct sockaddr_storage allowed;
     int has_local_port;
     size_t stream_len, stream_pos;  /* stream[pos..len): bytes received, not yet framed */
     int stream_bad;                 /* a bad frame length: close after this batch */
@@ -93,9 +97,14 @@ static int tcp_open(const struct tp_ep_args *a, struct tp_ep **out)
     t->has_local_port = c->local_port != 0;
     t->local_len = tp_sockaddr_make(&t->local, c->family, c->local_addr,
                                     c->local_port ? c->local_port + (unsigned)a->idx : 0);
-    if (c->has_remote)
+    if (c->has_remote && !t->listen)
         t->peer_len = tp_sockaddr_make(&t->peer, c->family, c->remote_addr[0],
                                        c->remote_port[0] + (unsigned)a->idx);
+    if (c->has_remote && t->listen) {
+        t->only_peer = 1;
+        (void)tp_sockaddr_make(&t->allowed, c->family, c->remote_addr[0],
+                               c->remote_port[0] ? c->remote_port[0] + (unsigned)a->idx : 0);
+    }
     if (t->listen && (rc = tcp_listen(t)) < 0) {
         free(t);
         return rc;
@@ -205,18 +214,46 @@ static void tcp_drop_conn(struct tp_ep_tcp *t, int protocol_error)
         t->base.sink.note(t->base.sink.ctx, TP_EP_DISCONNECTED, &t->peer);
 }
 
+/* Whether a client at `from` is the configured peer (any, without one). */
+static int tcp_allowed(const struct tp_ep_tcp *t, const struct sockaddr_storage *from)
+{
+    const struct sockaddr_storage *a = &t->allowed;
+
+    if (!t->only_peer)
+        return 1;
+    if (from->ss_family != a->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)from, *y = (const void *)a;
+        return x->sin_addr.s_addr == y->sin_addr.s_addr && (!y->sin_port || x->sin_port == y->sin_port);
+    }
+    const struct sockaddr_in6 *x = (const void *)from, *y = (const void *)a;
+    return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+           (!y->sin6_port || x->sin6_port == y->sin6_port);
+}
+
 static void tcp_accept(struct tp_ep_tcp *t)
 {
-    int fd = accept4(t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (int k = 0; k < TP__ACCEPTS_PER_TURN; k++) {
+        struct sockaddr_storage from;
+        socklen_t len = sizeof(from);
+        int fd = accept4(t->listen_fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-    if (fd < 0)
-        return;
-    /* A new client replaces the old connection: after a crash or a silent
-     * network change the old one may never report its death. */
-    if (t->fd >= 0)
-        tcp_drop_conn(t, 0);
-    tcp_sockbufs(fd, t->sock_buf);
-    tcp_up(t, fd);
+        if (fd < 0)
+            return;
+        if (!tcp_allowed(t, &from)) {
+            close(fd);   /* not the configured peer: it must not take the tunnel over */
+            t->base.sink.note(t->base.sink.ctx, TP_EP_REFUSED, &from);
+            continue;
+        }
+        /* A new client replaces the old connection: after a crash or a silent
+         * network change the old one may never report its death. Without a
+         * configured peer, so does anyone who reaches the port. */
+        if (t->fd >= 0)
+            tcp_drop_conn(t, 0);
+        tcp_sockbufs(fd, t->sock_buf);
+        tcp_up(t, fd);
+    }
 }
 
 static void tcp_begin(struct tp_ep *ep)

@@ -61,7 +61,9 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
     int prelen = tp_fmt_prefix_len(&t->fmt);
 
     tp__dir_reset(d);
-    while (d->n < batch) {
+    /* At most `batch` reads per call, whatever they bring: reads that yield
+     * no packet (malformed) must not keep the worker from its stop fd. */
+    for (int tries = 0; d->n < batch && tries < batch; tries++) {
         uint8_t *start = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
         ssize_t r = read(t->fd, start, TP__BUF_SIZE - (TP__HEADROOM - prelen));
 
@@ -72,6 +74,13 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             if (errno == EAGAIN)
                 break;
             return -errno;
+        }
+        /* A TUN/TAP queue never reads 0 bytes; a socket standing in for a
+         * device does once its other end closed: the device is gone. */
+        if (r == 0) {
+            if (d->n)
+                break;   /* hand on what was read; the next read ends the worker */
+            return -EPIPE;
         }
         TP__ADD(st->read_bytes, r);
         if (r <= prelen) {

@@ -4,6 +4,7 @@
  * datagram's source is compared with the peers, strangers are counted. */
 #define _GNU_SOURCE
 #include "tp_compat.h"
+#include "tp_dgram.h"
 #include "tp_endpoint.h"
 #include "tp_sockaddr.h"
 
@@ -23,12 +24,16 @@ struct tp_ep_udp {
     int fd;
     int family;
     int learn_peer;                 /* accept the first sender as the peer */
+    int64_t peer_timeout_ns;        /* learn mode: re-learn after the peer was silent this long (0: never) */
+    int64_t peer_seen_ns;           /* learn mode: the last datagram from the peer */
+    unsigned peer_seq;              /* seqlock over peers[]: odd while the worker rewrites one */
     int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
     int udp_gro;                    /* UDP_GRO is on for the socket */
     struct tp_fmt dev_fmt;          /* what a datagram must look like */
-    /* peers[0..npeers) are fixed once npeers covers them. A learned peer is
-     * published by the worker with a release store of npeers, and inject
-     * (on the control thread) reads npeers with an acquire load. */
+    /* peers[0..npeers): the first learned peer is published by the worker
+     * with a release store of npeers, which inject (on the control thread)
+     * reads with an acquire load; a re-learned peer is rewritten under
+     * peer_seq, and inject copies it out under the same. */
     int npeers;
     struct sockaddr_storage peers[TP_MAX_PEERS];
     socklen_t peer_lens[TP_MAX_PEERS];
@@ -59,6 +64,7 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->base.sink = a->sink;
     u->family = c->family;
     u->learn_peer = c->learn_peer;
+    u->peer_timeout_ns = c->learn_peer ? c->peer_timeout_ns : 0;
     u->dev_fmt = *a->dev_fmt;
     if (c->has_remote) {
         u->npeers = c->nremotes > 0 ? c->nremotes : 1;
@@ -132,23 +138,49 @@ static int udp_gro_size(struct msghdr *mh)
     return 0;
 }
 
-/* Whether a datagram from `from` may come in; the first one teaches the
- * peer in learn mode. */
-static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len)
+/* Learn mode: `from` becomes the peer (the only writer is the worker). */
+static void udp_learn(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len, int64_t now)
 {
+    unsigned seq = u->peer_seq;
+
+    __atomic_store_n(&u->peer_seq, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(&u->peers[0], from, sizeof(u->peers[0]));
+    u->peer_lens[0] = len;
+    __atomic_store_n(&u->peer_seq, seq + 2, __ATOMIC_RELEASE);
+    __atomic_store_n(&u->npeers, 1, __ATOMIC_RELEASE);   /* inject reads it on another thread */
+    u->peer_seen_ns = now;
+}
+
+/* Whether a datagram from `from` may come in. In learn mode the first
+ * sender becomes the peer, and a new sender replaces it only once it has
+ * been silent for the peer timeout: before that, strangers cannot take the
+ * tunnel over (a restarted client comes back on a new port). */
+static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len,
+                             int64_t now)
+{
+    struct sockaddr_storage old;
+
     if (u->npeers == 0) {
         if (!u->learn_peer)
             return 0;
-        memcpy(&u->peers[0], from, sizeof(u->peers[0]));
-        u->peer_lens[0] = len;
-        __atomic_store_n(&u->npeers, 1, __ATOMIC_RELEASE);   /* inject reads it on another thread */
+        udp_learn(u, from, len, now);
         u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
         return 1;
     }
-    for (int k = 0; k < u->npeers; k++)
-        if (udp_same_addr(&u->peers[k], from))
+    for (int k = 0; k < u->npeers; k++) {
+        if (udp_same_addr(&u->peers[k], from)) {
+            u->peer_seen_ns = now;
             return 1;
-    return 0;   /* strangers cannot inject */
+        }
+    }
+    if (!u->peer_timeout_ns || now - u->peer_seen_ns < u->peer_timeout_ns)
+        return 0;   /* strangers cannot inject */
+    old = u->peers[0];
+    udp_learn(u, from, len, now);
+    u->base.sink.note(u->base.sink.ctx, TP_EP_FORGOTTEN, &old);
+    u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
+    return 1;
 }
 
 static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
@@ -169,34 +201,35 @@ static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
     }
 }
 
-/* UDP_GRO hands over a run of equal datagrams in one buffer: cut it. The
- * count comes from the kernel (up to UDP_MAX_SEGMENTS, 128 since 6.10) and
- * the sender: what the batch has no room for is dropped, never written past
- * d->pkts. */
-static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, uint32_t len, uint32_t seg,
+/* A received buffer into packets: its datagrams (several with UDP_GRO, see
+ * tp_dgram.h) while the batch has room; the rest is dropped and counted,
+ * never written past d->pkts. */
+static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, const struct tp_dgram *g,
                     struct tp_dir_stats *st)
 {
-    if (len == 0) {
+    struct tp_dgram_seg segs[TP_DGRAM_MAX_SEGS];
+    uint32_t room = (uint32_t)(d->cap - d->n), n;
+
+    if (g->len == 0) {
         TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* an empty datagram: counted in as one */
         return;
     }
-    for (uint32_t off = 0; off < len; off += seg) {
-        uint32_t l = len - off < seg ? len - off : seg;
-        if (d->n >= d->cap) {
-            TP__ADD(st->drops[TP_DROP_TOO_MANY_SEGS], (len - off + seg - 1) / seg);
-            return;
-        }
-        if (!tp__plausible(&u->dev_fmt, base + off, l)) {
+    n = tp_dgram_cut(g, segs, room < TP_DGRAM_MAX_SEGS ? room : TP_DGRAM_MAX_SEGS);
+    if (n < g->nseg)
+        TP__ADD(st->drops[TP_DROP_TOO_MANY_SEGS], g->nseg - n);
+    for (uint32_t k = 0; k < n; k++) {
+        if (!tp__plausible(&u->dev_fmt, base + segs[k].off, segs[k].len)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
             continue;
         }
-        tp__pkt_set(&d->pkts[d->n++], base + off, l, -1);
+        tp__pkt_set(&d->pkts[d->n++], base + segs[k].off, segs[k].len, -1);
     }
 }
 
 static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_dir_stats *st)
 {
     struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    int64_t now;
     int i, r;
 
     tp__dir_reset(d);
@@ -210,28 +243,23 @@ static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             return -errno;
         return 0;   /* EAGAIN, or an ICMP error the socket reported: nothing to read */
     }
+    now = u->learn_peer ? tp__now_ns() : 0;
     for (i = 0; i < r; i++) {
         struct msghdr *mh = &d->msgs[i].msg_hdr;
-        uint32_t len = d->msgs[i].msg_len, seg = len, nseg;
+        struct tp_dgram g = tp_dgram_of(d->msgs[i].msg_len, u->udp_gro ? udp_gro_size(mh) : 0);
 
-        TP__ADD(st->read_bytes, len);
-        if (u->udp_gro) {
-            int g = udp_gro_size(mh);
-            if (g > 0 && (uint32_t)g < len)
-                seg = (uint32_t)g;
-        }
-        nseg = seg ? (len + seg - 1) / seg : 1;
-        TP__ADD(st->pkts_in, nseg);
-        TP__ADD(st->bytes_in, len);
+        TP__ADD(st->read_bytes, g.len);
+        TP__ADD(st->pkts_in, g.nseg);
+        TP__ADD(st->bytes_in, g.len);
         if (mh->msg_flags & MSG_TRUNC) {
-            TP__ADD(st->drops[TP_DROP_TOO_BIG], nseg);
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], g.nseg);
             continue;
         }
-        if (!udp_accept_source(u, &d->names[i], mh->msg_namelen)) {
-            TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], nseg);
+        if (!udp_accept_source(u, &d->names[i], mh->msg_namelen, now)) {
+            TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], g.nseg);
             continue;
         }
-        udp_cut(u, d, d->iov[i].iov_base, len, seg ? seg : 1, st);
+        udp_cut(u, d, d->iov[i].iov_base, &g, st);
     }
     if (d->n)
         TP__ADD(st->batches, 1);
@@ -369,11 +397,21 @@ static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t l
 {
     struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
     int n = __atomic_load_n(&u->npeers, __ATOMIC_ACQUIRE);
+    struct sockaddr_storage to;
+    socklen_t to_len;
+    unsigned seq;
     ssize_t r;
 
     if (route < 0 || route >= n || u->fd < 0)
         return -EDESTADDRREQ;
-    r = sendto(u->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&u->peers[route], u->peer_lens[route]);
+    do {   /* a copy the worker was not rewriting (a re-learned peer) */
+        while ((seq = __atomic_load_n(&u->peer_seq, __ATOMIC_ACQUIRE)) & 1)
+            ;
+        memcpy(&to, &u->peers[route], sizeof(to));
+        to_len = u->peer_lens[route];
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    } while (__atomic_load_n(&u->peer_seq, __ATOMIC_RELAXED) != seq);
+    r = sendto(u->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
     return r < 0 ? -errno : 0;
 }
 

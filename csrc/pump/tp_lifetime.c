@@ -24,7 +24,7 @@ _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
                sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (13 + TP_DROP__COUNT),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
-               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 12,
+               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 13,
                "struct tp_worker_stats must be uint64_t fields only");
 _Static_assert(_Alignof(struct tp_worker_stats) == _Alignof(uint64_t),
                "struct tp_worker_stats must be uint64_t fields only");
@@ -114,6 +114,8 @@ static int tp__check_sock(const struct tp_pump_cfg *c, const char **err)
         *err = "max_frame";
     else if (c->kind == TP_KIND_UDP && !s->has_remote && !s->learn_peer)
         *err = "remote";
+    else if (s->peer_timeout_ns < 0)
+        *err = "peer_timeout";
     else
         return 0;
     return -EINVAL;

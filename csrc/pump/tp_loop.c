@@ -59,6 +59,12 @@ void tp__worker_note(void *ctx, enum tp_ep_note what, const struct sockaddr_stor
     case TP_EP_PROTOCOL_ERROR:
         TP__ADD(w->st.protocol_errors, 1);
         break;
+    case TP_EP_FORGOTTEN:
+        tp__ctl_post_peer(&w->ctl, TP_EV_PEER_DOWN, addr);
+        break;
+    case TP_EP_REFUSED:
+        TP__ADD(w->st.refused_connections, 1);   /* no event: a flood of them must not fill the ring */
+        break;
     }
 }
 

@@ -58,6 +58,10 @@ struct tp_sock_cfg {
     int sock_buf;                 /* SO_SNDBUF / SO_RCVBUF bytes; 0: kernel default */
     int netns_fd;                 /* create sockets in this namespace; -1: caller's */
     unsigned max_frame;           /* TCP: largest frame accepted */
+    /* UDP learn_peer: a new source replaces the learned peer only once the
+     * peer has been silent this long (0: never). TCP server with a remote:
+     * connections from other addresses are refused (has_remote). */
+    int64_t peer_timeout_ns;
 };
 
 /* The control plane: a flow table per worker, Python asked about new flows. */
@@ -121,6 +125,7 @@ struct tp_worker_stats {
     uint64_t wakeups;
     uint64_t connects, disconnects, protocol_errors, peer_learned;
     uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted;
+    uint64_t refused_connections;       /* TCP server: a connection not from the configured peer, closed */
 };
 
 /* Events a worker posts for the control side (fixed-size records). */

@@ -4,6 +4,7 @@
  * OS layer. Every failed check prints a line starting "FAIL"; the last line
  * is "ok N checks" only when none failed. Packets are built here with a plain
  * byte-by-byte checksum, independent of tp_csum_*. */
+#include "tp_dgram.h"
 #include "tp_flow.h"
 #include "tp_parse.h"
 #include "tp_proto.h"
@@ -314,6 +315,37 @@ static void test_flow_table(void)
     tp_flow_table_free(&t);
 }
 
+/* issue 12 bug 1: a UDP_GRO buffer is cut into at most `room` datagrams. */
+static void test_dgram(void)
+{
+    static const struct { uint32_t len; int gro; uint32_t room, seg, nseg, got, last; } rows[] = {
+        { 1400, 0, 64, 1400, 1, 1, 1400 },              /* no UDP_GRO: one datagram */
+        { 0, 0, 64, 0, 1, 0, 0 },                       /* empty: one (malformed), nothing cut */
+        { 1000, 1400, 64, 1000, 1, 1, 1000 },           /* a size above the length: one */
+        { 1000, 1000, 64, 1000, 1, 1, 1000 },           /* equal: one */
+        { 6000, 60, 128, 60, 100, 100, 60 },            /* 100 segments, room for all */
+        { 6000, 60, 64, 60, 100, 64, 60 },              /* room for 64: the rest is the caller's to drop */
+        { 6001, 60, 128, 60, 101, 101, 1 },             /* a short last segment */
+        { 7680, 60, 128, 60, 128, 128, 60 },            /* the kernel's 128 */
+        { 100, -5, 8, 100, 1, 1, 100 },                 /* a negative size is no size */
+        { 0xffffffffu, 1, 4, 1, 0xffffffffu, 4, 1 },    /* a count that would wrap len + seg - 1 */
+        { 600, 100, 0, 100, 6, 0, 0 },                  /* a full array */
+    };
+    struct tp_dgram_seg segs[128];
+
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct tp_dgram g = tp_dgram_of(rows[i].len, rows[i].gro);
+        uint32_t got = tp_dgram_cut(&g, segs, rows[i].room), off = 0;
+        CHECK(g.seg == rows[i].seg && g.nseg == rows[i].nseg, "row %zu: seg %u nseg %u", i, g.seg, g.nseg);
+        CHECK(got == rows[i].got, "row %zu: cut %u", i, got);
+        for (uint32_t k = 0; k < got; k++) {
+            CHECK(segs[k].off == off, "row %zu seg %u: off %u", i, k, segs[k].off);
+            off += segs[k].len;
+        }
+        CHECK(!got || segs[got - 1].len == rows[i].last, "row %zu: last %u", i, got ? segs[got - 1].len : 0);
+    }
+}
+
 int main(void)
 {
     test_checksum();
@@ -323,6 +355,7 @@ int main(void)
     test_split_chunks(1);
     test_coalesce_trailing();
     test_flow_table();
+    test_dgram();
     if (failures) {
         printf("%d of %d checks failed\n", failures, checks);
         return 1;

@@ -58,6 +58,50 @@ def main():
     for name, data in ok.CSUM_CASES:
         _write("csum", name, b"\x00\x10" + data)
     _write("csum", "packet", b"\x01\x03" + ok.super_tcp(ok.V4, b"c" * 1500))
+    stream_seeds()
+
+
+def _frames(*bodies):
+    return b"".join(struct.pack("!H", len(b)) + b for b in bodies)
+
+
+def stream_seeds():
+    """The TCP framing decoder (frame) and the UDP receive cut (dgram)."""
+    for target in ("frame", "dgram"):
+        d = os.path.join(HERE, "corpus", target)
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            if not f.startswith("regress-"):
+                os.remove(os.path.join(d, f))
+    # frame: max_frame (2), slack (1), chunking seed (4), stream
+    pkt = ok.super_tcp(ok.V4, b"f" * 1400)[:1400]
+    for name, max_frame, slack, stream in [
+        ("empty", 65535, 0, b""),
+        ("two frames", 65535, 7, _frames(b"abc", b"z")),
+        ("packets", 65535, 0, _frames(pkt, pkt[:60], pkt)),
+        ("partial", 65535, 3, _frames(pkt)[:-5]),
+        ("zero length then more", 65535, 1, _frames(b"q") + b"\0\0" + _frames(b"after")),
+        ("above max_frame", 1000, 0, _frames(b"ok", pkt)),
+        ("exactly max_frame", 1400, 0, _frames(pkt, pkt)),
+        ("max_frame 1", 1, 0, _frames(b"a", b"b", b"c") + _frames(b"cd")),
+        ("largest frame", 65535, 0, _frames(b"L" * 65535, b"s")),
+        ("many small", 65535, 255, _frames(*[bytes([i]) * (1 + i % 5) for i in range(200)])),
+    ]:
+        _write("frame", name, struct.pack("!HBI", max_frame - 1, slack, 0x9e3779b9) + stream)
+    # dgram: capacity (2), start (2), records (length, UDP_GRO size)
+    for name, cap, start, recs in [
+        ("one datagram", 1088, 0, [(1400, 0)]),
+        ("gro 64 segments", 1088, 0, [(64000, 1000)]),
+        ("gro 100 at batch 1", 1088, 1000, [(6000, 60)]),
+        ("gro 128 segments", 1088, 0, [(7680, 60), (7680, 60)]),
+        ("gro size above length", 64, 0, [(1000, 1400), (1000, 1000)]),
+        ("short last segment", 64, 60, [(6001, 60)]),
+        ("empty and negative size", 8, 0, [(0, 0), (0, 60), (100, -1), (100, -2147483648)]),
+        ("huge count", 1088, 0, [(65535, 1), (4294967295, 1), (4294967295, 0)]),
+        ("full array", 4, 3, [(600, 100), (600, 100), (601, 100)]),
+        ("batch of 256", 1088, 0, [(1500 * (1 + i % 3), 1500) for i in range(256)]),
+    ]:
+        _write("dgram", name, struct.pack("!HH", cap - 1, start)
+               + b"".join(struct.pack("!Ii", ln, g) for ln, g in recs))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz the packet code with libFuzzer + ASan + UBSan.
-#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum; default all)
+#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum frame dgram; default all)
 # Each target is built with clang from csrc/packet alone and run for SECONDS
 # over a scratch copy of its committed seed corpus (tests/fuzz/corpus/TARGET;
 # the committed corpus is never modified). Exits non-zero on any finding: the
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cc=${CLANG:-clang}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum)
+[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram)
 command -v "$cc" >/dev/null || { echo "run.sh: $cc not found (install clang)" >&2; exit 2; }
 
 work=$(mktemp -d)

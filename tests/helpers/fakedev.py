@@ -7,9 +7,10 @@ TUN queue (one packet per read, writev of one packet, non-blocking, poll),
 and the test stands on the other end (`wire`) where the kernel's stack would
 be. No root, no namespace, no /dev/net/tun.
 
-Stop the pumps before closing a FakeDevice: a real queue never reads 0
-bytes, but a socket whose peer closed does, and the pump spins on it (see
-test_fake_device_at_eof_does_not_hang_stop)."""
+A real queue never reads 0 bytes, but a socket whose peer closed does: the
+pump then ends the worker with EPIPE at "device read" (see
+test_fake_device_at_eof_does_not_hang_stop). Stop the pumps before closing a
+FakeDevice."""
 from __future__ import annotations
 
 import contextlib

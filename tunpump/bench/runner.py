@@ -14,9 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 SCHEMA = "tunpump-bench/1"
 INNER_A, INNER_B = "198.18.31.1", "198.18.31.2"
@@ -173,7 +174,8 @@ def _iperf3(w: "World", n1: str, n2: str, target: str, seconds: float, streams: 
     return int(json.loads(r.stdout)["end"]["sum_received"]["bytes"])
 
 
-def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffic: str = "builtin") -> dict:
+def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffic: str = "builtin",
+                 on_pumps: Optional[Callable[[list], None]] = None) -> dict:
     from ..device import Device
     from ..endpoint import TCPEndpoint, UDPEndpoint
     from ..pump import Pump
@@ -231,6 +233,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             for p in pumps:
                 p.start()
                 w.closers.append(p.stop)
+            if on_pumps is not None:
+                on_pumps(pumps)
             if sc.endpoint == "tcp":
                 deadline = time.monotonic() + 5
                 while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
@@ -433,11 +437,96 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--batch", type=int, default=64, help="tunpump packets per wakeup and direction")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema tunpump-bench/1)")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (needs matplotlib)")
+    p.add_argument("--soak", type=float, metavar="SECONDS",
+                   help=f"full load on one scenario (--scenario, default {SOAK_DEFAULT}) for this long: "
+                        "RSS over time and any packet not accounted for (exit 1 if any)")
     return p
+
+
+SOAK_DEFAULT = "udp-vnet"
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _unaccounted(stats: dict) -> Dict[str, int]:
+    """Per direction: packets in that went neither out nor to a drop reason
+    (nor, device -> endpoint, to Python as punted)."""
+    out = {}
+    for d in ("to_endpoint", "to_device"):
+        s = stats[d]
+        punted = stats["flows"]["punted"] if d == "to_endpoint" else 0
+        out[d] = s["packets_in"] - s["packets_out"] - sum(s["drops"].values()) - punted
+    return out
+
+
+def soak(args: argparse.Namespace) -> int:
+    """One tunpump scenario under full load for --soak seconds: the bench
+    process's RSS (the pumps run in it) sampled over time, and, once the
+    pumps stopped, every packet accounted for (in == out + drops)."""
+    names = args.scenario or [SOAK_DEFAULT]
+    if len(names) != 1 or BY_NAME[names[0]].forwarder != "tunpump":
+        raise BenchError(f"--soak: one tunpump scenario (--scenario NAME), got {names}")
+    if not 1 <= args.soak <= 7 * 86400:
+        raise BenchError(f"--soak={args.soak:g}: expected 1 to 604800 seconds")
+    sc = BY_NAME[names[0]]
+    interval = max(0.5, args.soak / 60)
+    samples: List[List[float]] = []
+    pumps: list = []
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while True:
+            samples.append([round(time.monotonic() - t0, 2), _rss_kib()])
+            if done.wait(interval):
+                return
+
+    def quiet(name: str, elapsed: float, rate: Optional[float]) -> None:
+        pass
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = run_scenario(sc, args.soak, quiet, args.batch, args.traffic, on_pumps=pumps.extend)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        done.set()
+        sampler.join()
+    samples.append([round(time.monotonic() - t0, 2), _rss_kib()])
+    per_pump = [p.stats() for p in pumps]          # stopped: their final counters
+    unaccounted = [_unaccounted(s) for s in per_pump]
+    lost = sum(v for u in unaccounted for v in u.values())
+    rss = [kib for _, kib in samples]
+    doc = {"schema": "tunpump-soak/1", "version": _version(), "scenario": sc.name, "seconds": args.soak,
+           "rss_kib": samples, "rss_growth_kib": rss[-1] - rss[0] if rss else 0,
+           "packets": sum(s[d]["packets_in"] for s in per_pump for d in ("to_endpoint", "to_device")),
+           "unaccounted": unaccounted, "unaccounted_total": lost, "gbps": result["gbps"]}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"soak {sc.name}: {args.soak:g} s, {doc['packets']} packets through the pumps, "
+              f"{result['gbps']:.2f} Gbit/s")
+        for t, kib in samples:
+            print(f"  {t:8.1f} s  RSS {kib / 1024:8.1f} MiB")
+        print(f"RSS growth {doc['rss_growth_kib'] / 1024:+.1f} MiB; "
+              + ("every packet accounted for" if lost == 0 else f"UNACCOUNTED packets: {unaccounted}"))
+    return 1 if lost else 0
 
 
 def run(args: argparse.Namespace) -> int:
     _check_environment()
+    if getattr(args, "soak", None) is not None:
+        return soak(args)
     if args.plot:
         _need_matplotlib()   # say so before the runs, not after
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
