@@ -123,8 +123,11 @@ static int tun_make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
     }
     if (p->pre && src && src->vnet_hdr_sz && !p->hdr)
         svnet = p->pre + tp_fmt_vnet_off(src);
-    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && (svnet[0] || svnet[1]))))
-        return TP_DROP_OFFLOAD;    /* cannot happen once split; kept as a guard */
+    /* A packet still needing a checksum or segmentation cannot go to a device
+     * without a vnet_hdr (cannot happen once split; kept as a guard).
+     * DATA_VALID alone (the kernel verified it) is a complete packet. */
+    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || svnet[1]))))
+        return TP_DROP_OFFLOAD;
     if (dst->pi) {
         uint16_t proto = tun_pi_proto(dst, src, p);
         o[0] = o[1] = 0;
