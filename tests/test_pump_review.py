@@ -55,3 +55,36 @@ def test_data_valid_packet_reaches_a_device_without_vnet_hdr():
         core.close()
         a.close()
         b.close()
+
+
+def test_table_size_over_the_c_limit_is_named_not_malloc():
+    """tp_flow_table_init refuses more than TP_FLOW_TABLE_MAX flows with
+    -EINVAL, but the config check let it through and tp__ctl_alloc turned it
+    into "malloc: Cannot allocate memory"."""
+    ctl = {"enabled": 1, "table_size": _core.MAX_FLOW_TABLE + 1}
+    exc = _start_error(_core.KIND_TUN, ctl=ctl)
+    assert exc.errno == 22 and exc.step == "table_size", (exc.errno, exc.step)
+
+
+def test_flow_table_limit_comes_from_c():
+    from tunpump import Pump
+    a, b = FakeDevice("fa"), FakeDevice("fb")
+    try:
+        with pytest.raises(ValueError, match=f"1 to {_core.MAX_FLOW_TABLE} flows"):
+            Pump(a, b, on_flow=lambda f: None, flow_table_size=_core.MAX_FLOW_TABLE + 1)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("field", ["local_port", "remote_port"])
+def test_port_plus_queue_past_65535_is_refused(field):
+    """Worker i uses port + i: with 65535 and two queues worker 1 would get
+    port 0 (htons of 65536), an ephemeral port, silently. The address is
+    198.18.0.1, not assigned here: before the check, start() got as far as
+    bind() and failed there (EADDRNOTAVAIL), with no socket left bound."""
+    addr = socket.inet_aton("198.18.0.1")
+    sock = {"family": socket.AF_INET, "local_addr": addr, "local_port": 65535 if field == "local_port" else 4000,
+            "remotes": [(socket.inet_aton("198.18.0.2"), 65535 if field == "remote_port" else 4000)]}
+    exc = _start_error(_core.KIND_UDP, nworkers=2, sock=sock)
+    assert exc.errno == 22 and exc.step == field, (exc.errno, exc.step)

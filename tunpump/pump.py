@@ -137,8 +137,9 @@ class Pump:
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name}={cb!r}: expected a callable")
         if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
-                not 1 <= flow_table_size <= 1 << 24:
-            raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {1 << 24} flows per queue")
+                not 1 <= flow_table_size <= _core.MAX_FLOW_TABLE:
+            raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {_core.MAX_FLOW_TABLE} flows "
+                             "per queue")
         if isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or \
                 not 0 <= pending_limit <= _core.MAX_PENDING:
             # each waiting packet holds a 64 KiB slot made at start
