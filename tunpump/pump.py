@@ -321,7 +321,8 @@ class Pump:
         batches, read and write calls, drops by reason; plus wakeups and, for
         TCP/UDP, connects, disconnects, protocol errors and learned peers.
         For each direction, packets_in == packets_out + sum(drops) once the
-        pump is stopped (while running, a batch may be in flight)."""
+        pump is stopped (while running, a batch may be in flight), plus, for
+        `to_endpoint`, the packets punted to Python (`flows.punted`)."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats
