@@ -1,8 +1,11 @@
 """Regression tests for defects found in the review of the issue 9 rework
 (each failed before its fix). Fake devices and pipes: no root."""
+import errno
 import os
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +91,32 @@ def test_port_plus_queue_past_65535_is_refused(field):
             "remotes": [(socket.inet_aton("198.18.0.2"), 65535 if field == "remote_port" else 4000)]}
     exc = _start_error(_core.KIND_UDP, nworkers=2, sock=sock)
     assert exc.errno == 22 and exc.step == field, (exc.errno, exc.step)
+
+
+NOFILE_SCRIPT = """
+import os, resource
+from tunpump import _core
+r, w = os.pipe()
+free = [os.dup(0) for _ in range(4)]
+for fd in free:
+    os.close(fd)
+# the pump's three eventfds fit, worker 0's control eventfd does not
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(free), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+core = _core.CorePump()
+try:
+    core.start(_core.KIND_TUN, 1, [r], (0, 0, 0, 0), [r], (0, 0, 0, 0), ctl={"enabled": 1, "table_size": 64})
+    print("started")
+except OSError as e:
+    print(e.errno, e.step)
+"""
+
+
+def test_control_eventfd_failure_is_named_eventfd():
+    """Worker 0's control eventfd failing (EMFILE) was reported as
+    'malloc: Too many open files'."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", NOFILE_SCRIPT], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(errno.EMFILE), "eventfd"], r.stdout + r.stderr

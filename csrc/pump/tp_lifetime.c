@@ -230,9 +230,13 @@ static int tp__worker_make(struct tp_pump *p, const struct tp_pump_cfg *cfg, int
 
     *err = "malloc";
     if (tp__dir_alloc(&w->d[TP_DIR_TO_EP], cfg->batch, 1) < 0 ||
-        tp__dir_alloc(&w->d[TP_DIR_TO_DEV], cfg->batch, !tp__far_ops(cfg->kind)->owns_buffer) < 0 ||
-        ((cfg->ctl.enabled || cfg->ctl.events) && tp__ctl_alloc(&w->ctl) < 0))
+        tp__dir_alloc(&w->d[TP_DIR_TO_DEV], cfg->batch, !tp__far_ops(cfg->kind)->owns_buffer) < 0)
         return -ENOMEM;
+    /* -ENOMEM from its allocations, or -errno from its eventfd (EMFILE...) */
+    if ((cfg->ctl.enabled || cfg->ctl.events) && (rc = tp__ctl_alloc(&w->ctl)) < 0) {
+        *err = rc == -ENOMEM ? "malloc" : "eventfd";
+        return rc;
+    }
     *err = cfg->kind == TP_KIND_UDP ? "UDP socket bind" : cfg->kind == TP_KIND_TCP ? "TCP listen" : "malloc";
     if ((rc = tp__open_eps(p, cfg, i)) < 0)
         return rc;
