@@ -61,7 +61,10 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
     int prelen = tp_fmt_prefix_len(&t->fmt);
 
     tp__dir_reset(d);
-    while (d->n < batch) {
+    /* At most `batch` reads per call, short ones included: a fd that keeps
+     * returning runts (a fake device at EOF) must not keep the worker from
+     * polling its stop eventfd. */
+    for (int reads = 0; d->n < batch && reads < batch; reads++) {
         uint8_t *start = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
         ssize_t r = read(t->fd, start, TP__BUF_SIZE - (TP__HEADROOM - prelen));
 

@@ -8,8 +8,8 @@ and the test stands on the other end (`wire`) where the kernel's stack would
 be. No root, no namespace, no /dev/net/tun.
 
 Stop the pumps before closing a FakeDevice: a real queue never reads 0
-bytes, but a socket whose peer closed does, and the pump spins on it (see
-test_fake_device_at_eof_does_not_hang_stop)."""
+bytes, but a socket whose peer closed does, and the pump spins on it, counting
+each as malformed, until stopped (see test_fake_device_at_eof_does_not_hang_stop)."""
 from __future__ import annotations
 
 import contextlib
