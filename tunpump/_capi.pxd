@@ -39,6 +39,8 @@ cdef extern from "tp_netns.h":
 
 
 cdef extern from "tp_flow.h":
+    enum:
+        TP_FLOW_TABLE_MAX
     enum tp_flow_class:
         TP_FLOW_IP, TP_FLOW_FRAGMENT, TP_FLOW_ARP, TP_FLOW_ND, TP_FLOW_OTHER, TP_FLOW_UNPARSED
     struct tp_flow_key:

@@ -145,8 +145,9 @@ class Pump:
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name}={cb!r}: expected a callable")
         if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
-                not 1 <= flow_table_size <= 1 << 24:
-            raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {1 << 24} flows per queue")
+                not 1 <= flow_table_size <= _core.MAX_FLOW_TABLE:
+            raise ValueError(f"flow_table_size={flow_table_size!r}: expected 1 to {_core.MAX_FLOW_TABLE} flows "
+                             "per queue")
         if isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or \
                 not 0 <= pending_limit <= _core.MAX_PENDING:
             # each waiting packet holds a 64 KiB slot made at start
@@ -330,7 +331,8 @@ class Pump:
         batches, read and write calls, drops by reason; plus wakeups and, for
         TCP/UDP, connects, disconnects, protocol errors and learned peers.
         For each direction, packets_in == packets_out + sum(drops) once the
-        pump is stopped (while running, a batch may be in flight)."""
+        pump is stopped (while running, a batch may be in flight), plus, for
+        `to_endpoint`, the packets punted to Python (`flows.punted`)."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats

@@ -65,7 +65,8 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
      * no packet (malformed) must not keep the worker from its stop fd. */
     for (int tries = 0; d->n < batch && tries < batch; tries++) {
         uint8_t *start = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
-        ssize_t r = read(t->fd, start, TP__BUF_SIZE - (TP__HEADROOM - prelen));
+        size_t room = TP__BUF_SIZE - (TP__HEADROOM - prelen);
+        ssize_t r = read(t->fd, start, room);
 
         TP__ADD(st->read_calls, 1);
         if (r < 0) {
@@ -83,6 +84,13 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             return -EPIPE;
         }
         TP__ADD(st->read_bytes, r);
+        if ((size_t)r > room) {
+            /* tun_put_user reports the whole packet even when it cut it to
+             * the buffer: never take a length the buffer does not hold. */
+            TP__ADD(st->pkts_in, 1);
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+            continue;
+        }
         if (r <= prelen) {
             TP__ADD(st->pkts_in, 1);
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
@@ -132,8 +140,11 @@ static int tun_make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
     }
     if (p->pre && src && src->vnet_hdr_sz && !p->hdr)
         svnet = p->pre + tp_fmt_vnet_off(src);
-    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && (svnet[0] || svnet[1]))))
-        return TP_DROP_OFFLOAD;    /* cannot happen once split; kept as a guard */
+    /* A packet still needing a checksum or segmentation cannot go to a device
+     * without a vnet_hdr (cannot happen once split; kept as a guard).
+     * DATA_VALID alone (the kernel verified it) is a complete packet. */
+    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || svnet[1]))))
+        return TP_DROP_OFFLOAD;
     if (dst->pi) {
         uint16_t proto = tun_pi_proto(dst, src, p);
         o[0] = o[1] = 0;

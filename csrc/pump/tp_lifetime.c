@@ -45,6 +45,8 @@ const char *const tp_drop_names[TP_DROP__COUNT] = {
     [TP_DROP_TOO_MANY_SEGS] = "too_many_segments",
 };
 
+#define TP__PORT_MAX 65535
+
 #define TP__KNOWN_OFFLOADS (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | 0x10 /* TUN_F_UFO */ | \
                             TUN_F_USO4 | TUN_F_USO6)
 
@@ -87,7 +89,7 @@ static int tp__check_ctl(const struct tp_ctl_cfg *c, const char **err)
     }
     if (!c->enabled)
         return 0;
-    if (c->table_size < 1) {
+    if (c->table_size < 1 || c->table_size > TP_FLOW_TABLE_MAX) {
         *err = "table_size";
         return -EINVAL;
     }
@@ -96,6 +98,23 @@ static int tp__check_ctl(const struct tp_ctl_cfg *c, const char **err)
         return -EINVAL;
     }
     return 0;
+}
+
+/* Worker i uses port + i: every queue's port must fit 16 bits (htons would
+ * wrap 65536 to 0, an ephemeral port). */
+static int tp__ports_fit(unsigned port, int nworkers)
+{
+    return port <= TP__PORT_MAX && (port == 0 || TP__PORT_MAX - port >= (unsigned)(nworkers - 1));
+}
+
+static int tp__remote_ports_fit(const struct tp_pump_cfg *c)
+{
+    const struct tp_sock_cfg *s = &c->sock;
+
+    for (int r = 0; s->has_remote && r < (s->nremotes > 0 ? s->nremotes : 1); r++)
+        if (s->remote_port[r] == 0 || !tp__ports_fit(s->remote_port[r], c->nworkers))
+            return 0;
+    return 1;
 }
 
 static int tp__check_sock(const struct tp_pump_cfg *c, const char **err)
@@ -108,6 +127,10 @@ static int tp__check_sock(const struct tp_pump_cfg *c, const char **err)
         return 0;
     else if (s->family != AF_INET && s->family != AF_INET6)
         *err = "family";
+    else if (!tp__ports_fit(s->local_port, c->nworkers))
+        *err = "local_port";
+    else if (!tp__remote_ports_fit(c))
+        *err = "remote_port";
     else if (c->kind == TP_KIND_TCP && !s->listen && !s->has_remote)
         *err = "remote";
     else if (c->kind == TP_KIND_TCP && (s->max_frame < 1 || s->max_frame > TP__PKT_MAX))
@@ -209,9 +232,13 @@ static int tp__worker_make(struct tp_pump *p, const struct tp_pump_cfg *cfg, int
 
     *err = "malloc";
     if (tp__dir_alloc(&w->d[TP_DIR_TO_EP], cfg->batch, 1) < 0 ||
-        tp__dir_alloc(&w->d[TP_DIR_TO_DEV], cfg->batch, !tp__far_ops(cfg->kind)->owns_buffer) < 0 ||
-        ((cfg->ctl.enabled || cfg->ctl.events) && tp__ctl_alloc(&w->ctl) < 0))
+        tp__dir_alloc(&w->d[TP_DIR_TO_DEV], cfg->batch, !tp__far_ops(cfg->kind)->owns_buffer) < 0)
         return -ENOMEM;
+    /* -ENOMEM from its allocations, or -errno from its eventfd (EMFILE...) */
+    if ((cfg->ctl.enabled || cfg->ctl.events) && (rc = tp__ctl_alloc(&w->ctl)) < 0) {
+        *err = rc == -ENOMEM ? "malloc" : "eventfd";
+        return rc;
+    }
     *err = cfg->kind == TP_KIND_UDP ? "UDP socket bind" : cfg->kind == TP_KIND_TCP ? "TCP listen" : "malloc";
     if ((rc = tp__open_eps(p, cfg, i)) < 0)
         return rc;
