@@ -1,6 +1,7 @@
 """Pump: forwards between a device and an endpoint on C worker threads."""
 from __future__ import annotations
 
+import errno as _errno
 import os
 import threading
 import time
@@ -9,7 +10,8 @@ import struct
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
 
 from . import _core
-from .control import Control, Event, Flow, Verdict
+from . import transforms as _transforms
+from .control import Control, Event, Flow, Packet, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
@@ -55,6 +57,17 @@ class Pump:
       seconds, `decision_timeout` seconds after which `default_verdict`
       (FORWARD: fail-open, DROP: fail-closed) applies, `pending_limit` packets
       per queue held while their flow waits for a verdict.
+
+    Transform (docs/transforms.md): `transform=` a capsule named
+    "tunpump.transform.v1" or an object with `__tunpump_transform__()` (such
+    as `tunpump.transforms.Null()`) runs C code on every packet in both
+    directions, on the workers. Packets it sends to Python arrive in batches
+    at `on_punt(list[Packet])`; `punt_ring` packets per queue (a power of
+    two, 64 KiB each, default 64) wait for Python, the rest are dropped as
+    `punt_full`. With a transform the pump fails closed: `default_verdict`
+    defaults to DROP and FORWARD is refused, so nothing leaves untransformed
+    because Python was slow. `transform_control(msg)` hands the transform's
+    workers a message (new keys) between batches.
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
@@ -62,8 +75,10 @@ class Pump:
                  on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
                  on_event: Optional[Callable[[Event], None]] = None,
                  flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
-                 decision_timeout: float = 1.0, default_verdict: Verdict = Verdict.FORWARD,
-                 pending_limit: int = 256, stats_interval: Optional[float] = None) -> None:
+                 decision_timeout: float = 1.0, default_verdict: Optional[Verdict] = None,
+                 pending_limit: int = 256, stats_interval: Optional[float] = None,
+                 transform: Any = None, on_punt: Optional[Callable[[List[Packet]], None]] = None,
+                 punt_ring: int = _core.DEFAULT_PUNT_RING) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device={device!r}: expected a tunpump.Device")
         if not isinstance(endpoint, (Device, UDPEndpoint, TCPEndpoint)):
@@ -80,7 +95,20 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
-        for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event)):
+        self._transform = None if transform is None else _transforms.as_capsule(transform)
+        if default_verdict is None:
+            default_verdict = Verdict.FORWARD if transform is None else Verdict.DROP
+        elif transform is not None and default_verdict != Verdict.DROP:
+            raise ValueError(f"default_verdict={default_verdict!r}: with a transform the pump fails closed "
+                             f"(Verdict.DROP), so no packet leaves untransformed because Python was slow")
+        if isinstance(punt_ring, bool) or not isinstance(punt_ring, int) or \
+                not 1 <= punt_ring <= _core.MAX_PUNT_RING or punt_ring & (punt_ring - 1):
+            raise ValueError(f"punt_ring={punt_ring!r}: expected a power of two from 1 to {_core.MAX_PUNT_RING} "
+                             f"packets per queue (64 KiB of memory each)")
+        if on_punt is not None and transform is None:
+            raise ValueError("on_punt: only a transform sends packets to on_punt (PUNT verdicts go to on_packet)")
+        for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event),
+                         ("on_punt", on_punt)):
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name}={cb!r}: expected a callable")
         if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
@@ -110,9 +138,11 @@ class Pump:
             "enabled": int(on_flow is not None), "table_size": flow_table_size,
             "idle_ns": int(flow_idle_timeout * 1e9), "decision_ns": int(decision_timeout * 1e9),
             "default_verdict": default_verdict._code()[0], "pending_limit": pending_limit,
+            "punt_ring": punt_ring,
         }
-        self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval)
-        self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval))
+        self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval, on_punt)
+        self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval,
+                                                          transform))
         self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
         self._core: Optional[_core.CorePump] = None
         self._lock = threading.Lock()
@@ -139,14 +169,16 @@ class Pump:
             ctl = dict(self._ctl_cfg, events=int(self._wants_control or bool(self._control.queues)))
             try:
                 if isinstance(ep, Device):
-                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl)
+                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl,
+                               transform=self._transform)
                 else:
                     cfg = ep.sock_cfg(len(fds))
                     if ep.netns:
                         netns_fd = _core.netns_open(ep.netns)
                         cfg["netns_fd"] = netns_fd
                     kind = _core.KIND_UDP if isinstance(ep, UDPEndpoint) else _core.KIND_TCP
-                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg, ctl=ctl)
+                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg, ctl=ctl,
+                               transform=self._transform)
             except OSError as exc:
                 raise PumpError(exc.errno, f"starting the pump: {exc.strerror} "
                                            f"(endpoint {ep!r})") from None
@@ -268,6 +300,32 @@ class Pump:
         if not 0 <= peer < self._npeers:
             raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
         core.inject_udp(queue, peer, data)
+
+    def transform_control(self, message: bytes, queue: Optional[int] = None) -> None:
+        """Hand the transform's control() `message` (at most
+        tunpump.transforms.CONTROL_MAX bytes) on worker `queue`, or on every
+        worker (None). Each worker runs it on its own thread between two
+        batches, in the order sent, so no batch sees a half-made change (a
+        rekey). Returns once posted, not once applied. Raises BlockingIOError
+        when a worker's 64-message ring is full (with queue=None, workers
+        before it got the message: send per-queue messages to retry)."""
+        data = bytes(message)
+        if self._transform is None:
+            raise RuntimeError("transform_control: the pump has no transform")
+        if len(data) > _transforms.CONTROL_MAX:
+            raise ValueError(f"message: {len(data)} bytes, at most {_transforms.CONTROL_MAX}")
+        if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int) or
+                                  not 0 <= queue < self.device.queues):
+            raise ValueError(f"queue={queue!r}: expected None (every queue) or 0..{self.device.queues - 1}")
+        core = self._core
+        if core is None:
+            raise RuntimeError("the pump is not running")
+        try:
+            core.transform_control(-1 if queue is None else queue, data)
+        except OSError as exc:
+            if exc.errno == _errno.ENOTSUP:
+                raise RuntimeError("transform_control: this transform has no control function") from None
+            raise
 
     async def events(self) -> AsyncIterator[Event]:
         """Events as an async iterator, for asyncio code:

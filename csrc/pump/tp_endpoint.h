@@ -45,6 +45,9 @@ struct tp_ep_args {
     const struct tp_sock_cfg *sock;   /* socket kinds */
     const struct tp_fmt *dev_fmt;     /* socket kinds: what the packets must look like */
     int want_gro;                     /* UDP: the device takes coalesced runs */
+    int transform;                    /* a transform comes next: packets need not look like the
+                                       * device's yet (the stage checks after it); UDP tags each
+                                       * packet with its source (d->names) and peer index */
     struct tp_ep_sink sink;
 };
 

@@ -25,6 +25,7 @@ struct tp_ep_udp {
     int learn_peer;                 /* accept the first sender as the peer */
     int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
     int udp_gro;                    /* UDP_GRO is on for the socket */
+    int transform;                  /* a transform reads the datagrams first (tp_ep_args) */
     struct tp_fmt dev_fmt;          /* what a datagram must look like */
     /* peers[0..npeers) are fixed once npeers covers them. A learned peer is
      * published by the worker with a release store of npeers, and inject
@@ -60,6 +61,7 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->family = c->family;
     u->learn_peer = c->learn_peer;
     u->dev_fmt = *a->dev_fmt;
+    u->transform = a->transform;
     if (c->has_remote) {
         u->npeers = c->nremotes > 0 ? c->nremotes : 1;
         for (int r = 0; r < u->npeers; r++)
@@ -186,11 +188,25 @@ static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, uint3
             TP__ADD(st->drops[TP_DROP_TOO_MANY_SEGS], (len - off + seg - 1) / seg);
             return;
         }
-        if (!tp__plausible(&u->dev_fmt, base + off, l)) {
+        if (!u->transform && !tp__plausible(&u->dev_fmt, base + off, l)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
             continue;
         }
         tp__pkt_set(&d->pkts[d->n++], base + off, l, -1);
+    }
+}
+
+/* For a transform: packets first..d->n came from datagram i; which peer sent it. */
+static void udp_tag(const struct tp_ep_udp *u, struct tp__dir *d, int first, int i)
+{
+    uint8_t peer = 0;
+
+    for (int k = 0; k < u->npeers; k++)
+        if (udp_same_addr(&u->peers[k], &d->names[i]))
+            peer = (uint8_t)k;
+    for (int k = first; k < d->n; k++) {
+        d->pkts[k].src = (int16_t)i;
+        d->pkts[k].route = peer;
     }
 }
 
@@ -231,7 +247,10 @@ static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], nseg);
             continue;
         }
+        int first = d->n;
         udp_cut(u, d, d->iov[i].iov_base, len, seg ? seg : 1, st);
+        if (u->transform)
+            udp_tag(u, d, first, i);
     }
     if (d->n)
         TP__ADD(st->batches, 1);

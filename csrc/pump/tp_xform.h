@@ -1,0 +1,49 @@
+/* The transform stage (tunpump.h's ABI, seen from inside the pump): per
+ * worker, the transform's state, the descriptors handed to its batch
+ * function, and the ring of control messages from Python. The stage copies
+ * each packet of a batch into the direction's arena with room around it,
+ * calls the transform once, checks what it left, and keeps, drops or punts
+ * each packet. Not public. */
+#ifndef TP_XFORM_H
+#define TP_XFORM_H
+
+#include "tp_batch.h"
+#include "tp_ctl_worker.h"
+#include "tp_ring.h"
+#include "tunpump.h"
+
+#define TP__XF_MSG_RING 64      /* control messages waiting per worker */
+
+/* One control message in the ring. */
+struct tp__xf_msg {
+    uint32_t len;
+    uint8_t data[TUNPUMP_CONTROL_MAX];
+};
+
+struct tp__xf {
+    const struct tunpump_transform_ops *ops;
+    void *state;
+    int created;                /* create() succeeded: destroy() is owed */
+    int queue;
+    int udp;                    /* the far end is a UDP socket: peer indexes mean something */
+    struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets go */
+    struct tunpump_pkt *desc;   /* cap of the larger direction */
+    struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
+    int msg_fd;                 /* eventfd: messages are waiting */
+};
+
+/* Lifetime (caller's thread): init allocates nothing and sets msg_fd -1;
+ * alloc makes the descriptors, the ring and calls create(); free calls
+ * destroy() and frees. */
+void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, struct tp__ctl *ctl);
+int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err);
+void tp__xf_free(struct tp__xf *x);
+
+/* Worker thread: the stage over d->pkts (after split, before coalescing). */
+void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st);
+/* Worker thread: run the control messages waiting, in order. */
+void tp__xf_take_control(struct tp__xf *x);
+/* Control thread: post one message (0, -EAGAIN when the ring is full). */
+int tp__xf_post(struct tp__xf *x, const uint8_t *msg, size_t len);
+
+#endif
