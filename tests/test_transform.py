@@ -230,3 +230,33 @@ def test_to_python_both_ways_with_metadata_and_inject(world, probe):
     assert s2["to_device"]["punted"] >= len(ins) and s2["to_endpoint"]["punted"] >= len(outs)
     assert s2["to_device"]["packets_out"] == 0 and s2["to_endpoint"]["packets_out"] == 0
     assert_stats_add_up(s2)
+
+
+def test_inject_to_an_address_and_counted(world):
+    """A handshake reply goes to the source of a punted datagram, which need
+    not be a configured peer; every injected packet is counted."""
+    e1, _ = _udp(world)
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.10.2', 7001)); s.settimeout(5); print(s.recvfrom(100)[0].decode())")
+    listener = world.ns.python(world.n2, "-c", code)
+    with Pump(world.a, e1, transform=transforms.Null()) as p:
+        for _ in range(50):   # until the listener is bound (UDP: sent datagrams before are lost)
+            p.inject(b"hello", "endpoint", address=("198.18.10.2", 7001))
+            if listener.poll() is not None:
+                break
+            import time
+            time.sleep(0.1)
+        out, err = listener.communicate(timeout=10)
+        assert out.strip() == "hello", err
+        n = p.stats()["to_endpoint"]["injected"]
+        assert n >= 1
+        with pytest.raises(ValueError, match="address=.*IPv4"):
+            p.inject(b"x", "endpoint", address=("fd00:10::2", 7001))
+        with pytest.raises(ValueError, match="address="):
+            p.inject(b"x", "endpoint", address=("nonsense", 7001))
+        with pytest.raises(ValueError, match="address=.*only for to='endpoint'"):
+            p.inject(b"x", "device", address=("198.18.10.2", 7001))
+        from helpers.packets import udp_packet
+        p.inject(udp_packet("198.18.11.2", "198.18.11.1", 5000, 9, b"injected"), "device")
+        assert p.stats()["to_device"]["injected"] == 1
+        assert p.stats()["to_endpoint"]["injected"] == n

@@ -308,6 +308,22 @@ cdef class CorePump:
             self._release()
         _check(rc, "inject (UDP sendto)")
 
+    def inject_udp_addr(self, int worker, int family, bytes addr, unsigned port,
+                        const unsigned char[::1] data):
+        """Send data through worker's UDP socket to (addr, port)."""
+        cdef int rc
+        cdef unsigned char a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            memset(a, 0, sizeof(a))
+            _copy_addr(a, sizeof(a), addr, "address")
+            rc = tp_pump_inject_udp_addr(p, worker, family, a, port, &data[0] if len(data) else NULL, len(data))
+        finally:
+            self._release()
+        _check(rc, "inject (UDP sendto)")
+
     def transform_control(self, int worker, const unsigned char[::1] msg):
         """Post msg to the transform's control() on worker (-1: all)."""
         cdef int rc

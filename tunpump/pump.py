@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import socket
 import threading
 import time
 import asyncio
 import struct
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _core
 from . import transforms as _transforms
@@ -22,6 +23,23 @@ DEFAULT_BATCH = 64
 
 def _fmt(dev: Device) -> tuple:
     return (int(dev.pi), dev.vnet_hdr_size, int(dev.mode == "tap"), dev._offload_bits)
+
+
+def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
+    """(family, raw address, port) of a (host, port) the endpoint's socket can reach."""
+    try:
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        raw = socket.inet_pton(family, host)
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"address={address!r}: expected (IPv4 or IPv6 address, port)") from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"address={address!r}: port must be 1..65535")
+    ep_family = socket.AF_INET6 if ":" in ep.local[0] else socket.AF_INET
+    if family != ep_family:
+        raise ValueError(f"address={address!r}: the endpoint's socket is "
+                         f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
+    return family, raw, port
 
 
 def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
@@ -148,6 +166,8 @@ class Pump:
         self._lock = threading.Lock()
         self._stop_requested = False
         self._last_stats: List[dict] = []
+        self._inject_lock = threading.Lock()
+        self._injected = {"to_endpoint": 0, "to_device": 0}   # packets Python sent (inject)
 
     def __repr__(self) -> str:
         return f"<Pump {self.device.name} <-> {self.endpoint!r} {'running' if self.running else 'stopped'}>"
@@ -246,8 +266,12 @@ class Pump:
         direction (`to_endpoint`, `to_device`) packets and bytes in and out,
         batches, read and write calls, drops by reason; plus wakeups and, for
         TCP/UDP, connects, disconnects, protocol errors and learned peers.
-        For each direction, packets_in == packets_out + sum(drops) once the
-        pump is stopped (while running, a batch may be in flight)."""
+        For each direction, packets_in == packets_out + sum(drops) + punted
+        once the pump is stopped (while running, a batch may be in flight);
+        `punted` counts packets handed to Python (PUNT verdicts, a
+        transform's TO_PYTHON). `injected` (in the summed stats only, as
+        Python injects per pump) counts packets Python sent with inject();
+        they are not part of packets_in / packets_out."""
         core = self._core
         per = core.stats() if core is not None else self._last_stats
         if per_queue:
@@ -257,15 +281,22 @@ class Pump:
         total = per[0]
         for s in per[1:]:
             total = _sum(total, s)
+        with self._inject_lock:
+            for direction, n in self._injected.items():
+                total[direction]["injected"] = n
         return total
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
-               queue: int = 0, peer: int = 0) -> None:
+               queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
         device; PI and vnet_hdr prefixes are added here) or out of the endpoint
-        (`to="endpoint"`: a relay's other device, or UDP peer `peer` through
-        queue `queue`'s socket). A TCP stream's framing belongs to its worker,
-        so injecting into a TCP endpoint is refused."""
+        (`to="endpoint"`: a relay's other device, or through queue `queue`'s
+        UDP socket to peer `peer`, or to `address=(host, port)`, such as the
+        source of a punted handshake message). Injected packets do not pass
+        through the transform: they leave exactly as given. Each is counted in
+        stats() as `injected` of its direction (to_device / to_endpoint). A
+        TCP stream's framing belongs to its worker, so injecting into a TCP
+        endpoint is refused."""
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -276,6 +307,8 @@ class Pump:
             target = self.endpoint
         else:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
+        if address is not None and not isinstance(target, UDPEndpoint):
+            raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
         if isinstance(target, Device):
             if not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
@@ -288,6 +321,7 @@ class Pump:
                 prefix += b"\0\0" + proto
             prefix += bytes(target.vnet_hdr_size)
             target.write(prefix + data, queue)
+            self._count_injected("to_device" if target is self.device else "to_endpoint")
             return
         if isinstance(target, TCPEndpoint):
             raise ValueError("to='endpoint': injecting into a TCP stream is not supported "
@@ -297,9 +331,18 @@ class Pump:
             raise RuntimeError("the pump is not running")
         if not 0 <= queue < self.device.queues:
             raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
-        if not 0 <= peer < self._npeers:
-            raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
-        core.inject_udp(queue, peer, data)
+        if address is not None:
+            family, raw, port = _inet(address, target)
+            core.inject_udp_addr(queue, family, raw, port, data)
+        else:
+            if not 0 <= peer < self._npeers:
+                raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+            core.inject_udp(queue, peer, data)
+        self._count_injected("to_endpoint")
+
+    def _count_injected(self, direction: str) -> None:
+        with self._inject_lock:
+            self._injected[direction] += 1
 
     def transform_control(self, message: bytes, queue: Optional[int] = None) -> None:
         """Hand the transform's control() `message` (at most

@@ -4,6 +4,9 @@
 #include "tp_pump.h"
 #include "tp_pump_internal.h"
 #include "tunpump.h"
+#include "tp_sockaddr.h"
+
+#include <sys/socket.h>
 
 #include <errno.h>
 #include <unistd.h>
@@ -83,6 +86,22 @@ int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *
         return -EINVAL;
     ep = p->w[worker].ep[TP_DIR_TO_DEV];
     return ep->ops->inject(ep, route, data, len);
+}
+
+int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
+                            const uint8_t *data, size_t len)
+{
+    struct sockaddr_storage to;
+    socklen_t to_len;
+    struct tp_ep *ep;
+
+    if (p->cfg.kind != TP_KIND_UDP || worker < 0 || worker >= p->nworkers || port > UINT16_MAX)
+        return -EINVAL;
+    if (family != AF_INET && family != AF_INET6)
+        return -EAFNOSUPPORT;
+    to_len = tp_sockaddr_make(&to, family, addr, port);
+    ep = p->w[worker].ep[TP_DIR_TO_DEV];
+    return ep->ops->inject_to(ep, &to, to_len, data, len);
 }
 
 int tp_pump_transform_control(struct tp_pump *p, int worker, const uint8_t *msg, size_t len)

@@ -82,6 +82,10 @@ struct tp_ep_ops {
     void (*consumed)(struct tp_ep *ep);
     /* Optional, from the control thread: send one datagram to peer `route`. */
     int (*inject)(struct tp_ep *ep, int route, const uint8_t *data, size_t len);
+    /* Optional, from the control thread: send one datagram to an address
+     * (a handshake reply to a sender that is not a peer yet). */
+    int (*inject_to)(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
+                     const uint8_t *data, size_t len);
     int owns_buffer;                  /* read() points into its own buffer: no d->bufs */
     const char *read_where;           /* names a read error when it is the far end */
 };

@@ -396,6 +396,20 @@ static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t l
     return r < 0 ? -errno : 0;
 }
 
+static int udp_inject_to(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
+                         const uint8_t *data, size_t len)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    ssize_t r;
+
+    if (u->fd < 0)
+        return -EBADF;
+    if (to->ss_family != u->family)
+        return -EAFNOSUPPORT;
+    r = sendto(u->fd, data, len, MSG_DONTWAIT, (const struct sockaddr *)to, to_len);
+    return r < 0 ? -errno : 0;
+}
+
 const struct tp_ep_ops tp_ep_udp_ops = {
     .open = udp_open,
     .close = udp_close,
@@ -404,5 +418,6 @@ const struct tp_ep_ops tp_ep_udp_ops = {
     .read = udp_read,
     .write = udp_write,
     .inject = udp_inject,
+    .inject_to = udp_inject_to,
     .read_where = "endpoint read",
 };

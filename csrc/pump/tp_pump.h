@@ -201,6 +201,11 @@ int tp_pump_verdict(struct tp_pump *p, int worker, int32_t flow, uint32_t gen, i
 void tp_pump_kick(struct tp_pump *p);
 /* Send a packet from the control thread through worker's UDP socket to peer `route`. */
 int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len);
+/* Send a datagram through worker's UDP socket to an address (family
+ * AF_INET / AF_INET6, addr 4 / 16 bytes, port in host order): a handshake
+ * reply to a sender that is not a configured peer. */
+int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
+                            const uint8_t *data, size_t len);
 /* Hand the transform's control() a message on worker `worker` (-1: every
  * worker), run between its batches in order. -EAGAIN: a worker's message
  * ring is full (nothing was posted to it, nor to the workers after it);
