@@ -112,6 +112,7 @@ cdef class CorePump:
     cdef tp_pump *p
     cdef tp_pump *dead     # closed while in use: freed by the last user
     cdef int users
+    cdef object transform  # the capsule the workers' cfg.xf points into: kept while they may run
 
     def __cinit__(self):
         self.p = NULL
@@ -170,6 +171,7 @@ cdef class CorePump:
         if rc < 0:
             raise _error(-rc, (err or b"start").decode())
         self.p = out
+        self.transform = transform
 
     def stop(self):
         cdef tp_pump *p = self._acquire()

@@ -23,8 +23,10 @@
  * unchanged for that long. docs/transforms.md has the rules and an example.
  *
  * Threads:
- *   create / destroy  on the thread that starts / frees the pump (Python's,
- *                     GIL held), once per worker, never while that worker runs;
+ *   create / destroy  on the thread that starts / frees the pump (the one
+ *                     calling Pump.start() / stop(), GIL NOT held, inside the
+ *                     endpoint's network namespace for create), once per
+ *                     worker, never while that worker runs;
  *   batch / control   on worker `queue`'s own thread, GIL not held, never at
  *                     the same time as each other for one worker. Different
  *                     workers run concurrently, each with its own state.
@@ -91,7 +93,8 @@ struct tunpump_pkt {
     socklen_t src_len;
 };
 
-/* The transform's functions. Unused optional ones are NULL. */
+/* The transform's functions. Unused optional ones are NULL. None of them
+ * may call into Python (none holds the GIL). */
 struct tunpump_transform_ops {
     uint32_t abi;           /* TUNPUMP_TRANSFORM_ABI */
     uint32_t flags;         /* TUNPUMP_NEEDS_SEGMENTS, ... */
