@@ -260,3 +260,23 @@ def test_inject_to_an_address_and_counted(world):
         p.inject(udp_packet("198.18.11.2", "198.18.11.1", 5000, 9, b"injected"), "device")
         assert p.stats()["to_device"]["injected"] == 1
         assert p.stats()["to_endpoint"]["injected"] == n
+
+
+def test_transform_chooses_the_peer(world, probe):
+    """Cryptokey routing: the transform sets pkt->peer on the way out; a peer
+    the endpoint lacks drops the packet as no_peer."""
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.10.2', 7002)); s.settimeout(8); print('ready', flush=True); "
+            "print(s.recvfrom(2000)[0].hex())")
+    listener = world.ns.python(world.n2, "-c", code)
+    assert listener.stdout.readline().strip() == "ready"
+    two = UDPEndpoint(("198.18.10.1", 6000), [("198.18.10.2", 6000), ("198.18.10.2", 7002)], netns=world.n1)
+    with Pump(world.a, two, transform=probe.Probe(8)) as p:
+        world.ns.ping(world.n1, "198.18.11.2", count=1)
+        out, err = listener.communicate(timeout=15)
+        pkt = bytes.fromhex(out.strip())
+        assert pkt[0] >> 4 in (4, 6), err
+        p.transform_control(b"\x07")     # peer 5: not there
+        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1),
+                                   p.stats()["to_endpoint"]["drops"]["no_peer"])[1] > 0)
+    assert_stats_add_up(p.stats())

@@ -25,19 +25,20 @@
 /* A packet on its way: hdr[0..hdrlen) + data[0..len). hdr is set for the
  * segments of a split (their rewritten headers); pre is the PI / vnet_hdr
  * prefix it was read with, kept when the packet passes through whole. */
-struct tp__pkt {
+struct tp__pkt {      /* 48 bytes: pointers first, no padding */
     uint8_t *data;
-    uint32_t len;
     uint8_t *hdr;
-    uint32_t hdrlen;
     uint8_t *pre;
+    uint32_t len;
+    uint32_t hdrlen;
     uint32_t prelen;
     int32_t group;     /* the read it came from: segments of one split share it */
+    int32_t flow;      /* the flow it was classified in; -1: none */
+    int16_t src;       /* with a transform, from a UDP socket: the source's index in d->names; -1 none */
     uint8_t route;     /* UDP: which peer (to it: a ROUTE verdict; from it, with a transform: the sender) */
     uint8_t released;  /* came back from the pending queue: already counted in its flow */
-    int16_t src;       /* with a transform, from a UDP socket: the source's index in d->names; -1 none */
-    int32_t flow;      /* the flow it was classified in; -1: none */
 };
+_Static_assert(sizeof(struct tp__pkt) == 48, "struct tp__pkt grew: the batch arrays are cap of them");
 
 struct tp__xf;
 

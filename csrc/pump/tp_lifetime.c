@@ -191,7 +191,8 @@ static int tp__pump_new(const struct tp_pump_cfg *cfg, struct tp_pump **out)
         w->pump = p;
         w->idx = i;
         tp__ctl_init(&w->ctl, &p->cfg.ctl, &p->cfg.dev.fmt, &w->st, i, -1);
-        tp__xf_init(&w->xf, cfg->xf, i, cfg->kind == TP_KIND_UDP, &w->ctl);
+        tp__xf_init(&w->xf, cfg->xf, i, cfg->kind == TP_KIND_UDP,
+                    cfg->sock.has_remote && cfg->sock.nremotes > 0 ? cfg->sock.nremotes : 1, &w->ctl);
     }
     p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

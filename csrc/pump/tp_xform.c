@@ -8,12 +8,14 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, struct tp__ctl *ctl)
+void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
+                 struct tp__ctl *ctl)
 {
     memset(x, 0, sizeof(*x));
     x->ops = t ? t->ops : NULL;
     x->queue = queue;
     x->udp = udp;
+    x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
 }
@@ -124,9 +126,13 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
             TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
         } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* the endpoint skipped this check for us */
+        } else if (dir == TP_DIR_TO_EP && xf->udp && (x->peer < 0 || x->peer >= xf->npeers)) {
+            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);     /* routed to a peer the endpoint lacks */
         } else {
             struct tp__pkt *q = &d->pkts[out++];
             *q = *p;
+            if (dir == TP_DIR_TO_EP && xf->udp)
+                q->route = (uint8_t)x->peer;              /* the transform may choose the peer */
             q->data = x->data;
             q->len = x->len;
             q->hdr = NULL;

@@ -26,6 +26,7 @@ struct tp__xf {
     int created;                /* create() succeeded: destroy() is owed */
     int queue;
     int udp;                    /* the far end is a UDP socket: peer indexes mean something */
+    int npeers;                 /* UDP: peers configured (a learning endpoint: 1) */
     struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets go */
     struct tunpump_pkt *desc;   /* cap of the larger direction */
     struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
@@ -35,7 +36,8 @@ struct tp__xf {
 /* Lifetime (caller's thread): init allocates nothing and sets msg_fd -1;
  * alloc makes the descriptors, the ring and calls create(); free calls
  * destroy() and frees. */
-void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, struct tp__ctl *ctl);
+void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
+                 struct tp__ctl *ctl);
 int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err);
 void tp__xf_free(struct tp__xf *x);
 

@@ -80,9 +80,11 @@ struct tunpump_pkt {
     uint32_t headroom;      /* writable bytes before data, when the batch function is called */
     uint32_t tailroom;      /* writable bytes after data + len, idem */
     uint16_t queue;         /* the worker (queue) index */
-    int16_t peer;           /* the UDP peer index (device -> endpoint: where it goes, ROUTE
-                             * verdicts included; endpoint -> device: the configured peer it
-                             * came from); -1: unknown / not a UDP endpoint */
+    int16_t peer;           /* the UDP peer index. device -> endpoint: where it goes (a ROUTE
+                             * verdict's, else 0); the transform may change it (cryptokey
+                             * routing), a peer the endpoint lacks drops the packet as
+                             * "no_peer". endpoint -> device: the configured peer it came
+                             * from. -1: not a UDP endpoint */
     int32_t flow;           /* the flow table entry (verdicts on), -1: none */
     uint8_t gso;            /* 1: a GSO super-packet (never with TUNPUMP_NEEDS_SEGMENTS) */
     uint8_t outcome;        /* out: enum tunpump_outcome; preset to TUNPUMP_PASS */

@@ -11,6 +11,8 @@ config and changed by control messages (one byte), says what it does:
   5 grow            to_endpoint: a 32-byte header is prepended (headroom);
                     to_device: it is checked and stripped (else dropped)
   6 bad outcome     to_endpoint packets get outcome 9 (not an outcome)
+  7 route 5         to_endpoint packets go to peer 5
+  8 route 1         to_endpoint packets go to peer 1
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
@@ -76,6 +78,10 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].outcome = TUNPUMP_DROP
         elif mode == 6:
             pkts[i].outcome = 9
+        elif mode == 7:
+            pkts[i].peer = 5
+        elif mode == 8:
+            pkts[i].peer = 1
 
 
 cdef tunpump_transform_ops OPS
