@@ -280,3 +280,20 @@ def test_transform_chooses_the_peer(world, probe):
         assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1),
                                    p.stats()["to_endpoint"]["drops"]["no_peer"])[1] > 0)
     assert_stats_add_up(p.stats())
+
+
+@pytest.mark.parametrize("segments", [True, False], ids=["needs-segments", "whole"])
+def test_relay_through_a_transform(ns, probe, segments):
+    """TUN-to-TUN relay with vnet_hdr on both: with NEEDS_SEGMENTS
+    super-packets are cut before the stage; without it they pass it whole
+    (pkt->gso) and go on as super-packets. Traffic arrives intact."""
+    from helpers.world import World
+    w = World(ns, mtu=None, vnet=(True, True), underlay=False)
+    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments)) as pump:
+        check_traffic(w, 16 * MiB, inner=(4, 6))
+    s = pump.stats()
+    if segments:
+        assert s["to_endpoint"]["gso_split"] > 0 and s["to_endpoint"]["gso_passed"] == 0
+    else:
+        assert s["to_endpoint"]["gso_passed"] > 0 and s["to_endpoint"]["gso_split"] == 0
+    assert_stats_add_up(s)

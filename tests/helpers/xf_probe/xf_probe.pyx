@@ -97,6 +97,10 @@ cdef tunpump_transform_ops OPS_OLD_ABI
 OPS_OLD_ABI = OPS
 OPS_OLD_ABI.abi = TUNPUMP_TRANSFORM_ABI + 1
 
+cdef tunpump_transform_ops OPS_WHOLE   # takes super-packets whole (no NEEDS_SEGMENTS)
+OPS_WHOLE = OPS
+OPS_WHOLE.flags = 0
+
 
 cdef void _free_transform(object capsule) noexcept:
     free(PyCapsule_GetPointer(capsule, TUNPUMP_TRANSFORM_CAPSULE))
@@ -116,9 +120,12 @@ cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode):
 class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
-    def __init__(self, mode=0, abi_off_by_one=False):
+    def __init__(self, mode=0, abi_off_by_one=False, segments=True):
         self.mode = mode
         self.abi_off_by_one = abi_off_by_one
+        self.segments = segments
 
     def __tunpump_transform__(self):
-        return _capsule(&OPS_OLD_ABI if self.abi_off_by_one else &OPS, self.mode)
+        if self.abi_off_by_one:
+            return _capsule(&OPS_OLD_ABI, self.mode)
+        return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode)
