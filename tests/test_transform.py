@@ -297,3 +297,28 @@ def test_relay_through_a_transform(ns, probe, segments):
     else:
         assert s["to_endpoint"]["gso_passed"] > 0 and s["to_endpoint"]["gso_split"] == 0
     assert_stats_add_up(s)
+
+
+def test_inject_through_the_transform(world):
+    """Python's own packet leaves through the transform (here Null on n1),
+    as the device's would: it reaches n2's device and its stack answers."""
+    from helpers.packets import udp_packet
+    e1, e2 = _udp(world)
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.11.2', 9009)); s.settimeout(8); print('ready', flush=True); "
+            "print(s.recvfrom(100)[0].decode())")
+    listener = world.ns.python(world.n2, "-c", code)
+    assert listener.stdout.readline().strip() == "ready"
+    with Pump(world.a, e1, transform=transforms.Null()) as p1, Pump(world.b, e2, transform=transforms.Null()):
+        p1.inject(udp_packet("198.18.11.1", "198.18.11.2", 5000, 9009, b"through"), "endpoint",
+                  through_transform=True)
+        out, err = listener.communicate(timeout=15)
+        assert out.strip() == "through", err
+        with pytest.raises(ValueError, match="through_transform=True: only to='endpoint'"):
+            p1.inject(b"x", "device", through_transform=True)
+    s = p1.stats()
+    assert s["to_endpoint"]["injected"] == 1 and s["to_endpoint"]["packets_out"] >= 1
+    assert_stats_add_up(s)
+    with Pump(world.a, e1) as p:
+        with pytest.raises(ValueError, match="no transform"):
+            p.inject(b"x", "endpoint", through_transform=True)

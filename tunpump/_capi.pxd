@@ -187,6 +187,7 @@ cdef extern from "tp_pump.h":
     int tp_pump_inject_udp(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
     int tp_pump_inject_udp_addr(tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
                                 const uint8_t *data, size_t len) nogil
+    int tp_pump_inject_transform(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
     int tp_pump_transform_control(tp_pump *p, int worker, const uint8_t *msg, size_t len) nogil
 
 

@@ -326,6 +326,19 @@ cdef class CorePump:
             self._release()
         _check(rc, "inject (UDP sendto)")
 
+    def inject_transform(self, int worker, int route, const unsigned char[::1] data):
+        """Queue data for the endpoint through the transform on worker."""
+        cdef int rc
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            # Under the GIL: one producer at a time on each worker's ring.
+            rc = tp_pump_inject_transform(p, worker, route, &data[0] if len(data) else NULL, len(data))
+        finally:
+            self._release()
+        _check(rc, "inject (through the transform)")
+
     def transform_control(self, int worker, const unsigned char[::1] msg):
         """Post msg to the transform's control() on worker (-1: all)."""
         cdef int rc

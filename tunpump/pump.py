@@ -287,16 +287,23 @@ class Pump:
         return total
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
-               queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None) -> None:
+               queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,
+               through_transform: bool = False) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
         device; PI and vnet_hdr prefixes are added here) or out of the endpoint
         (`to="endpoint"`: a relay's other device, or through queue `queue`'s
         UDP socket to peer `peer`, or to `address=(host, port)`, such as the
         source of a punted handshake message). Injected packets do not pass
-        through the transform: they leave exactly as given. Each is counted in
-        stats() as `injected` of its direction (to_device / to_endpoint). A
-        TCP stream's framing belongs to its worker, so injecting into a TCP
-        endpoint is refused."""
+        through the transform: they leave exactly as given; unless
+        `through_transform=True` (to="endpoint" only): then `packet` is a
+        device packet (an IP packet, or a frame for TAP) that queue `queue`'s
+        worker sends through the transform as if the device had sent it
+        (Python's own data, a keepalive), counted in packets_in too, past
+        the verdicts; BlockingIOError when that worker's 64-packet ring is
+        full. Each injected packet is counted in stats() as `injected` of
+        its direction (to_device / to_endpoint). A TCP stream's framing
+        belongs to its worker, so injecting into a TCP endpoint is refused
+        (through the transform it is accepted)."""
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -309,6 +316,9 @@ class Pump:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
         if address is not None and not isinstance(target, UDPEndpoint):
             raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
+        if through_transform:
+            self._inject_through_transform(data, target, queue, peer, address)
+            return
         if isinstance(target, Device):
             if not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
@@ -338,6 +348,24 @@ class Pump:
             if not 0 <= peer < self._npeers:
                 raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
             core.inject_udp(queue, peer, data)
+        self._count_injected("to_endpoint")
+
+    def _inject_through_transform(self, data: bytes, target: Any, queue: int, peer: int,
+                                  address: Any) -> None:
+        if self._transform is None:
+            raise ValueError("through_transform=True: the pump has no transform")
+        if target is self.device or address is not None:
+            raise ValueError("through_transform=True: only to='endpoint' with a peer index (no address)")
+        if len(data) > 65535:
+            raise ValueError(f"packet: {len(data)} bytes, at most 65535")
+        core = self._core
+        if core is None:
+            raise RuntimeError("the pump is not running")
+        if not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+        if not 0 <= peer < self._npeers:
+            raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+        core.inject_transform(queue, peer, data)
         self._count_injected("to_endpoint")
 
     def _count_injected(self, direction: str) -> None:

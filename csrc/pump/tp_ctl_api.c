@@ -121,3 +121,12 @@ int tp_pump_transform_control(struct tp_pump *p, int worker, const uint8_t *msg,
     }
     return 0;
 }
+
+int tp_pump_inject_transform(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len)
+{
+    if (!p->cfg.xf || worker < 0 || worker >= p->nworkers || route < 0 || route >= TP_MAX_PEERS)
+        return -EINVAL;
+    if (len > TP__PKT_MAX)
+        return -EMSGSIZE;
+    return tp__xf_post_inject(&p->w[worker].xf, route, data, len);
+}

@@ -108,6 +108,24 @@ static int tp__buffered(const struct tp__worker *w)
     return mask;
 }
 
+/* Packets Python injected through the transform wait, and their batch is free. */
+static int tp__injects_ready(const struct tp__worker *w)
+{
+    return w->xf.ops && !w->d[TP_DIR_TO_EP].pending && tp_ring_count(&w->xf.injects);
+}
+
+/* Send what Python injected through the transform: a batch of its own, as
+ * if read from the device (counted in packets_in), past the verdicts. */
+static int tp__inject_step(struct tp__worker *w)
+{
+    struct tp__dir *d = &w->d[TP_DIR_TO_EP];
+
+    if (!tp__injects_ready(w) || tp__xf_take_injects(&w->xf, d, d->src_fmt, w->pump->cfg.batch) == 0)
+        return 0;
+    tp__prepare(d, TP_DIR_TO_EP, &w->st.dir[TP_DIR_TO_EP], NULL);
+    return tp__flush(w, TP_DIR_TO_EP);
+}
+
 /* The pollfds of a turn, and how long it may sleep. */
 static int tp__poll_setup(struct tp__worker *w, struct pollfd *pfd, int buffered)
 {
@@ -127,7 +145,7 @@ static int tp__poll_setup(struct tp__worker *w, struct pollfd *pfd, int buffered
         short want = (short)((w->d[dir].pending ? 0 : POLLIN) | (w->d[tp__other(dir)].pending ? POLLOUT : 0));
         w->ep[dir]->ops->poll(w->ep[dir], &pfd[FD_EP + dir * TP_EP_NFDS], want, &timeout);
     }
-    if (buffered || w->ctl.releasing)
+    if (buffered || w->ctl.releasing || tp__injects_ready(w))
         return 0;
     if (w->pump->cfg.ctl.enabled)
         timeout = tp__ctl_timeout(&w->ctl, timeout);
@@ -185,6 +203,8 @@ static int tp__turn(struct tp__worker *w)
         return 1;
     if (pfd[FD_XF].revents & POLLIN)   /* between batches: no batch sees a half-made change */
         tp__xf_take_control(&w->xf);
+    if (w->xf.ops && tp__inject_step(w) < 0)
+        return 1;
     if (w->pump->cfg.ctl.enabled && (rc = tp__ctl_step(w, pfd[FD_CTL].revents & POLLIN)) != 0)
         return rc < 0;
     for (int dir = 0; dir < TP_DIR__COUNT; dir++) {

@@ -206,6 +206,11 @@ int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *
  * reply to a sender that is not a configured peer. */
 int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
                             const uint8_t *data, size_t len);
+/* Send a device packet (as the device would hand it over, without a
+ * prefix) out of the endpoint THROUGH the transform, on worker's thread, to
+ * UDP peer `route` (the transform may change it): Python's own data and
+ * keepalives. -EAGAIN: the worker's ring of 64 is full; -EINVAL: no transform. */
+int tp_pump_inject_transform(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len);
 /* Hand the transform's control() a message on worker `worker` (-1: every
  * worker), run between its batches in order. -EAGAIN: a worker's message
  * ring is full (nothing was posted to it, nor to the workers after it);

@@ -26,7 +26,8 @@ int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, i
 
     *err = "malloc";
     x->desc = malloc(sizeof(*x->desc) * (size_t)cap);
-    if (!x->desc || tp_ring_init(&x->msgs, TP__XF_MSG_RING, sizeof(struct tp__xf_msg)) < 0)
+    if (!x->desc || tp_ring_init(&x->msgs, TP__XF_MSG_RING, sizeof(struct tp__xf_msg)) < 0 ||
+        tp_ring_init(&x->injects, TP__XF_INJECT_RING, sizeof(struct tp__xf_inject)) < 0)
         return -ENOMEM;
     *err = "eventfd";
     x->msg_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -52,6 +53,7 @@ void tp__xf_free(struct tp__xf *x)
     free(x->desc);
     x->desc = NULL;
     tp_ring_free(&x->msgs);
+    tp_ring_free(&x->injects);
     if (x->msg_fd >= 0)
         close(x->msg_fd);
     x->msg_fd = -1;
@@ -190,4 +192,56 @@ int tp__xf_post(struct tp__xf *x, const uint8_t *msg, size_t len)
     tp_ring_publish(&x->msgs);
     (void)!write(x->msg_fd, &one, sizeof(one));
     return 0;
+}
+
+int tp__xf_post_inject(struct tp__xf *x, int peer, const uint8_t *data, size_t len)
+{
+    struct tp__xf_inject *m = tp_ring_reserve(&x->injects);
+    uint64_t one = 1;
+
+    if (!m)
+        return -EAGAIN;
+    m->len = (uint32_t)len;
+    m->peer = (uint8_t)peer;
+    memcpy(m->data, data, len);
+    tp_ring_publish(&x->injects);
+    (void)!write(x->msg_fd, &one, sizeof(one));
+    return 0;
+}
+
+/* The PI header of an injected packet: the protocol from the packet. */
+static void tp__xf_pi(uint8_t *pi, const struct tp_fmt *fmt, const uint8_t *p, uint32_t len)
+{
+    if (fmt->tap) {
+        if (len >= 14)
+            memcpy(pi + 2, p + 12, 2);   /* the EtherType */
+    } else if (len && (p[0] >> 4) == 6) {
+        pi[2] = 0x86, pi[3] = 0xdd;
+    } else {
+        pi[2] = 0x08, pi[3] = 0x00;
+    }
+}
+
+int tp__xf_take_injects(struct tp__xf *x, struct tp__dir *d, const struct tp_fmt *fmt, int batch)
+{
+    int prelen = tp_fmt_prefix_len(fmt);
+    struct tp__xf_inject *m;
+
+    tp__dir_reset(d);
+    while (d->n < batch && (m = tp_ring_peek(&x->injects))) {
+        uint8_t *pre = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
+        struct tp__pkt *p = &d->pkts[d->n];
+
+        memset(pre, 0, (size_t)prelen);   /* a plain packet: no offload in its vnet_hdr */
+        if (fmt->pi)
+            tp__xf_pi(pre, fmt, m->data, m->len);
+        memcpy(pre + prelen, m->data, m->len);
+        tp__pkt_set(p, pre + prelen, m->len, d->n);
+        p->pre = pre;
+        p->prelen = (uint32_t)prelen;
+        p->route = m->peer;
+        d->n++;
+        tp_ring_release(&x->injects);
+    }
+    return d->n;
 }

@@ -13,11 +13,19 @@
 #include "tunpump.h"
 
 #define TP__XF_MSG_RING 64      /* control messages waiting per worker */
+#define TP__XF_INJECT_RING 64   /* injected packets waiting per worker (64 KiB each) */
 
 /* One control message in the ring. */
 struct tp__xf_msg {
     uint32_t len;
     uint8_t data[TUNPUMP_CONTROL_MAX];
+};
+
+/* A packet Python injects to the endpoint through the transform. */
+struct tp__xf_inject {
+    uint32_t len;
+    uint8_t peer;
+    uint8_t data[TP__PKT_MAX];
 };
 
 struct tp__xf {
@@ -30,6 +38,7 @@ struct tp__xf {
     struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets go */
     struct tunpump_pkt *desc;   /* cap of the larger direction */
     struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
+    struct tp_ring injects;     /* control -> worker: struct tp__xf_inject, sent through the transform */
     int msg_fd;                 /* eventfd: messages are waiting */
 };
 
@@ -47,5 +56,12 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st);
 void tp__xf_take_control(struct tp__xf *x);
 /* Control thread: post one message (0, -EAGAIN when the ring is full). */
 int tp__xf_post(struct tp__xf *x, const uint8_t *msg, size_t len);
+/* Control thread: queue a device packet for the endpoint, through the
+ * transform (0, -EAGAIN when the ring is full). */
+int tp__xf_post_inject(struct tp__xf *x, int peer, const uint8_t *data, size_t len);
+/* Worker thread: move queued injected packets into d (a free batch of the
+ * device -> endpoint direction, whose source has format fmt) as if read
+ * from the device. Returns the number moved. */
+int tp__xf_take_injects(struct tp__xf *x, struct tp__dir *d, const struct tp_fmt *fmt, int batch);
 
 #endif
