@@ -20,8 +20,10 @@ from setuptools.command.build_ext import build_ext
 # csrc/ is split by layer: packet/ (pure functions over buffers, no system
 # I/O), os/ (devices, namespaces, socket addresses), pump/ (workers and
 # endpoints), tools/ (the bench's traffic generator, never in the library).
-CSRC_DIRS = ["csrc/packet", "csrc/os", "csrc/pump", "csrc/tools"]
-HEADERS = sorted(f for d in CSRC_DIRS for f in glob.glob(f"{d}/*.h"))
+CSRC_DIRS = ["csrc/packet", "csrc/os", "csrc/pump", "csrc/transform", "csrc/tools"]
+# The public transform ABI (tunpump.h), shipped with the package: tunpump.get_include().
+PUBLIC_INCLUDE = "tunpump/include"
+HEADERS = sorted(f for d in CSRC_DIRS + [PUBLIC_INCLUDE] for f in glob.glob(f"{d}/*.h"))
 CYTHON_DEPS = ["tunpump/_capi.pxd"] + sorted(glob.glob("tunpump/*.pxi"))
 
 
@@ -31,7 +33,7 @@ def _c(*patterns: str) -> list:
 
 # The C files compiled into each extension.
 C_SOURCES = {
-    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c"),
+    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c", "csrc/transform/*.c"),
     "tunpump.bench._tools": _c("csrc/tools/*.c", "csrc/packet/*.c", "csrc/pump/tp_ring.c",
                                "csrc/os/tp_sockaddr.c"),
 }
@@ -59,7 +61,7 @@ class BuildExt(build_ext):
         if werror:
             strict.append("-Werror")
         objects = self.compiler.compile(
-            C_SOURCES[ext.name], output_dir=self.build_temp, include_dirs=CSRC_DIRS,
+            C_SOURCES[ext.name], output_dir=self.build_temp, include_dirs=CSRC_DIRS + [PUBLIC_INCLUDE],
             extra_postargs=base + strict + ["-pthread"], depends=HEADERS)
         ext.extra_objects = objects
         ext.extra_compile_args = base + ["-Wall", "-Wno-unused-function",
@@ -69,7 +71,7 @@ class BuildExt(build_ext):
 
 
 extensions = [
-    Extension(name, sources=[pyx], include_dirs=CSRC_DIRS, depends=C_SOURCES[name] + HEADERS + CYTHON_DEPS)
+    Extension(name, sources=[pyx], include_dirs=CSRC_DIRS + [PUBLIC_INCLUDE], depends=C_SOURCES[name] + HEADERS + CYTHON_DEPS)
     for name, pyx in (("tunpump._core", "tunpump/_core.pyx"),
                       ("tunpump.bench._tools", "tunpump/bench/_tools.pyx"))
 ]

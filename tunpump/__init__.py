@@ -2,6 +2,7 @@
 
 The forwarding path is C worker threads; Python configures and decides.
 """
+
 def _check_extension() -> None:
     """A source checkout whose extension was never built in place (say after
     a non-editable `pip install .`, run from the checkout) shadows the
@@ -23,7 +24,9 @@ def _check_extension() -> None:
 
 _check_extension()
 
-from .control import Flow, FlowEvicted, PeerDown, PeerUp, StatsTick, Verdict, WorkerError
+import os as _os
+
+from .control import Flow, FlowEvicted, Packet, PeerDown, PeerUp, StatsTick, Verdict, WorkerError
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError, SuperPacketError,
                      TunpumpError, TunUnavailableError)
@@ -33,9 +36,16 @@ from .pump import Pump
 
 __version__ = "0.1.0"
 
+
+def get_include() -> str:
+    """The directory holding tunpump.h and tunpump.pxd, the public C API for
+    transforms: pass it as include_dirs (C) or include_path (Cython)."""
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
+
 __all__ = [
     "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
-    "Flow", "Verdict", "FlowEvicted", "PeerUp", "PeerDown", "StatsTick", "WorkerError",
+    "Flow", "Verdict", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "StatsTick", "WorkerError",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
     "SuperPacketError",
 ]

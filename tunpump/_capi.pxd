@@ -3,7 +3,7 @@
 # tunpump/_core.pyx (the library's binding) and tunpump/bench/_tools.pyx (the
 # bench's loops). Sizes and limits are C's names, never literals repeated here.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, int16_t, uint32_t, int32_t, int64_t, uint64_t
 
 
 cdef extern from "<net/if.h>":
@@ -68,9 +68,32 @@ cdef extern from "tp_flow.h":
     void tp_flow_touch(tp_flow_table *t, int32_t i) nogil
 
 
+cdef extern from "tunpump.h":
+    # The public transform ABI (tunpump/include/tunpump.h): what the binding checks.
+    enum:
+        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM
+    const char *TUNPUMP_TRANSFORM_CAPSULE
+    struct tunpump_transform_ops:
+        uint32_t abi
+        uint32_t flags
+        const char *name
+        void *batch
+        void *control
+    struct tunpump_transform:
+        const tunpump_transform_ops *ops
+        const void *config
+        size_t config_len
+
+
+cdef extern from "tp_null.h":
+    const tunpump_transform tp_null_transform
+
+
 cdef extern from "tp_pump.h":
     enum:
         TP_MAX_BATCH, TP_MAX_WORKERS, TP_MAX_PEERS, TP_MAX_PENDING
+        TP_DEFAULT_PUNT_RING, TP_MAX_PUNT_RING
     enum tp_kind:
         TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
     enum:
@@ -106,6 +129,7 @@ cdef extern from "tp_pump.h":
         int64_t decision_ns
         uint8_t default_verdict
         uint32_t pending_limit
+        uint32_t punt_ring
     struct tp_pump_cfg:
         int nworkers
         int batch
@@ -114,11 +138,13 @@ cdef extern from "tp_pump.h":
         tp_dev_cfg peer_dev
         tp_sock_cfg sock
         tp_ctl_cfg ctl
+        const tunpump_transform *xf
     struct tp_dir_stats:
         uint64_t pkts_in, bytes_in, pkts_out, bytes_out
         uint64_t batches, read_calls, write_calls
         uint64_t read_bytes, write_bytes
         uint64_t gso_split, gso_passed, gro_built, gso_fallbacks
+        uint64_t punted
         uint64_t drops[TP_DROP__COUNT]
     struct tp_worker_stats:
         tp_dir_stats dir[2]
@@ -126,7 +152,7 @@ cdef extern from "tp_pump.h":
         uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
         uint64_t refused_connections
     enum tp_event_type:
-        TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR
+        TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR, TP_EV_PUNT
     enum:
         TP_EVICT_IDLE, TP_EVICT_FULL
     struct tp_event:
@@ -144,6 +170,8 @@ cdef extern from "tp_pump.h":
         uint8_t addr[16]
         uint16_t port
         uint8_t family
+        uint8_t dir
+        int16_t peer
     struct tp_pump:
         pass
     const char *tp_drop_names[]
@@ -161,6 +189,10 @@ cdef extern from "tp_pump.h":
                         uint32_t ttl_ms) nogil
     void tp_pump_kick(tp_pump *p) nogil
     int tp_pump_inject_udp(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
+    int tp_pump_inject_udp_addr(tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
+                                const uint8_t *data, size_t len) nogil
+    int tp_pump_inject_transform(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
+    int tp_pump_transform_control(tp_pump *p, int worker, const uint8_t *msg, size_t len) nogil
 
 
 cdef extern from "tp_ring.h":

@@ -14,6 +14,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy, strerror
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
+from cpython.pycapsule cimport (PyCapsule_CheckExact, PyCapsule_IsValid, PyCapsule_GetName,
+                                PyCapsule_GetPointer, PyCapsule_New)
 
 from tunpump._capi cimport *
 

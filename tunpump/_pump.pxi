@@ -74,6 +74,7 @@ cdef void _set_ctl(tp_ctl_cfg *c, dict ctl) except *:
     c.decision_ns = ctl.get("decision_ns", 10**9)
     c.default_verdict = ctl.get("default_verdict", TP_VERDICT_FORWARD)
     c.pending_limit = ctl.get("pending_limit", 256)
+    c.punt_ring = ctl.get("punt_ring", TP_DEFAULT_PUNT_RING)
 
 
 cdef dict _dir_dict(tp_dir_stats *d):
@@ -83,7 +84,7 @@ cdef dict _dir_dict(tp_dir_stats *d):
         "batches": d.batches, "read_calls": d.read_calls, "write_calls": d.write_calls,
         "read_bytes": d.read_bytes, "write_bytes": d.write_bytes,
         "gso_split": d.gso_split, "gso_passed": d.gso_passed, "gro_built": d.gro_built,
-        "gso_fallbacks": d.gso_fallbacks,
+        "gso_fallbacks": d.gso_fallbacks, "punted": d.punted,
         "drops": {DROP_REASONS[i]: d.drops[i] for i in range(TP_DROP__COUNT)},
     }
 
@@ -112,6 +113,7 @@ cdef class CorePump:
     cdef tp_pump *p
     cdef tp_pump *dead     # closed while in use: freed by the last user
     cdef int users
+    cdef object transform  # the capsule the workers' cfg.xf points into: kept while they may run
 
     def __cinit__(self):
         self.p = NULL
@@ -132,7 +134,7 @@ cdef class CorePump:
                 tp_pump_free(dead)
 
     def start(self, int kind, int batch, list dev_fds, tuple dev_fmt, list peer_fds=None,
-              tuple peer_fmt=None, dict sock=None, dict ctl=None):
+              tuple peer_fmt=None, dict sock=None, dict ctl=None, transform=None):
         cdef tp_pump_cfg cfg
         cdef const char *err = NULL
         cdef tp_pump *out = NULL
@@ -160,6 +162,8 @@ cdef class CorePump:
                 _set_sock(&cfg.sock, sock)
             if ctl:
                 _set_ctl(&cfg.ctl, ctl)
+            if transform is not None:
+                cfg.xf = _transform_ptr(transform)
             with nogil:
                 rc = tp_pump_start(&cfg, &out, &err)
         finally:
@@ -168,6 +172,7 @@ cdef class CorePump:
         if rc < 0:
             raise _error(-rc, (err or b"start").decode())
         self.p = out
+        self.transform = transform
 
     def stop(self):
         cdef tp_pump *p = self._acquire()
@@ -287,6 +292,9 @@ cdef class CorePump:
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
         elif etype == TP_EV_ERROR:
             handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
+        elif etype == TP_EV_PUNT:
+            handler.on_punt(worker, ev.dir, ev.peer, flow, ev.family,
+                            (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port, (<const char *>data)[:ev.len])
         if self.p != p:
             return False
         tp_pump_event_done(p, worker, etype)
@@ -302,6 +310,48 @@ cdef class CorePump:
         finally:
             self._release()
         _check(rc, "inject (UDP sendto)")
+
+    def inject_udp_addr(self, int worker, int family, bytes addr, unsigned port,
+                        const unsigned char[::1] data):
+        """Send data through worker's UDP socket to (addr, port)."""
+        cdef int rc
+        cdef unsigned char a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            memset(a, 0, sizeof(a))
+            _copy_addr(a, sizeof(a), addr, "address")
+            rc = tp_pump_inject_udp_addr(p, worker, family, a, port, &data[0] if len(data) else NULL, len(data))
+        finally:
+            self._release()
+        _check(rc, "inject (UDP sendto)")
+
+    def inject_transform(self, int worker, int route, const unsigned char[::1] data):
+        """Queue data for the endpoint through the transform on worker."""
+        cdef int rc
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            # Under the GIL: one producer at a time on each worker's ring.
+            rc = tp_pump_inject_transform(p, worker, route, &data[0] if len(data) else NULL, len(data))
+        finally:
+            self._release()
+        _check(rc, "inject (through the transform)")
+
+    def transform_control(self, int worker, const unsigned char[::1] msg):
+        """Post msg to the transform's control() on worker (-1: all)."""
+        cdef int rc
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            # Under the GIL: the message rings have one producer at a time.
+            rc = tp_pump_transform_control(p, worker, &msg[0] if len(msg) else NULL, len(msg))
+        finally:
+            self._release()
+        _check(rc, "transform control")
 
     def close(self):
         """Stop and free the pump (at once, or when the last method still
@@ -337,3 +387,44 @@ cdef void _post_verdict(tp_pump *p, int worker, int32_t flow, uint32_t gen, int 
         tries += 1
 
 
+
+
+# ---- transforms (tunpump/include/tunpump.h) ------------------------------------
+
+TRANSFORM_CAPSULE = TUNPUMP_TRANSFORM_CAPSULE.decode()
+TRANSFORM_ABI = TUNPUMP_TRANSFORM_ABI
+TRANSFORM_CONTROL_MAX = TUNPUMP_CONTROL_MAX
+DEFAULT_PUNT_RING = TP_DEFAULT_PUNT_RING
+MAX_PUNT_RING = TP_MAX_PUNT_RING
+
+
+cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
+    """The transform a capsule holds, checked: its name spells the ABI."""
+    cdef const tunpump_transform *t
+    if not PyCapsule_CheckExact(capsule):
+        raise TypeError(f"transform={capsule!r}: expected a PyCapsule named {TRANSFORM_CAPSULE!r}")
+    if not PyCapsule_IsValid(capsule, TUNPUMP_TRANSFORM_CAPSULE):
+        name = PyCapsule_GetName(capsule)
+        raise ValueError(f"transform: a capsule named {(name or b'(none)').decode(errors='replace')!r}; "
+                         f"this tunpump takes {TRANSFORM_CAPSULE!r} (ABI {TRANSFORM_ABI})")
+    t = <const tunpump_transform *>PyCapsule_GetPointer(capsule, TUNPUMP_TRANSFORM_CAPSULE)
+    if t.ops == NULL or t.ops.batch == NULL:
+        raise ValueError("transform: the capsule's ops table is NULL or has no batch function")
+    if t.ops.abi != TUNPUMP_TRANSFORM_ABI:
+        raise ValueError(f"transform: built for ABI version {t.ops.abi}, this tunpump speaks "
+                         f"{TRANSFORM_ABI} (rebuild it against tunpump.get_include())")
+    if t.ops.flags & ~TUNPUMP_NEEDS_SEGMENTS:
+        raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows "
+                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x})")
+    return t
+
+
+def transform_info(capsule):
+    """(name, flags, has_control) of a transform capsule, checked as start() would."""
+    cdef const tunpump_transform *t = _transform_ptr(capsule)
+    return ((t.ops.name or b"?").decode(errors="replace"), t.ops.flags, t.ops.control != NULL)
+
+
+def null_transform():
+    """A capsule holding the built-in null transform."""
+    return PyCapsule_New(<void *>&tp_null_transform, TUNPUMP_TRANSFORM_CAPSULE, NULL)

@@ -197,6 +197,33 @@ class WorkerError:
 
 
 @dataclass(frozen=True)
+class Packet:
+    """A packet a transform handed to Python (TUNPUMP_TO_PYTHON), as
+    `Pump(on_punt=...)` receives it, in batches.
+
+    direction: "to_endpoint" (read from the device, not yet transformed) or
+    "to_device" (read from the endpoint: e.g. a handshake message);
+    queue: the worker; peer: the UDP peer index it was going to / came
+    from (None: unknown or not UDP); source: (host, port) of the datagram
+    for "to_device" from a UDP endpoint (None otherwise); flow: the
+    flow-table id when verdicts are on (None otherwise)."""
+    direction: str
+    queue: int
+    peer: Optional[int]
+    source: Optional[Tuple[str, int]]
+    data: bytes
+    flow: Optional[int] = None
+
+
+def _host(family: int, addr: bytes) -> str:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, addr[:4])
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, addr)
+    return ""
+
+
+@dataclass(frozen=True)
 class StatsTick:
     stats: dict
 
@@ -208,8 +235,11 @@ class Control:
     """Runs the callbacks on one thread; the Cython dispatcher calls the
     on_* methods below, which never raise."""
 
-    def __init__(self, pump, on_flow, on_packet, on_event, default: Verdict, stats_interval) -> None:
+    def __init__(self, pump, on_flow, on_packet, on_event, default: Verdict, stats_interval,
+                 on_punt: Optional[Callable] = None) -> None:
         self.pump = pump
+        self.on_punt_cb = on_punt
+        self._punts: list = []
         self.on_flow_cb: Optional[Callable] = on_flow
         self.on_packet_cb: Optional[Callable] = on_packet
         self.on_event_cb: Optional[Callable] = on_event
@@ -279,8 +309,11 @@ class Control:
             next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
             while not stop.is_set():
                 if core.wait_events(50):
-                    while not stop.is_set() and core.dispatch(self, 4096) == 4096:
-                        pass
+                    while not stop.is_set():
+                        n = core.dispatch(self, 4096)
+                        self._flush_punts()
+                        if n < 4096:
+                            break
                 if next_tick is not None and time.monotonic() >= next_tick and not stop.is_set():
                     next_tick += self.stats_interval
                     self._event(StatsTick(self.pump.stats()))
@@ -317,17 +350,30 @@ class Control:
         except BaseException:
             self._failed("on_packet")
 
+    def on_punt(self, queue, direction, peer, flow_id, family, addr, port, data) -> None:
+        source = (_host(family, addr), port) if family else None
+        self._punts.append(Packet("to_endpoint" if direction == 0 else "to_device", queue,
+                                  None if peer < 0 else peer, source, data,
+                                  None if flow_id < 0 else (queue << 32) | flow_id))
+
+    def _flush_punts(self) -> None:
+        """One on_punt call per dispatch round, with every packet it brought."""
+        if not self._punts:
+            return
+        batch, self._punts = self._punts, []
+        if self.on_punt_cb is None:
+            return
+        try:
+            self.on_punt_cb(batch)
+        except BaseException:
+            self._failed("on_punt")
+
     def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
         flow = Flow(queue, (queue << 32) | flow_id, key, packets, nbytes)
         self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
     def on_peer(self, queue, up, family, addr, port) -> None:
-        if family == socket.AF_INET:
-            host = socket.inet_ntop(socket.AF_INET, addr[:4])
-        elif family == socket.AF_INET6:
-            host = socket.inet_ntop(socket.AF_INET6, addr)
-        else:
-            host = ""
+        host = _host(family, addr)
         self._event((PeerUp if up else PeerDown)(queue, (host, port)))
 
     def on_error(self, queue, err, where) -> None:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
-import time
-import asyncio
-import struct
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _core
-from .control import Control, Event, EventStream, Flow, Verdict
+from . import transforms as _transforms
+from .control import Control, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
@@ -22,6 +21,23 @@ STOP_CALLBACK_WAIT = 2.0   # seconds stop() waits for a running callback to retu
 
 def _fmt(dev: Device) -> tuple:
     return (int(dev.pi), dev.vnet_hdr_size, int(dev.mode == "tap"), dev._offload_bits)
+
+
+def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
+    """(family, raw address, port) of a (host, port) the endpoint's socket can reach."""
+    try:
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        raw = socket.inet_pton(family, host)
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"address={address!r}: expected (IPv4 or IPv6 address, port)") from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"address={address!r}: port must be 1..65535")
+    ep_family = socket.AF_INET6 if ":" in ep.local[0] else socket.AF_INET
+    if family != ep_family:
+        raise ValueError(f"address={address!r}: the endpoint's socket is "
+                         f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
+    return family, raw, port
 
 
 def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
@@ -111,6 +127,17 @@ class Pump:
       seconds, `decision_timeout` seconds after which `default_verdict`
       (FORWARD: fail-open, DROP: fail-closed) applies, `pending_limit` packets
       per queue held while their flow waits for a verdict.
+
+    Transform (docs/transforms.md): `transform=` a capsule named
+    "tunpump.transform.v1" or an object with `__tunpump_transform__()` (such
+    as `tunpump.transforms.Null()`) runs C code on every packet in both
+    directions, on the workers. Packets it sends to Python arrive in batches
+    at `on_punt(list[Packet])`; `punt_ring` packets per queue (a power of
+    two, 64 KiB each, default 64) wait for Python, the rest are dropped as
+    `punt_full`. With a transform the pump fails closed: `default_verdict`
+    defaults to DROP and FORWARD is refused, so nothing leaves untransformed
+    because Python was slow. `transform_control(msg)` hands the transform's
+    workers a message (new keys) between batches.
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
@@ -118,8 +145,10 @@ class Pump:
                  on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
                  on_event: Optional[Callable[[Event], None]] = None,
                  flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
-                 decision_timeout: float = 1.0, default_verdict: Verdict = Verdict.FORWARD,
-                 pending_limit: int = 256, stats_interval: Optional[float] = None) -> None:
+                 decision_timeout: float = 1.0, default_verdict: Optional[Verdict] = None,
+                 pending_limit: int = 256, stats_interval: Optional[float] = None,
+                 transform: Any = None, on_punt: Optional[Callable[[List[Packet]], None]] = None,
+                 punt_ring: int = _core.DEFAULT_PUNT_RING) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device={device!r}: expected a tunpump.Device")
         if not isinstance(endpoint, (Device, UDPEndpoint, TCPEndpoint)):
@@ -141,7 +170,20 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
-        for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event)):
+        self._transform = None if transform is None else _transforms.as_capsule(transform)
+        if default_verdict is None:
+            default_verdict = Verdict.FORWARD if transform is None else Verdict.DROP
+        elif transform is not None and default_verdict != Verdict.DROP:
+            raise ValueError(f"default_verdict={default_verdict!r}: with a transform the pump fails closed "
+                             f"(Verdict.DROP), so no packet leaves untransformed because Python was slow")
+        if isinstance(punt_ring, bool) or not isinstance(punt_ring, int) or \
+                not 1 <= punt_ring <= _core.MAX_PUNT_RING or punt_ring & (punt_ring - 1):
+            raise ValueError(f"punt_ring={punt_ring!r}: expected a power of two from 1 to {_core.MAX_PUNT_RING} "
+                             f"packets per queue (64 KiB of memory each)")
+        if on_punt is not None and transform is None:
+            raise ValueError("on_punt: only a transform sends packets to on_punt (PUNT verdicts go to on_packet)")
+        for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event),
+                         ("on_punt", on_punt)):
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name}={cb!r}: expected a callable")
         if isinstance(flow_table_size, bool) or not isinstance(flow_table_size, int) or \
@@ -172,14 +214,18 @@ class Pump:
             "enabled": int(on_flow is not None), "table_size": flow_table_size,
             "idle_ns": int(flow_idle_timeout * 1e9), "decision_ns": int(decision_timeout * 1e9),
             "default_verdict": default_verdict._code()[0], "pending_limit": pending_limit,
+            "punt_ring": punt_ring,
         }
-        self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval)
-        self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval))
+        self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval, on_punt)
+        self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval,
+                                                          transform))
         self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
         self._run: Optional[_Run] = None
         self._start_lock = threading.RLock()
         self._stop_requested = False
         self._last_stats: List[dict] = []
+        self._inject_lock = threading.Lock()
+        self._injected = {"to_endpoint": 0, "to_device": 0}   # packets Python sent (inject)
 
     def __repr__(self) -> str:
         return f"<Pump {self.device.name} <-> {self.endpoint!r} {'running' if self.running else 'stopped'}>"
@@ -207,14 +253,16 @@ class Pump:
             ctl = dict(self._ctl_cfg, events=int(self._wants_control or self._control.has_streams()))
             try:
                 if isinstance(ep, Device):
-                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl)
+                    core.start(_core.KIND_TUN, self.batch, fds, _fmt(self.device), ep.fds, _fmt(ep), ctl=ctl,
+                               transform=self._transform)
                 else:
                     cfg = ep.sock_cfg(len(fds))
                     if ep.netns:
                         netns_fd = _core.netns_open(ep.netns)
                         cfg["netns_fd"] = netns_fd
                     kind = _core.KIND_UDP if isinstance(ep, UDPEndpoint) else _core.KIND_TCP
-                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg, ctl=ctl)
+                    core.start(kind, self.batch, fds, _fmt(self.device), sock=cfg, ctl=ctl,
+                               transform=self._transform)
             except OSError as exc:
                 raise PumpError(exc.errno, f"starting the pump: {exc.strerror} "
                                            f"(endpoint {ep!r})") from None
@@ -330,9 +378,12 @@ class Pump:
         direction (`to_endpoint`, `to_device`) packets and bytes in and out,
         batches, read and write calls, drops by reason; plus wakeups and, for
         TCP/UDP, connects, disconnects, protocol errors and learned peers.
-        For each direction, packets_in == packets_out + sum(drops) once the
-        pump is stopped (while running, a batch may be in flight), plus, for
-        `to_endpoint`, the packets punted to Python (`flows.punted`)."""
+        For each direction, packets_in == packets_out + sum(drops) + punted
+        once the pump is stopped (while running, a batch may be in flight);
+        `punted` counts packets handed to Python (PUNT verdicts, a
+        transform's TO_PYTHON). `injected` (in the summed stats only, as
+        Python injects per pump) counts packets Python sent with inject();
+        they are not part of packets_in / packets_out."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats
@@ -348,15 +399,29 @@ class Pump:
         total = per[0]
         for s in per[1:]:
             total = _sum(total, s)
+        with self._inject_lock:
+            for direction, n in self._injected.items():
+                total[direction]["injected"] = n
         return total
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
-               queue: int = 0, peer: int = 0) -> None:
+               queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,
+               through_transform: bool = False) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
         device; PI and vnet_hdr prefixes are added here) or out of the endpoint
-        (`to="endpoint"`: a relay's other device, or UDP peer `peer` through
-        queue `queue`'s socket). A TCP stream's framing belongs to its worker,
-        so injecting into a TCP endpoint is refused."""
+        (`to="endpoint"`: a relay's other device, or through queue `queue`'s
+        UDP socket to peer `peer`, or to `address=(host, port)`, such as the
+        source of a punted handshake message). Injected packets do not pass
+        through the transform: they leave exactly as given; unless
+        `through_transform=True` (to="endpoint" only): then `packet` is a
+        device packet (an IP packet, or a frame for TAP) that queue `queue`'s
+        worker sends through the transform as if the device had sent it
+        (Python's own data, a keepalive), counted in packets_in too, past
+        the verdicts; BlockingIOError when that worker's 64-packet ring is
+        full. Each injected packet is counted in stats() as `injected` of
+        its direction (to_device / to_endpoint). A TCP stream's framing
+        belongs to its worker, so injecting into a TCP endpoint is refused
+        (through the transform it is accepted)."""
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -367,6 +432,11 @@ class Pump:
             target = self.endpoint
         else:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
+        if address is not None and not isinstance(target, UDPEndpoint):
+            raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
+        if through_transform:
+            self._inject_through_transform(data, target, queue, peer, address)
+            return
         if isinstance(target, Device):
             if not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
@@ -379,19 +449,72 @@ class Pump:
                 prefix += b"\0\0" + proto
             prefix += bytes(target.vnet_hdr_size)
             target.write(prefix + data, queue)
+            self._count_injected("to_device" if target is self.device else "to_endpoint")
             return
         if isinstance(target, TCPEndpoint):
             raise ValueError("to='endpoint': injecting into a TCP stream is not supported "
                              "(its framing belongs to the worker); inject into the device instead")
         if not 0 <= queue < self.device.queues:
             raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+        if address is not None:
+            family, raw, port = _inet(address, target)
+            self._with_core(lambda core: core.inject_udp_addr(queue, family, raw, port, data))
+        else:
+            if not 0 <= peer < self._npeers:
+                raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+            self._with_core(lambda core: core.inject_udp(queue, peer, data))
+        self._count_injected("to_endpoint")
+
+    def _inject_through_transform(self, data: bytes, target: Any, queue: int, peer: int,
+                                  address: Any) -> None:
+        if self._transform is None:
+            raise ValueError("through_transform=True: the pump has no transform")
+        if target is self.device or address is not None:
+            raise ValueError("through_transform=True: only to='endpoint' with a peer index (no address)")
+        if len(data) > 65535:
+            raise ValueError(f"packet: {len(data)} bytes, at most 65535")
+        if not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
         if not 0 <= peer < self._npeers:
             raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+        self._with_core(lambda core: core.inject_transform(queue, peer, data))
+        self._count_injected("to_endpoint")
+
+    def _count_injected(self, direction: str) -> None:
+        with self._inject_lock:
+            self._injected[direction] += 1
+
+    def transform_control(self, message: bytes, queue: Optional[int] = None) -> None:
+        """Hand the transform's control() `message` (at most
+        tunpump.transforms.CONTROL_MAX bytes) on worker `queue`, or on every
+        worker (None). Each worker runs it on its own thread between two
+        batches, in the order sent, so no batch sees a half-made change (a
+        rekey). Returns once posted, not once applied. Raises BlockingIOError
+        when a worker's 64-message ring is full (with queue=None, workers
+        before it got the message: send per-queue messages to retry)."""
+        data = bytes(message)
+        if self._transform is None:
+            raise RuntimeError("transform_control: the pump has no transform")
+        if len(data) > _transforms.CONTROL_MAX:
+            raise ValueError(f"message: {len(data)} bytes, at most {_transforms.CONTROL_MAX}")
+        if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int) or
+                                  not 0 <= queue < self.device.queues):
+            raise ValueError(f"queue={queue!r}: expected None (every queue) or 0..{self.device.queues - 1}")
+        try:
+            self._with_core(lambda core: core.transform_control(-1 if queue is None else queue, data))
+        except OSError as exc:
+            if exc.errno == errno.ENOTSUP:
+                raise RuntimeError("transform_control: this transform has no control function") from None
+            raise
+
+    def _with_core(self, call: Callable[[Any], Any]) -> Any:
+        """Run call(core) while holding the running pump (its core is freed
+        only once the last user leaves); RuntimeError when it is not running."""
         run, tok = self._use()
         if run is None:
             raise RuntimeError("the pump is not running")
         try:
-            run.core.inject_udp(queue, peer, data)
+            return call(run.core)
         finally:
             run.leave(tok)
 

@@ -1,6 +1,7 @@
 /* The batch's arrays and the small helpers every stage of a direction uses. */
 #define _GNU_SOURCE
 #include "tp_batch.h"
+#include "tunpump.h"
 
 #include <errno.h>
 #include <linux/if_ether.h>
@@ -33,6 +34,7 @@ void tp__dir_free(struct tp__dir *d)
     free(d->iov);
     free(d->msgs);
     free(d->cmsgs);
+    free(d->xf_arena);
 }
 
 /* malloc, not calloc: pages are touched only as traffic needs them. */
@@ -57,6 +59,15 @@ int tp__dir_alloc(struct tp__dir *d, int batch, int with_bufs)
     d->cmsgs = malloc((size_t)TP__CMSG_SPACE * cap);
     return (with_bufs && !d->bufs) || !d->pkts || !d->raw || !d->prefix || !d->lenbe || !d->seg_hdrs ||
            !d->units || !d->gro || !d->chain || !d->skip || !d->iov || !d->msgs || !d->cmsgs ? -ENOMEM : 0;
+}
+
+int tp__dir_alloc_xf(struct tp__dir *d, int batch)
+{
+    size_t room = TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM + TP_VNET_HDR_ROOM + TP__XF_ALIGN;
+
+    d->xf_arena_size = (size_t)batch * TP__BUF_SIZE + (size_t)d->cap * room;
+    d->xf_arena = malloc(d->xf_arena_size);
+    return d->xf_arena ? 0 : -ENOMEM;
 }
 
 void tp__dir_reset(struct tp__dir *d)
@@ -92,6 +103,8 @@ void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group)
     p->pre = NULL;
     p->prelen = 0;
     p->group = group;
+    p->src = -1;
+    p->flow = -1;
 }
 
 int tp__plausible(const struct tp_fmt *dev, const uint8_t *p, uint32_t len)

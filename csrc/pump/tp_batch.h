@@ -17,6 +17,7 @@
 #define TP__BUF_SIZE (TP__HEADROOM + TP__PKT_MAX + 64)
 #define TP__PREFIX_MAX 16                        /* PI (4) + the largest vnet_hdr (12) */
 #define TP__CMSG_SPACE 32                        /* one UDP_SEGMENT / UDP_GRO control message */
+#define TP__XF_ALIGN 16                          /* transform arena slots start 16-byte aligned */
 
 /* Single writer (the worker); readers load relaxed. */
 #define TP__ADD(field, n) __atomic_store_n(&(field), (field) + (uint64_t)(n), __ATOMIC_RELAXED)
@@ -24,17 +25,22 @@
 /* A packet on its way: hdr[0..hdrlen) + data[0..len). hdr is set for the
  * segments of a split (their rewritten headers); pre is the PI / vnet_hdr
  * prefix it was read with, kept when the packet passes through whole. */
-struct tp__pkt {
+struct tp__pkt {      /* 48 bytes: pointers first, no padding */
     uint8_t *data;
-    uint32_t len;
     uint8_t *hdr;
-    uint32_t hdrlen;
     uint8_t *pre;
+    uint32_t len;
+    uint32_t hdrlen;
     uint32_t prelen;
     int32_t group;     /* the read it came from: segments of one split share it */
-    uint8_t route;     /* UDP: which peer (a ROUTE verdict) */
+    int32_t flow;      /* the flow it was classified in; -1: none */
+    int16_t src;       /* with a transform, from a UDP socket: the source's index in d->names; -1 none */
+    uint8_t route;     /* UDP: which peer (to it: a ROUTE verdict; from it, with a transform: the sender) */
     uint8_t released;  /* came back from the pending queue: already counted in its flow */
 };
+_Static_assert(sizeof(struct tp__pkt) == 48, "struct tp__pkt grew: the batch arrays are cap of them");
+
+struct tp__xf;
 
 /* One direction of a worker. Readers fill pkts (one per read / datagram /
  * frame); preparation splits and groups them; writers send pkts (socket
@@ -62,6 +68,10 @@ struct tp__dir {
     struct mmsghdr *msgs;           /* cap */
     uint8_t *cmsgs;                 /* cap * TP__CMSG_SPACE */
     struct sockaddr_storage names[TP_MAX_BATCH];
+    struct tp__xf *xf;              /* the transform stage (tp_xform.h); NULL: none */
+    int xf_segments;                /* TUNPUMP_NEEDS_SEGMENTS: super-packets are always split */
+    uint8_t *xf_arena;              /* with xf: packets copied out with room around them */
+    size_t xf_arena_size;
 };
 
 /* Make every array of a direction (with_bufs: the read buffers too). Free
@@ -72,6 +82,11 @@ void tp__dir_free(struct tp__dir *d);
 void tp__dir_reset(struct tp__dir *d);
 /* Drop the unsent rest of a batch, counting it under `reason`. */
 void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop reason);
+
+/* The transform arena of a direction: every packet of a batch copied with
+ * TUNPUMP_MIN_HEADROOM / _TAILROOM around it (at most the reads' bytes
+ * plus a split header and the room per packet). */
+int tp__dir_alloc_xf(struct tp__dir *d, int batch);
 
 void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group);
 /* A packet from the network must look like what the device carries. */

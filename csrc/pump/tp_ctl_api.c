@@ -3,6 +3,10 @@
 #define _GNU_SOURCE
 #include "tp_pump.h"
 #include "tp_pump_internal.h"
+#include "tunpump.h"
+#include "tp_sockaddr.h"
+
+#include <sys/socket.h>
 
 #include <errno.h>
 #include <unistd.h>
@@ -22,7 +26,7 @@ const struct tp_event *tp_pump_next_event(struct tp_pump *p, int *worker, const 
             continue;
         p->rr = (i + 1) % p->nworkers;
         *worker = i;
-        *data = ev->type == TP_EV_PACKET ? tp_ring_peek(&c->punts) : NULL;
+        *data = ev->type == TP_EV_PACKET || ev->type == TP_EV_PUNT ? tp_ring_peek(&c->punts) : NULL;
         return ev;
     }
     return NULL;
@@ -32,7 +36,7 @@ void tp_pump_event_done(struct tp_pump *p, int worker, int type)
 {
     struct tp__ctl *c = &p->w[worker].ctl;
 
-    if (type == TP_EV_PACKET)
+    if (type == TP_EV_PACKET || type == TP_EV_PUNT)
         tp_ring_release(&c->punts);
     tp_ring_release(&c->events);
 }
@@ -82,4 +86,47 @@ int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *
         return -EINVAL;
     ep = p->w[worker].ep[TP_DIR_TO_DEV];
     return ep->ops->inject(ep, route, data, len);
+}
+
+int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
+                            const uint8_t *data, size_t len)
+{
+    struct sockaddr_storage to;
+    socklen_t to_len;
+    struct tp_ep *ep;
+
+    if (p->cfg.kind != TP_KIND_UDP || worker < 0 || worker >= p->nworkers || port > UINT16_MAX)
+        return -EINVAL;
+    if (family != AF_INET && family != AF_INET6)
+        return -EAFNOSUPPORT;
+    to_len = tp_sockaddr_make(&to, family, addr, port);
+    ep = p->w[worker].ep[TP_DIR_TO_DEV];
+    return ep->ops->inject_to(ep, &to, to_len, data, len);
+}
+
+int tp_pump_transform_control(struct tp_pump *p, int worker, const uint8_t *msg, size_t len)
+{
+    int first = worker < 0 ? 0 : worker, last = worker < 0 ? p->nworkers - 1 : worker;
+
+    if (!p->cfg.xf || !p->cfg.xf->ops->control)
+        return -ENOTSUP;
+    if (worker >= p->nworkers)
+        return -EINVAL;
+    if (len > TUNPUMP_CONTROL_MAX)
+        return -EMSGSIZE;
+    for (int i = first; i <= last; i++) {
+        int rc = tp__xf_post(&p->w[i].xf, msg, len);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int tp_pump_inject_transform(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len)
+{
+    if (!p->cfg.xf || worker < 0 || worker >= p->nworkers || route < 0 || route >= TP_MAX_PEERS)
+        return -EINVAL;
+    if (len > TP__PKT_MAX)
+        return -EMSGSIZE;
+    return tp__xf_post_inject(&p->w[worker].xf, route, data, len);
 }

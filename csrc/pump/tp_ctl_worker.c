@@ -1,6 +1,7 @@
 /* The control plane, worker side (see tp_ctl_worker.h). */
 #define _GNU_SOURCE
 #include "tp_ctl_worker.h"
+#include "tunpump.h"
 
 #include <errno.h>
 #include <linux/if_ether.h>
@@ -58,7 +59,7 @@ int tp__ctl_alloc(struct tp__ctl *c)
     if (tp_flow_table_init(&c->flows, table) < 0 ||
         tp_ring_init(&c->events, TP__EVENT_RING, sizeof(struct tp_event)) < 0 ||
         tp_ring_init(&c->verdicts, TP__VERDICT_RING, sizeof(struct tp__verdict)) < 0 ||
-        tp_ring_init(&c->punts, TP__PUNT_RING, TP__PUNT_SLOT) < 0)
+        tp_ring_init(&c->punts, c->cfg->punt_ring ? c->cfg->punt_ring : TP_DEFAULT_PUNT_RING, TP__PUNT_SLOT) < 0)
         return -ENOMEM;
     c->pend_bufs = malloc((size_t)n * TP__BUF_SIZE);
     c->pend = malloc(sizeof(*c->pend) * n);
@@ -98,6 +99,20 @@ void tp__ctl_notify(struct tp__ctl *c)
     }
 }
 
+static void tp__ctl_event_addr(struct tp_event *ev, const struct sockaddr_storage *ss)
+{
+    ev->family = (uint8_t)ss->ss_family;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        memcpy(ev->addr, &a->sin_addr, sizeof(a->sin_addr));
+        ev->port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        memcpy(ev->addr, &a->sin6_addr, sizeof(a->sin6_addr));
+        ev->port = ntohs(a->sin6_port);
+    }
+}
+
 void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storage *ss)
 {
     struct tp_event ev;
@@ -106,16 +121,7 @@ void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storag
         return;
     memset(&ev, 0, sizeof(ev));
     ev.type = (uint8_t)type;
-    ev.family = (uint8_t)ss->ss_family;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)ss;
-        memcpy(ev.addr, &a->sin_addr, sizeof(a->sin_addr));
-        ev.port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)ss;
-        memcpy(ev.addr, &a->sin6_addr, sizeof(a->sin6_addr));
-        ev.port = ntohs(a->sin6_port);
-    }
+    tp__ctl_event_addr(&ev, ss);
     tp__ctl_post(c, &ev);
 }
 
@@ -228,6 +234,33 @@ static void tp__ctl_punt_one(struct tp__ctl *c, const struct tp_seg *s, int32_t 
     tp_ring_publish(&c->events);
     c->events_posted = 1;
     TP__ADD(c->st->punted, 1);
+    TP__ADD(st->punted, 1);
+}
+
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+{
+    struct tp_event *ev = c->events.slots ? tp_ring_reserve(&c->events) : NULL;
+    uint8_t *slot = ev ? tp_ring_reserve(&c->punts) : NULL;
+
+    if (!ev || !slot || x->len > TP__PUNT_SLOT) {
+        TP__ADD(st->drops[TP_DROP_PUNT_FULL], 1);
+        return;
+    }
+    memcpy(slot, x->data, x->len);
+    memset(ev, 0, sizeof(*ev));
+    ev->type = TP_EV_PUNT;
+    ev->worker = (uint16_t)c->idx;
+    ev->flow = x->flow;
+    ev->len = x->len;
+    ev->dir = (uint8_t)dir;
+    ev->peer = x->peer;
+    if (x->src)
+        tp__ctl_event_addr(ev, (const struct sockaddr_storage *)x->src);
+    tp_ring_publish(&c->punts);
+    tp_ring_publish(&c->events);
+    c->events_posted = 1;
+    TP__ADD(c->st->punted, 1);
+    TP__ADD(st->punted, 1);
 }
 
 static void tp__ctl_punt(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *st, int32_t flow)
@@ -287,6 +320,7 @@ int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *
     tp_flow_parse(r->data, r->len, c->dev_fmt->tap, &k);
     i = tp__ctl_flow(c, &k);
     f = &c->flows.e[i];
+    r->flow = i;
     if (!r->released) {
         f->packets++;
         f->bytes += r->len;

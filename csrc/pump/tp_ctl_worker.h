@@ -13,7 +13,6 @@
 
 #define TP__EVENT_RING 4096
 #define TP__VERDICT_RING 4096
-#define TP__PUNT_RING 64
 
 struct tp__verdict {
     int32_t flow;
@@ -70,6 +69,11 @@ void tp__ctl_notify(struct tp__ctl *c);
  * verdict. Returns 1 when the packet stays in the batch, 0 when it was
  * taken (dropped, punted or pending; counted in st). */
 int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *st);
+
+/* A packet the transform sent to Python (TUNPUMP_TO_PYTHON): into the punt
+ * ring with its direction, peer and source, or dropped as punt_full. */
+struct tunpump_pkt;
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st);
 
 /* Once per loop turn: take verdicts (ctl_ready: the eventfd fired), evict
  * idle flows, and move decided pending packets into d (a new batch) when it

@@ -49,6 +49,9 @@ struct tp_ep_args {
     const struct tp_sock_cfg *sock;   /* socket kinds */
     const struct tp_fmt *dev_fmt;     /* socket kinds: what the packets must look like */
     int want_gro;                     /* UDP: the device takes coalesced runs */
+    int transform;                    /* a transform comes next: packets need not look like the
+                                       * device's yet (the stage checks after it); UDP tags each
+                                       * packet with its source (d->names) and peer index */
     struct tp_ep_sink sink;
 };
 
@@ -83,6 +86,10 @@ struct tp_ep_ops {
     void (*consumed)(struct tp_ep *ep);
     /* Optional, from the control thread: send one datagram to peer `route`. */
     int (*inject)(struct tp_ep *ep, int route, const uint8_t *data, size_t len);
+    /* Optional, from the control thread: send one datagram to an address
+     * (a handshake reply to a sender that is not a peer yet). */
+    int (*inject_to)(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
+                     const uint8_t *data, size_t len);
     int owns_buffer;                  /* read() points into its own buffer: no d->bufs */
     const char *read_where;           /* names a read error when it is the far end */
 };

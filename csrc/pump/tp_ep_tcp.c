@@ -35,6 +35,7 @@ struct tp_ep_tcp {
     int sock_buf;
     unsigned max_frame;
     struct tp_fmt dev_fmt;          /* what a frame must look like */
+    int transform;                  /* a transform reads the frames first (tp_ep_args) */
     enum tp__tcp_state state;
     int64_t next_connect_ns;
     int backoff_ms;
@@ -93,6 +94,7 @@ static int tcp_open(const struct tp_ep_args *a, struct tp_ep **out)
     t->sock_buf = c->sock_buf;
     t->max_frame = c->max_frame;
     t->dev_fmt = *a->dev_fmt;
+    t->transform = a->transform;
     t->backoff_ms = TP__BACKOFF_MIN_MS;
     t->has_local_port = c->local_port != 0;
     t->local_len = tp_sockaddr_make(&t->local, c->family, c->local_addr,
@@ -325,7 +327,7 @@ static int tcp_frames(struct tp_ep_tcp *t, struct tp__dir *d, int batch, struct 
         t->stream_pos += TP_FRAME_HDR + flen;
         TP__ADD(st->pkts_in, 1);
         TP__ADD(st->bytes_in, flen);
-        if (!tp__plausible(&t->dev_fmt, s + TP_FRAME_HDR, flen)) {
+        if (!t->transform && !tp__plausible(&t->dev_fmt, s + TP_FRAME_HDR, flen)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
             continue;
         }

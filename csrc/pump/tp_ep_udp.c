@@ -29,6 +29,7 @@ struct tp_ep_udp {
     unsigned peer_seq;              /* seqlock over peers[]: odd while the worker rewrites one */
     int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
     int udp_gro;                    /* UDP_GRO is on for the socket */
+    int transform;                  /* a transform reads the datagrams first (tp_ep_args) */
     struct tp_fmt dev_fmt;          /* what a datagram must look like */
     /* peers[0..npeers): the first learned peer is published by the worker
      * with a release store of npeers, which inject (on the control thread)
@@ -66,6 +67,7 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->learn_peer = c->learn_peer;
     u->peer_timeout_ns = c->learn_peer ? c->peer_timeout_ns : 0;
     u->dev_fmt = *a->dev_fmt;
+    u->transform = a->transform;
     if (c->has_remote) {
         u->npeers = c->nremotes > 0 ? c->nremotes : 1;
         for (int r = 0; r < u->npeers; r++)
@@ -218,11 +220,25 @@ static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, const
     if (n < g->nseg)
         TP__ADD(st->drops[TP_DROP_TOO_MANY_SEGS], g->nseg - n);
     for (uint32_t k = 0; k < n; k++) {
-        if (!tp__plausible(&u->dev_fmt, base + segs[k].off, segs[k].len)) {
+        if (!u->transform && !tp__plausible(&u->dev_fmt, base + segs[k].off, segs[k].len)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], 1);
             continue;
         }
         tp__pkt_set(&d->pkts[d->n++], base + segs[k].off, segs[k].len, -1);
+    }
+}
+
+/* For a transform: packets first..d->n came from datagram i; which peer sent it. */
+static void udp_tag(const struct tp_ep_udp *u, struct tp__dir *d, int first, int i)
+{
+    uint8_t peer = 0;
+
+    for (int k = 0; k < u->npeers; k++)
+        if (udp_same_addr(&u->peers[k], &d->names[i]))
+            peer = (uint8_t)k;
+    for (int k = first; k < d->n; k++) {
+        d->pkts[k].src = (int16_t)i;
+        d->pkts[k].route = peer;
     }
 }
 
@@ -259,7 +275,10 @@ static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], g.nseg);
             continue;
         }
+        int first = d->n;
         udp_cut(u, d, d->iov[i].iov_base, &g, st);
+        if (u->transform)
+            udp_tag(u, d, first, i);
     }
     if (d->n)
         TP__ADD(st->batches, 1);
@@ -415,6 +434,20 @@ static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t l
     return r < 0 ? -errno : 0;
 }
 
+static int udp_inject_to(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
+                         const uint8_t *data, size_t len)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    ssize_t r;
+
+    if (u->fd < 0)
+        return -EBADF;
+    if (to->ss_family != u->family)
+        return -EAFNOSUPPORT;
+    r = sendto(u->fd, data, len, MSG_DONTWAIT, (const struct sockaddr *)to, to_len);
+    return r < 0 ? -errno : 0;
+}
+
 const struct tp_ep_ops tp_ep_udp_ops = {
     .open = udp_open,
     .close = udp_close,
@@ -423,5 +456,6 @@ const struct tp_ep_ops tp_ep_udp_ops = {
     .read = udp_read,
     .write = udp_write,
     .inject = udp_inject,
+    .inject_to = udp_inject_to,
     .read_where = "endpoint read",
 };

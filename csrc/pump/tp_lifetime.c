@@ -8,6 +8,7 @@
 #include "tp_compat.h"
 #include "tp_netns.h"
 #include "tp_prepare.h"
+#include "tunpump.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +22,7 @@
 
 /* tp_pump_stats copies the stats word by word. */
 _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
-               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (13 + TP_DROP__COUNT),
+               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
                TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 13,
@@ -43,6 +44,8 @@ const char *const tp_drop_names[TP_DROP__COUNT] = {
     [TP_DROP_PENDING_FULL] = "pending_full",
     [TP_DROP_PUNT_FULL] = "punt_full",
     [TP_DROP_TOO_MANY_SEGS] = "too_many_segments",
+    [TP_DROP_TRANSFORM] = "transform",
+    [TP_DROP_TRANSFORM_OVERFLOW] = "transform_overflow",
 };
 
 #define TP__PORT_MAX 65535
@@ -85,6 +88,10 @@ static int tp__check_ctl(const struct tp_ctl_cfg *c, const char **err)
         return 0;
     if (c->pending_limit > TP_MAX_PENDING) {
         *err = "pending_limit";
+        return -EINVAL;
+    }
+    if (c->punt_ring > TP_MAX_PUNT_RING || (c->punt_ring & (c->punt_ring - 1))) {
+        *err = "punt_ring";
         return -EINVAL;
     }
     if (!c->enabled)
@@ -144,6 +151,19 @@ static int tp__check_sock(const struct tp_pump_cfg *c, const char **err)
     return -EINVAL;
 }
 
+/* A transform's ops: the ABI this pump speaks, and the one required op. */
+static int tp__check_xf(const struct tunpump_transform *t, const char **err)
+{
+    if (!t)
+        return 0;
+    *err = "transform";
+    if (!t->ops || !t->ops->batch)
+        return -EINVAL;
+    if (t->ops->abi != TUNPUMP_TRANSFORM_ABI || (t->ops->flags & ~TUNPUMP_NEEDS_SEGMENTS))
+        return -EPROTO;
+    return 0;
+}
+
 static int tp__check_cfg(const struct tp_pump_cfg *c, const char **err)
 {
     int rc;
@@ -166,7 +186,7 @@ static int tp__check_cfg(const struct tp_pump_cfg *c, const char **err)
     }
     if ((rc = tp__check_fmt(&c->dev.fmt, "device format", err)) < 0 ||
         (c->kind == TP_KIND_TUN && (rc = tp__check_fmt(&c->peer_dev.fmt, "peer device format", err)) < 0) ||
-        (rc = tp__check_ctl(&c->ctl, err)) < 0)
+        (rc = tp__check_ctl(&c->ctl, err)) < 0 || (rc = tp__check_xf(c->xf, err)) < 0)
         return rc;
     return tp__check_sock(c, err);
 }
@@ -196,6 +216,8 @@ static int tp__pump_new(const struct tp_pump_cfg *cfg, struct tp_pump **out)
         w->pump = p;
         w->idx = i;
         tp__ctl_init(&w->ctl, &p->cfg.ctl, &p->cfg.dev.fmt, &w->st, i, -1);
+        tp__xf_init(&w->xf, cfg->xf, i, cfg->kind == TP_KIND_UDP,
+                    cfg->sock.has_remote && cfg->sock.nremotes > 0 ? cfg->sock.nremotes : 1, &w->ctl);
     }
     p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -217,11 +239,27 @@ static int tp__open_eps(struct tp_pump *p, const struct tp_pump_cfg *cfg, int i)
     struct tp_ep_args far = {
         .idx = i, .fd = cfg->kind == TP_KIND_TUN ? cfg->peer_dev.fds[i] : -1, .fmt = &p->cfg.peer_dev.fmt,
         .sock = &p->cfg.sock, .dev_fmt = &p->cfg.dev.fmt, .want_gro = tp__gro_what(&p->cfg.dev.fmt) != 0,
-        .sink = sink,
+        .transform = cfg->xf != NULL, .sink = sink,
     };
     int rc = tp_ep_tun_ops.open(&dev, &w->ep[TP_DIR_TO_EP]);
 
     return rc < 0 ? rc : tp__far_ops(cfg->kind)->open(&far, &w->ep[TP_DIR_TO_DEV]);
+}
+
+/* Worker w's transform: arenas, descriptors, message ring, then create(). */
+static int tp__worker_xf(struct tp_pump *p, const struct tp_pump_cfg *cfg, struct tp__worker *w,
+                         const char **err)
+{
+    int cap = w->d[0].cap > w->d[1].cap ? w->d[0].cap : w->d[1].cap;
+
+    *err = "malloc";
+    for (int dir = 0; dir < TP_DIR__COUNT; dir++) {
+        if (tp__dir_alloc_xf(&w->d[dir], cfg->batch) < 0)
+            return -ENOMEM;
+        w->d[dir].xf = &w->xf;
+        w->d[dir].xf_segments = (cfg->xf->ops->flags & TUNPUMP_NEEDS_SEGMENTS) != 0;
+    }
+    return tp__xf_alloc(&w->xf, cfg->xf, cap, p->nworkers, err);
 }
 
 /* Worker i's batches, control plane and endpoints. */
@@ -246,7 +284,7 @@ static int tp__worker_make(struct tp_pump *p, const struct tp_pump_cfg *cfg, int
         w->d[dir].src_fmt = w->ep[dir]->fmt;
         w->d[dir].dst_fmt = w->ep[dir == TP_DIR_TO_EP ? TP_DIR_TO_DEV : TP_DIR_TO_EP]->fmt;
     }
-    return 0;
+    return cfg->xf ? tp__worker_xf(p, cfg, w, err) : 0;
 }
 
 static int tp__workers_make(struct tp_pump *p, const struct tp_pump_cfg *cfg, const char **err)
@@ -345,6 +383,7 @@ void tp_pump_free(struct tp_pump *p)
             tp__dir_free(&w->d[dir]);
             free(w->ep[dir]);
         }
+        tp__xf_free(&w->xf);   /* destroy() after the worker ended */
         tp__ctl_free(&w->ctl);
     }
     free(p->w);

@@ -7,13 +7,14 @@
 #include "tp_pump_internal.h"
 #include "tp_netns.h"
 #include "tp_prepare.h"
+#include "tp_xform.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
-enum { FD_STOP, FD_CTL, FD_EP, FD__N = FD_EP + TP_DIR__COUNT * TP_EP_NFDS };
+enum { FD_STOP, FD_CTL, FD_XF, FD_EP, FD__N = FD_EP + TP_DIR__COUNT * TP_EP_NFDS };
 
 static const char *const tp__write_where[TP_DIR__COUNT] = {
     [TP_DIR_TO_EP] = "endpoint write",
@@ -96,7 +97,7 @@ static int tp__fill(struct tp__worker *w, enum tp_dir dir)
             src->ops->consumed(src);   /* nothing to send: a broken stream ends here */
         return 0;
     }
-    tp__prepare(d, &w->st.dir[dir], ctl ? &w->ctl : NULL);
+    tp__prepare(d, dir, &w->st.dir[dir], ctl ? &w->ctl : NULL);
     return tp__flush(w, dir);
 }
 
@@ -113,6 +114,24 @@ static int tp__buffered(const struct tp__worker *w)
     return mask;
 }
 
+/* Packets Python injected through the transform wait, and their batch is free. */
+static int tp__injects_ready(const struct tp__worker *w)
+{
+    return w->xf.ops && !w->d[TP_DIR_TO_EP].pending && tp_ring_count(&w->xf.injects);
+}
+
+/* Send what Python injected through the transform: a batch of its own, as
+ * if read from the device (counted in packets_in), past the verdicts. */
+static int tp__inject_step(struct tp__worker *w)
+{
+    struct tp__dir *d = &w->d[TP_DIR_TO_EP];
+
+    if (!tp__injects_ready(w) || tp__xf_take_injects(&w->xf, d, d->src_fmt, w->pump->cfg.batch) == 0)
+        return 0;
+    tp__prepare(d, TP_DIR_TO_EP, &w->st.dir[TP_DIR_TO_EP], NULL);
+    return tp__flush(w, TP_DIR_TO_EP);
+}
+
 /* The pollfds of a turn, and how long it may sleep. */
 static int tp__poll_setup(struct tp__worker *w, struct pollfd *pfd, int buffered)
 {
@@ -125,12 +144,14 @@ static int tp__poll_setup(struct tp__worker *w, struct pollfd *pfd, int buffered
     pfd[FD_STOP].events = POLLIN;
     pfd[FD_CTL].fd = w->pump->cfg.ctl.enabled ? w->ctl.ctl_fd : -1;
     pfd[FD_CTL].events = POLLIN;
+    pfd[FD_XF].fd = w->xf.msg_fd;   /* -1 without a transform */
+    pfd[FD_XF].events = POLLIN;
     for (int dir = 0; dir < TP_DIR__COUNT; dir++) {
         /* An endpoint reads in its own direction and writes the other's. */
         short want = (short)((w->d[dir].pending ? 0 : POLLIN) | (w->d[tp__other(dir)].pending ? POLLOUT : 0));
         w->ep[dir]->ops->poll(w->ep[dir], &pfd[FD_EP + dir * TP_EP_NFDS], want, &timeout);
     }
-    if (buffered || w->ctl.releasing)
+    if (buffered || w->ctl.releasing || tp__injects_ready(w))
         return 0;
     if (w->pump->cfg.ctl.enabled)
         timeout = tp__ctl_timeout(&w->ctl, timeout);
@@ -145,7 +166,7 @@ static int tp__ctl_step(struct tp__worker *w, int ctl_ready)
     int n = tp__ctl_turn(&w->ctl, ctl_ready, d, w->pump->cfg.batch);
 
     if (n > 0) {
-        tp__prepare(d, &w->st.dir[TP_DIR_TO_EP], &w->ctl);
+        tp__prepare(d, TP_DIR_TO_EP, &w->st.dir[TP_DIR_TO_EP], &w->ctl);
         if (tp__flush(w, TP_DIR_TO_EP) < 0)
             return -1;
     }
@@ -185,6 +206,10 @@ static int tp__turn(struct tp__worker *w)
         return 1;
     }
     if (pfd[FD_STOP].revents)
+        return 1;
+    if (pfd[FD_XF].revents & POLLIN)   /* between batches: no batch sees a half-made change */
+        tp__xf_take_control(&w->xf);
+    if (w->xf.ops && tp__inject_step(w) < 0)
         return 1;
     if (w->pump->cfg.ctl.enabled && (rc = tp__ctl_step(w, pfd[FD_CTL].revents & POLLIN)) != 0)
         return rc < 0;

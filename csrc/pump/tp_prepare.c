@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "tp_prepare.h"
 #include "tp_compat.h"
+#include "tp_xform.h"
 
 #include <linux/if_ether.h>
 #include <string.h>
@@ -56,7 +57,8 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
     int nseg;
 
     tp_vnet_hdr_read(r->pre + tp_fmt_vnet_off(src), &vh);
-    if ((vh.gso_type == TP_VNET_GSO_NONE && !(vh.flags & TP_VNET_F_NEEDS_CSUM)) || (dst && tp__takes(dst, &vh))) {
+    if ((vh.gso_type == TP_VNET_GSO_NONE && !(vh.flags & TP_VNET_F_NEEDS_CSUM)) ||
+        (dst && !d->xf_segments && tp__takes(dst, &vh))) {
         d->pkts[(*out)++] = *r;
         tp__count_in(st, r->len);
         if (vh.gso_type != TP_VNET_GSO_NONE)
@@ -79,15 +81,13 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
                                         TP_VNET_MAX_SEGS)) > 0;)
     for (int k = 0; k < n; k++) {
         struct tp__pkt *p = &d->pkts[(*out)++];
+        *p = *r;             /* group, route, flow, ... */
         p->data = segs[k].data;
         p->len = segs[k].len;
         p->hdr = segs[k].hdr;
         p->hdrlen = segs[k].hdr_len;
         p->pre = NULL;       /* now a plain packet: the sink's prefix is made anew */
         p->prelen = 0;
-        p->group = r->group;
-        p->route = r->route;
-        p->released = r->released;
         TP__ADD(st->bytes_in, p->hdrlen + p->len);
     }
 }
@@ -143,10 +143,12 @@ static void tp__plan_units(struct tp__dir *d)
     d->nunits = d->n;
 }
 
-void tp__prepare(struct tp__dir *d, struct tp_dir_stats *st, struct tp__ctl *ctl)
+void tp__prepare(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, struct tp__ctl *ctl)
 {
     if (d->src_fmt)
         tp__take_in(d, st, ctl);
+    if (d->xf)   /* the only branch a pump without a transform pays */
+        tp__xf_run(d, dir, st);
     if (d->dst_fmt)
         tp__plan_units(d);
 }

@@ -11,8 +11,9 @@
 /* What a device lets us build by coalescing (TP_GRO_*). */
 unsigned tp__gro_what(const struct tp_fmt *dst);
 
-/* Prepare d (just read) for its sink. ctl: classify each packet first
- * (NULL: no control plane in this direction). */
-void tp__prepare(struct tp__dir *d, struct tp_dir_stats *st, struct tp__ctl *ctl);
+/* Prepare d (just read in direction dir) for its sink: classify (ctl: each
+ * packet first; NULL: no control plane in this direction), split, run the
+ * transform (d->xf), plan the device writes. */
+void tp__prepare(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, struct tp__ctl *ctl);
 
 #endif

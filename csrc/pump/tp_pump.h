@@ -9,6 +9,8 @@
 
 #include "tp_flow.h"
 
+struct tunpump_transform;   /* tunpump.h: the public transform ABI */
+
 #define TP_MAX_BATCH 256
 #define TP_MAX_WORKERS 256
 #define TP_MAX_PEERS 16
@@ -17,6 +19,9 @@
  * that is about 257 MiB of address space per queue (pages are touched only
  * as packets wait; the default 256 is about 16 MiB). */
 #define TP_MAX_PENDING 4096
+/* Punted packets per worker waiting for Python, in 64 KiB slots made at start. */
+#define TP_DEFAULT_PUNT_RING 64
+#define TP_MAX_PUNT_RING 4096
 
 /* The two directions a worker moves packets in. */
 enum tp_dir {
@@ -73,6 +78,8 @@ struct tp_ctl_cfg {
     int64_t decision_ns;          /* a verdict not given within this applies the default */
     uint8_t default_verdict;      /* TP_VERDICT_FORWARD (fail-open) or TP_VERDICT_DROP */
     uint32_t pending_limit;       /* packets per worker waiting for verdicts (<= TP_MAX_PENDING) */
+    uint32_t punt_ring;           /* punted packets held per worker for Python: a power of two
+                                   * up to TP_MAX_PUNT_RING, 64 KiB each; 0: TP_DEFAULT_PUNT_RING */
 };
 
 struct tp_pump_cfg {
@@ -83,6 +90,9 @@ struct tp_pump_cfg {
     struct tp_dev_cfg peer_dev;   /* TP_KIND_TUN */
     struct tp_sock_cfg sock;      /* TP_KIND_UDP / TP_KIND_TCP */
     struct tp_ctl_cfg ctl;
+    /* A transform (tunpump.h) on every packet in both directions; NULL: none.
+     * Needs ctl.events for TUNPUMP_TO_PYTHON packets to reach the control side. */
+    const struct tunpump_transform *xf;
 };
 
 enum tp_drop {
@@ -99,6 +109,8 @@ enum tp_drop {
     TP_DROP_PENDING_FULL,     /* too many packets waiting for verdicts */
     TP_DROP_PUNT_FULL,        /* Python is not taking punted packets fast enough */
     TP_DROP_TOO_MANY_SEGS,    /* a UDP_GRO read carried more segments than the batch holds */
+    TP_DROP_TRANSFORM,        /* the transform said TUNPUMP_DROP */
+    TP_DROP_TRANSFORM_OVERFLOW, /* the transform left a packet outside its room */
     TP_DROP__COUNT
 };
 extern const char *const tp_drop_names[TP_DROP__COUNT];
@@ -115,6 +127,8 @@ struct tp_dir_stats {
     uint64_t gso_passed;                /* super-packets passed through whole */
     uint64_t gro_built;                 /* super-packets built by coalescing */
     uint64_t gso_fallbacks;             /* UDP_SEGMENT refused: sent one by one */
+    uint64_t punted;                    /* handed to Python (PUNT verdict, TUNPUMP_TO_PYTHON):
+                                         * pkts_in == pkts_out + drops + punted */
     uint64_t drops[TP_DROP__COUNT];
 };
 
@@ -136,6 +150,8 @@ enum tp_event_type {
     TP_EV_PEER_UP = 4,
     TP_EV_PEER_DOWN = 5,
     TP_EV_ERROR = 6,       /* the worker stopped: err, where */
+    TP_EV_PUNT = 7,        /* a packet the transform sent to Python: dir, peer, addr;
+                            * the next punt slot holds it */
 };
 enum { TP_EVICT_IDLE = 1, TP_EVICT_FULL = 2 };
 
@@ -154,6 +170,8 @@ struct tp_event {
     uint8_t addr[16];      /* peer events */
     uint16_t port;
     uint8_t family;
+    uint8_t dir;           /* TP_EV_PUNT: enum tp_dir */
+    int16_t peer;          /* TP_EV_PUNT: UDP peer index, -1 unknown */
 };
 
 struct tp_pump;
@@ -177,7 +195,8 @@ void tp_pump_free(struct tp_pump *p);
 /* An eventfd that becomes readable when events are waiting. */
 int tp_pump_event_fd(const struct tp_pump *p);
 /* The oldest event of any worker (round-robin), or NULL; then done with it.
- * For TP_EV_PACKET, *data / *len point at the packet until event_done. */
+ * For TP_EV_PACKET and TP_EV_PUNT, *data points at the packet (ev->len
+ * bytes) until event_done. */
 const struct tp_event *tp_pump_next_event(struct tp_pump *p, int *worker, const uint8_t **data);
 void tp_pump_event_done(struct tp_pump *p, int worker, int type);
 /* Give a verdict (TP_VERDICT_*) for a flow; -EAGAIN when the worker's ring is full. */
@@ -187,5 +206,20 @@ int tp_pump_verdict(struct tp_pump *p, int worker, int32_t flow, uint32_t gen, i
 void tp_pump_kick(struct tp_pump *p);
 /* Send a packet from the control thread through worker's UDP socket to peer `route`. */
 int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len);
+/* Send a datagram through worker's UDP socket to an address (family
+ * AF_INET / AF_INET6, addr 4 / 16 bytes, port in host order): a handshake
+ * reply to a sender that is not a configured peer. */
+int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
+                            const uint8_t *data, size_t len);
+/* Send a device packet (as the device would hand it over, without a
+ * prefix) out of the endpoint THROUGH the transform, on worker's thread, to
+ * UDP peer `route` (the transform may change it): Python's own data and
+ * keepalives. -EAGAIN: the worker's ring of 64 is full; -EINVAL: no transform. */
+int tp_pump_inject_transform(struct tp_pump *p, int worker, int route, const uint8_t *data, size_t len);
+/* Hand the transform's control() a message on worker `worker` (-1: every
+ * worker), run between its batches in order. -EAGAIN: a worker's message
+ * ring is full (nothing was posted to it, nor to the workers after it);
+ * -ENOTSUP: no transform or no control op; -EMSGSIZE: above TUNPUMP_CONTROL_MAX. */
+int tp_pump_transform_control(struct tp_pump *p, int worker, const uint8_t *msg, size_t len);
 
 #endif

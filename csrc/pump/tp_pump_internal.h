@@ -7,6 +7,7 @@
 #include "tp_ctl_worker.h"
 #include "tp_endpoint.h"
 #include "tp_pump.h"
+#include "tp_xform.h"
 
 #include <pthread.h>
 
@@ -22,6 +23,7 @@ struct tp__worker {
     struct tp_ep *ep[TP_DIR__COUNT];
     struct tp__dir d[TP_DIR__COUNT];
     struct tp__ctl ctl;
+    struct tp__xf xf;               /* the transform's per-worker side (ops NULL: none) */
 
     int err;                        /* -errno of the error that ended the worker */
     const char *err_where;

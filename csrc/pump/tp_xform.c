@@ -1,0 +1,247 @@
+/* The transform stage (see tp_xform.h and tunpump.h). */
+#define _GNU_SOURCE
+#include "tp_xform.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
+                 struct tp__ctl *ctl)
+{
+    memset(x, 0, sizeof(*x));
+    x->ops = t ? t->ops : NULL;
+    x->queue = queue;
+    x->udp = udp;
+    x->npeers = npeers;
+    x->ctl = ctl;
+    x->msg_fd = -1;
+}
+
+int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err)
+{
+    int rc;
+
+    *err = "malloc";
+    x->desc = malloc(sizeof(*x->desc) * (size_t)cap);
+    if (!x->desc || tp_ring_init(&x->msgs, TP__XF_MSG_RING, sizeof(struct tp__xf_msg)) < 0 ||
+        tp_ring_init(&x->injects, TP__XF_INJECT_RING, sizeof(struct tp__xf_inject)) < 0)
+        return -ENOMEM;
+    *err = "eventfd";
+    x->msg_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (x->msg_fd < 0)
+        return -errno;
+    *err = "transform create";
+    if (x->ops->create) {
+        rc = x->ops->create(t->config, t->config_len, x->queue, nqueues, &x->state);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            return -EINVAL;   /* not -errno: a broken transform */
+    }
+    x->created = 1;
+    return 0;
+}
+
+void tp__xf_free(struct tp__xf *x)
+{
+    if (x->created && x->ops->destroy)
+        x->ops->destroy(x->state);
+    x->created = 0;
+    free(x->desc);
+    x->desc = NULL;
+    tp_ring_free(&x->msgs);
+    tp_ring_free(&x->injects);
+    if (x->msg_fd >= 0)
+        close(x->msg_fd);
+    x->msg_fd = -1;
+}
+
+/* Packet p of d copied into the arena at *off with room around it; the
+ * descriptor made. 0, or -1 when the arena is full (cannot happen within
+ * its bound; counted as too_big if it does). */
+static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p, size_t *off,
+                       struct tunpump_pkt *x, const struct tp__xf *xf)
+{
+    uint32_t len = p->hdrlen + p->len;
+    size_t need = TUNPUMP_MIN_HEADROOM + (size_t)len + TUNPUMP_MIN_TAILROOM;
+    uint8_t *dst;
+
+    need = (need + TP__XF_ALIGN - 1) & ~(size_t)(TP__XF_ALIGN - 1);
+    if (*off + need > d->xf_arena_size)
+        return -1;
+    dst = d->xf_arena + *off + TUNPUMP_MIN_HEADROOM;
+    if (p->hdrlen)
+        memcpy(dst, p->hdr, p->hdrlen);
+    memcpy(dst + p->hdrlen, p->data, p->len);
+    memset(x, 0, sizeof(*x));
+    x->data = dst;
+    x->len = len;
+    x->headroom = TUNPUMP_MIN_HEADROOM;
+    x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
+    x->queue = (uint16_t)xf->queue;
+    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) ? p->route : -1);
+    x->flow = p->flow;
+    if (dir == TP_DIR_TO_DEV && p->src >= 0) {
+        x->src = (const struct sockaddr *)&d->names[p->src];
+        x->src_len = sizeof(d->names[p->src]);
+    }
+    if (p->pre && d->src_fmt && d->src_fmt->vnet_hdr_sz && !p->hdrlen) {
+        struct tp_vnet_hdr vh;
+        tp_vnet_hdr_read(p->pre + tp_fmt_vnet_off(d->src_fmt), &vh);
+        x->gso = vh.gso_type != TP_VNET_GSO_NONE;
+        x->gso_size = x->gso ? vh.gso_size : 0;
+    }
+    *off += need;
+    return 0;
+}
+
+/* Whether the transform left x inside the room it was given. */
+static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uint8_t *hi)
+{
+    return x->len <= TUNPUMP_MAX_PACKET && x->data >= lo && x->data <= hi && (size_t)(hi - x->data) >= x->len;
+}
+
+/* After the batch function: keep what passes, count and take out the rest. */
+static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
+{
+    struct tp__xf *xf = d->xf;
+    int out = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct tunpump_pkt *x = &xf->desc[i];
+        struct tp__pkt *p = &d->pkts[i];
+        const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
+
+        if (x->outcome == TUNPUMP_DROP) {
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+        } else if (x->outcome == TUNPUMP_TO_PYTHON) {
+            if (!tp__xf_fits(x, lo, hi))
+                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+            else
+                tp__ctl_punt_xf(xf->ctl, dir, x, st);
+        } else if (x->outcome != TUNPUMP_PASS) {
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);   /* not an outcome: fail closed */
+        } else if (!tp__xf_fits(x, lo, hi)) {
+            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+        } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
+            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* the endpoint skipped this check for us */
+        } else if (dir == TP_DIR_TO_EP && xf->udp && (x->peer < 0 || x->peer >= xf->npeers)) {
+            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);     /* routed to a peer the endpoint lacks */
+        } else {
+            struct tp__pkt *q = &d->pkts[out++];
+            *q = *p;
+            if (dir == TP_DIR_TO_EP && xf->udp)
+                q->route = (uint8_t)x->peer;              /* the transform may choose the peer */
+            q->data = x->data;
+            q->len = x->len;
+            q->hdr = NULL;
+            q->hdrlen = 0;
+        }
+    }
+    d->n = out;
+}
+
+void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
+{
+    struct tp__xf *xf = d->xf;
+    size_t off = 0;
+    int n = 0;
+
+    for (int i = 0; i < d->n; i++) {
+        struct tp__pkt *p = &d->pkts[i];
+        if (tp__xf_copy(d, dir, p, &off, &xf->desc[n], xf) < 0) {
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+            continue;
+        }
+        d->pkts[n] = *p;
+        /* Remember the room given (hdr / hdrlen are rewritten in apply). */
+        d->pkts[n].hdr = xf->desc[n].data - xf->desc[n].headroom;
+        d->pkts[n].hdrlen = xf->desc[n].headroom + xf->desc[n].len + xf->desc[n].tailroom;
+        n++;
+    }
+    if (n)
+        xf->ops->batch(xf->state, (enum tunpump_dir)dir, xf->desc, (unsigned)n);
+    tp__xf_apply(d, dir, st, n);
+}
+
+void tp__xf_take_control(struct tp__xf *x)
+{
+    struct tp__xf_msg *m;
+    uint64_t junk;
+
+    (void)!read(x->msg_fd, &junk, sizeof(junk));
+    while ((m = tp_ring_peek(&x->msgs))) {
+        x->ops->control(x->state, m->data, m->len);
+        tp_ring_release(&x->msgs);
+    }
+}
+
+int tp__xf_post(struct tp__xf *x, const uint8_t *msg, size_t len)
+{
+    struct tp__xf_msg *m = tp_ring_reserve(&x->msgs);
+    uint64_t one = 1;
+
+    if (!m)
+        return -EAGAIN;
+    m->len = (uint32_t)len;
+    if (len)
+        memcpy(m->data, msg, len);
+    tp_ring_publish(&x->msgs);
+    (void)!write(x->msg_fd, &one, sizeof(one));
+    return 0;
+}
+
+int tp__xf_post_inject(struct tp__xf *x, int peer, const uint8_t *data, size_t len)
+{
+    struct tp__xf_inject *m = tp_ring_reserve(&x->injects);
+    uint64_t one = 1;
+
+    if (!m)
+        return -EAGAIN;
+    m->len = (uint32_t)len;
+    m->peer = (uint8_t)peer;
+    memcpy(m->data, data, len);
+    tp_ring_publish(&x->injects);
+    (void)!write(x->msg_fd, &one, sizeof(one));
+    return 0;
+}
+
+/* The PI header of an injected packet: the protocol from the packet. */
+static void tp__xf_pi(uint8_t *pi, const struct tp_fmt *fmt, const uint8_t *p, uint32_t len)
+{
+    if (fmt->tap) {
+        if (len >= 14)
+            memcpy(pi + 2, p + 12, 2);   /* the EtherType */
+    } else if (len && (p[0] >> 4) == 6) {
+        pi[2] = 0x86, pi[3] = 0xdd;
+    } else {
+        pi[2] = 0x08, pi[3] = 0x00;
+    }
+}
+
+int tp__xf_take_injects(struct tp__xf *x, struct tp__dir *d, const struct tp_fmt *fmt, int batch)
+{
+    int prelen = tp_fmt_prefix_len(fmt);
+    struct tp__xf_inject *m;
+
+    tp__dir_reset(d);
+    while (d->n < batch && (m = tp_ring_peek(&x->injects))) {
+        uint8_t *pre = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
+        struct tp__pkt *p = &d->pkts[d->n];
+
+        memset(pre, 0, (size_t)prelen);   /* a plain packet: no offload in its vnet_hdr */
+        if (fmt->pi)
+            tp__xf_pi(pre, fmt, m->data, m->len);
+        memcpy(pre + prelen, m->data, m->len);
+        tp__pkt_set(p, pre + prelen, m->len, d->n);
+        p->pre = pre;
+        p->prelen = (uint32_t)prelen;
+        p->route = m->peer;
+        d->n++;
+        tp_ring_release(&x->injects);
+    }
+    return d->n;
+}

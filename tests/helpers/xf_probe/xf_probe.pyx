@@ -1,0 +1,131 @@
+# cython: language_level=3
+"""A test transform written in Cython against tunpump's public API only
+(tunpump.pxd from tunpump.get_include()). Its mode, set by the capsule's
+config and changed by control messages (one byte), says what it does:
+
+  0 pass            everything passes
+  1 overflow        to_endpoint packets claim a length past their tailroom
+  2 underflow       to_endpoint packets start before their headroom
+  3 drop            to_endpoint packets are dropped
+  4 punt            every packet goes to Python (TO_PYTHON)
+  5 grow            to_endpoint: a 32-byte header is prepended (headroom);
+                    to_device: it is checked and stripped (else dropped)
+  6 bad outcome     to_endpoint packets get outcome 9 (not an outcome)
+  7 route 5         to_endpoint packets go to peer 5
+  8 route 1         to_endpoint packets go to peer 1
+"""
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memcmp
+from libc.stdint cimport uint8_t
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
+
+from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_transform_ops,
+                      TUNPUMP_TRANSFORM_ABI, TUNPUMP_TRANSFORM_CAPSULE, TUNPUMP_NEEDS_SEGMENTS,
+                      TUNPUMP_DIR_TO_ENDPOINT, TUNPUMP_PASS, TUNPUMP_DROP, TUNPUMP_TO_PYTHON)
+
+DEF HDR = 32
+cdef const char *MAGIC = b"tunpump-probe-header-32-bytes!!!"
+
+cdef struct probe_state:
+    uint8_t mode
+
+
+cdef int probe_create(const void *config, size_t config_len, int queue, int nqueues, void **state) noexcept nogil:
+    cdef probe_state *s = <probe_state *>malloc(sizeof(probe_state))
+    if s == NULL:
+        return -12
+    s.mode = (<const uint8_t *>config)[0] if config_len else 0
+    state[0] = s
+    return 0
+
+
+cdef void probe_destroy(void *state) noexcept nogil:
+    free(state)
+
+
+cdef void probe_control(void *state, const uint8_t *msg, size_t length) noexcept nogil:
+    if length:
+        (<probe_state *>state).mode = msg[0]
+
+
+cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n) noexcept nogil:
+    cdef uint8_t mode = (<probe_state *>state).mode
+    cdef unsigned i
+    cdef bint out = d == TUNPUMP_DIR_TO_ENDPOINT
+    for i in range(n):
+        if mode == 4:
+            pkts[i].outcome = TUNPUMP_TO_PYTHON
+        elif mode == 5 and out:
+            if pkts[i].headroom < HDR:
+                pkts[i].outcome = TUNPUMP_DROP
+                continue
+            pkts[i].data -= HDR
+            pkts[i].len += HDR
+            memcpy(pkts[i].data, MAGIC, HDR)
+        elif mode == 5:
+            if pkts[i].len < HDR or memcmp(pkts[i].data, MAGIC, HDR) != 0:
+                pkts[i].outcome = TUNPUMP_DROP
+                continue
+            pkts[i].data += HDR
+            pkts[i].len -= HDR
+        elif not out:
+            continue
+        elif mode == 1:
+            pkts[i].len += pkts[i].tailroom + 1
+        elif mode == 2:
+            pkts[i].data -= pkts[i].headroom + 1
+        elif mode == 3:
+            pkts[i].outcome = TUNPUMP_DROP
+        elif mode == 6:
+            pkts[i].outcome = 9
+        elif mode == 7:
+            pkts[i].peer = 5
+        elif mode == 8:
+            pkts[i].peer = 1
+
+
+cdef tunpump_transform_ops OPS
+OPS.abi = TUNPUMP_TRANSFORM_ABI
+OPS.flags = TUNPUMP_NEEDS_SEGMENTS
+OPS.name = b"probe"
+OPS.create = probe_create
+OPS.destroy = probe_destroy
+OPS.batch = probe_batch
+OPS.control = probe_control
+
+cdef tunpump_transform_ops OPS_OLD_ABI
+OPS_OLD_ABI = OPS
+OPS_OLD_ABI.abi = TUNPUMP_TRANSFORM_ABI + 1
+
+cdef tunpump_transform_ops OPS_WHOLE   # takes super-packets whole (no NEEDS_SEGMENTS)
+OPS_WHOLE = OPS
+OPS_WHOLE.flags = 0
+
+
+cdef void _free_transform(object capsule) noexcept:
+    free(PyCapsule_GetPointer(capsule, TUNPUMP_TRANSFORM_CAPSULE))
+
+
+cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode):
+    cdef tunpump_transform *t = <tunpump_transform *>malloc(sizeof(tunpump_transform) + 1)
+    if t == NULL:
+        raise MemoryError()
+    (<uint8_t *>(t + 1))[0] = mode
+    t.ops = ops
+    t.config = <const void *>(t + 1)
+    t.config_len = 1
+    return PyCapsule_New(t, TUNPUMP_TRANSFORM_CAPSULE, _free_transform)
+
+
+class Probe:
+    """A probe transform in mode `mode` (its capsule is made per pump)."""
+
+    def __init__(self, mode=0, abi_off_by_one=False, segments=True):
+        self.mode = mode
+        self.abi_off_by_one = abi_off_by_one
+        self.segments = segments
+
+    def __tunpump_transform__(self):
+        if self.abi_off_by_one:
+            return _capsule(&OPS_OLD_ABI, self.mode)
+        return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode)

@@ -1,0 +1,324 @@
+"""The transform hook (tunpump/include/tunpump.h): the built-in Null
+transform through tunnels with offloads on, capsule checks, and a probe
+transform (tests/helpers/xf_probe.pyx, built here against
+tunpump.get_include() like any third-party one) for outcomes, overflow,
+punting and control messages."""
+import pytest
+
+from helpers.world import assert_stats_add_up, check_traffic
+from tunpump import Pump, TCPEndpoint, UDPEndpoint, Verdict, transforms
+
+MiB = 1 << 20
+
+
+def _udp(world, port=6000):
+    e1 = UDPEndpoint(("198.18.10.1", port), ("198.18.10.2", port), netns=world.n1)
+    e2 = UDPEndpoint(("198.18.10.2", port), ("198.18.10.1", port), netns=world.n2)
+    return e1, e2
+
+
+@pytest.mark.parametrize("inner", [4, 6])
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_null_udp_tunnel_with_offloads(world, inner):
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=transforms.Null()) as p1, \
+            Pump(world.b, e2, transform=transforms.Null()) as p2:
+        check_traffic(world, 64 * MiB, inner=(inner, 10 - inner))
+    s1, s2 = p1.stats(), p2.stats()
+    # offloads stay on around the stage: split, transform, UDP_SEGMENT out;
+    # UDP_GRO in, transform, coalesce
+    assert s1["to_endpoint"]["gso_split"] > 0
+    assert s1["to_endpoint"]["packets_out"] > 2 * s1["to_endpoint"]["write_calls"], s1["to_endpoint"]
+    assert s2["to_device"]["gro_built"] > 0
+    for s in (s1, s2):
+        assert_stats_add_up(s)
+        for d in ("to_endpoint", "to_device"):
+            assert s[d]["drops"]["transform"] == 0 and s[d]["drops"]["transform_overflow"] == 0
+
+
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_null_tcp_tunnel(world):
+    e1 = TCPEndpoint.listen(("198.18.10.1", 6500), netns=world.n1)
+    e2 = TCPEndpoint.connect(("198.18.10.1", 6500), netns=world.n2)
+    with Pump(world.a, e1, transform=transforms.Null()) as p1, \
+            Pump(world.b, e2, transform=transforms.Null()) as p2:
+        check_traffic(world, 16 * MiB, inner=(4,))
+    for p in (p1, p2):
+        assert_stats_add_up(p.stats())
+
+
+def test_null_capsule_and_info():
+    name, flags, has_control = transforms.info(transforms.Null())
+    assert name == "null" and flags == 1 and not has_control
+    assert transforms.CAPSULE_NAME == "tunpump.transform.v1"
+
+
+def test_transform_fails_closed(world):
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match="default_verdict=Verdict.FORWARD.*fails closed"):
+        Pump(world.a, e1, transform=transforms.Null(), default_verdict=Verdict.FORWARD,
+             on_flow=lambda f: None)
+    p = Pump(world.a, e1, transform=transforms.Null(), on_flow=lambda f: None)
+    assert p._ctl_cfg["default_verdict"] == Verdict.DROP._code()[0]
+
+
+@pytest.mark.parametrize("bad", [0, 3, 8192, True, "64"])
+def test_punt_ring_checked(world, bad):
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match="punt_ring"):
+        Pump(world.a, e1, transform=transforms.Null(), punt_ring=bad)
+
+
+def test_not_a_capsule_refused(world):
+    e1, _ = _udp(world)
+    with pytest.raises(TypeError, match="transform=.*PyCapsule named 'tunpump.transform.v1'"):
+        Pump(world.a, e1, transform=object())
+
+
+def test_wrong_capsule_name_refused(world):
+    import ctypes
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    cap = new(ctypes.cast(ctypes.pointer(ctypes.c_int(1)), ctypes.c_void_p), b"tunpump.transform.v0", None)
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match="a capsule named 'tunpump.transform.v0'.*takes 'tunpump.transform.v1'"):
+        Pump(world.a, e1, transform=cap)
+
+
+# ---- the probe: a Cython transform built against get_include() ---------------------
+
+import os
+import subprocess
+import sys
+import shutil
+import threading
+
+from helpers.nettest import wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """tests/helpers/xf_probe built in a temporary directory with this
+    Python, seeing only tunpump's public headers."""
+    d = tmp_path_factory.mktemp("xf_probe")
+    for f in ("xf_probe.pyx", "setup.py"):
+        shutil.copy(os.path.join(HERE, "helpers", "xf_probe", f), d)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=d, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sys.path.insert(0, str(d))
+    try:
+        import xf_probe
+        yield xf_probe
+    finally:
+        sys.path.remove(str(d))
+
+
+def _ping(world, ok=True):
+    r = world.ns.ping(world.n1, "198.18.11.2")
+    assert (r.returncode == 0) == ok, r.stdout + r.stderr
+
+
+def test_probe_passes(world, probe):
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(0)), Pump(world.b, e2, transform=probe.Probe(0)):
+        _ping(world)
+
+
+@pytest.mark.parametrize("mode,reason", [(1, "transform_overflow"), (2, "transform_overflow"),
+                                         (3, "transform"), (6, "transform")],
+                         ids=["past-tailroom", "before-headroom", "drop", "not-an-outcome"])
+def test_probe_bad_results_counted_and_dropped(world, probe, mode, reason):
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(mode)) as p1, Pump(world.b, e2, transform=probe.Probe(0)) as p2:
+        _ping(world, ok=False)
+        assert p1.stats()["to_endpoint"]["drops"][reason] > 0
+        assert p1.stats()["to_endpoint"]["packets_out"] == 0
+        assert p2.stats()["to_device"]["packets_in"] == 0   # nothing left n1
+    assert_stats_add_up(p1.stats())
+
+
+def test_probe_wrong_abi_refused(world, probe):
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match="built for ABI version 2, this tunpump speaks 1"):
+        Pump(world.a, e1, transform=probe.Probe(0, abi_off_by_one=True))
+
+
+@pytest.mark.parametrize("inner", [4, 6])
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_probe_grows_packets_with_offloads(world, probe, inner):
+    """A 32-byte header in the headroom of every segment, stripped on the
+    far side: segments still leave with UDP_SEGMENT and are coalesced after."""
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(5)) as p1, Pump(world.b, e2, transform=probe.Probe(5)) as p2:
+        check_traffic(world, 32 * MiB, inner=(inner,))
+    s1, s2 = p1.stats(), p2.stats()
+    assert s1["to_endpoint"]["packets_out"] > 2 * s1["to_endpoint"]["write_calls"]
+    assert s2["to_device"]["gro_built"] > 0
+    assert s1["to_endpoint"]["bytes_out"] >= s1["to_endpoint"]["bytes_in"] + 32 * s1["to_endpoint"]["packets_out"]
+    for s in (s1, s2):
+        assert_stats_add_up(s)
+        assert s["to_device"]["drops"]["transform"] == 0
+
+
+def test_control_switches_mode_between_batches(world, probe):
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(3)) as p1, Pump(world.b, e2, transform=probe.Probe(0)):
+        _ping(world, ok=False)
+        p1.transform_control(b"\x00")             # every queue: pass from now on
+        assert wait_until(lambda: world.ns.ping(world.n1, "198.18.11.2").returncode == 0)
+        p1.transform_control(b"\x03", queue=0)    # drop again
+        dropped = p1.stats()["to_endpoint"]["drops"]["transform"]
+        _ping(world, ok=False)
+        assert p1.stats()["to_endpoint"]["drops"]["transform"] > dropped
+        with pytest.raises(ValueError, match="queue=1"):
+            p1.transform_control(b"\x00", queue=1)
+        with pytest.raises(ValueError, match="message: 1025 bytes, at most 1024"):
+            p1.transform_control(bytes(1025))
+
+
+def test_control_needs_a_control_op(world):
+    e1, _ = _udp(world)
+    with Pump(world.a, e1, transform=transforms.Null()) as p:
+        with pytest.raises(RuntimeError, match="no control function"):
+            p.transform_control(b"x")
+    with Pump(world.a, e1) as p:
+        with pytest.raises(RuntimeError, match="no transform"):
+            p.transform_control(b"x")
+
+
+def test_to_python_both_ways_with_metadata_and_inject(world, probe):
+    """n2's transform sends everything to Python. Python hands each packet on
+    by hand (inject into the device, inject to the endpoint peer): a ping
+    from n1 completes through Python, and every packet is counted."""
+    got = []
+    done = threading.Event()
+    e1, e2 = _udp(world)
+    p2 = None
+
+    def on_punt(batch):
+        got.append(batch)
+        for pkt in batch:
+            if pkt.direction == "to_device":
+                p2.inject(pkt.data, "device", queue=pkt.queue)
+            else:
+                p2.inject(pkt.data, "endpoint", queue=pkt.queue, peer=pkt.peer)
+                done.set()
+
+    with Pump(world.a, e1, transform=probe.Probe(0)) as p1, \
+            Pump(world.b, e2, transform=probe.Probe(4), on_punt=on_punt, punt_ring=256) as p2:
+        _ping(world)
+        assert done.wait(5)
+    pkts = [p for b in got for p in b]
+    assert all(isinstance(b, list) for b in got)
+    ins = [p for p in pkts if p.direction == "to_device"]
+    outs = [p for p in pkts if p.direction == "to_endpoint"]
+    assert ins and outs
+    for p in ins:
+        assert p.queue == 0 and p.peer == 0 and p.source == ("198.18.10.1", 6000)
+        assert p.data[0] >> 4 == 4 and p.data[9] == 1   # the inner ICMP packet, as received
+    for p in outs:
+        assert p.queue == 0 and p.peer == 0 and p.source is None
+        assert p.data[0] >> 4 in (4, 6)   # the device's own IPv6 chatter comes too
+    assert any(p.data[0] >> 4 == 4 and p.data[9] == 1 for p in outs)   # the echo reply
+    s2 = p2.stats()   # stopped: every punted packet counted (a few may not have reached Python)
+    assert s2["to_device"]["punted"] >= len(ins) and s2["to_endpoint"]["punted"] >= len(outs)
+    assert s2["to_device"]["packets_out"] == 0 and s2["to_endpoint"]["packets_out"] == 0
+    assert_stats_add_up(s2)
+
+
+def test_inject_to_an_address_and_counted(world):
+    """A handshake reply goes to the source of a punted datagram, which need
+    not be a configured peer; every injected packet is counted."""
+    e1, _ = _udp(world)
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.10.2', 7001)); s.settimeout(5); print(s.recvfrom(100)[0].decode())")
+    listener = world.ns.python(world.n2, "-c", code)
+    with Pump(world.a, e1, transform=transforms.Null()) as p:
+        for _ in range(50):   # until the listener is bound (UDP: sent datagrams before are lost)
+            p.inject(b"hello", "endpoint", address=("198.18.10.2", 7001))
+            if listener.poll() is not None:
+                break
+            import time
+            time.sleep(0.1)
+        out, err = listener.communicate(timeout=10)
+        assert out.strip() == "hello", err
+        n = p.stats()["to_endpoint"]["injected"]
+        assert n >= 1
+        with pytest.raises(ValueError, match="address=.*IPv4"):
+            p.inject(b"x", "endpoint", address=("fd00:10::2", 7001))
+        with pytest.raises(ValueError, match="address="):
+            p.inject(b"x", "endpoint", address=("nonsense", 7001))
+        with pytest.raises(ValueError, match="address=.*only for to='endpoint'"):
+            p.inject(b"x", "device", address=("198.18.10.2", 7001))
+        from helpers.packets import udp_packet
+        p.inject(udp_packet("198.18.11.2", "198.18.11.1", 5000, 9, b"injected"), "device")
+        assert p.stats()["to_device"]["injected"] == 1
+        assert p.stats()["to_endpoint"]["injected"] == n
+
+
+def test_transform_chooses_the_peer(world, probe):
+    """Cryptokey routing: the transform sets pkt->peer on the way out; a peer
+    the endpoint lacks drops the packet as no_peer."""
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.10.2', 7002)); s.settimeout(8); print('ready', flush=True); "
+            "print(s.recvfrom(2000)[0].hex())")
+    listener = world.ns.python(world.n2, "-c", code)
+    assert listener.stdout.readline().strip() == "ready"
+    two = UDPEndpoint(("198.18.10.1", 6000), [("198.18.10.2", 6000), ("198.18.10.2", 7002)], netns=world.n1)
+    with Pump(world.a, two, transform=probe.Probe(8)) as p:
+        world.ns.ping(world.n1, "198.18.11.2", count=1)
+        out, err = listener.communicate(timeout=15)
+        pkt = bytes.fromhex(out.strip())
+        assert pkt[0] >> 4 in (4, 6), err
+        p.transform_control(b"\x07")     # peer 5: not there
+        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1),
+                                   p.stats()["to_endpoint"]["drops"]["no_peer"])[1] > 0)
+    assert_stats_add_up(p.stats())
+
+
+@pytest.mark.parametrize("segments", [True, False], ids=["needs-segments", "whole"])
+def test_relay_through_a_transform(ns, probe, segments):
+    """TUN-to-TUN relay with vnet_hdr on both: with NEEDS_SEGMENTS
+    super-packets are cut before the stage; without it they pass it whole
+    (pkt->gso) and go on as super-packets. Traffic arrives intact."""
+    from helpers.world import World
+    w = World(ns, mtu=None, vnet=(True, True), underlay=False)
+    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments)) as pump:
+        check_traffic(w, 16 * MiB, inner=(4, 6))
+    s = pump.stats()
+    if segments:
+        assert s["to_endpoint"]["gso_split"] > 0 and s["to_endpoint"]["gso_passed"] == 0
+    else:
+        assert s["to_endpoint"]["gso_passed"] > 0 and s["to_endpoint"]["gso_split"] == 0
+    assert_stats_add_up(s)
+
+
+def test_inject_through_the_transform(world):
+    """Python's own packet leaves through the transform (here Null on n1),
+    as the device's would: it reaches n2's device and its stack answers."""
+    from helpers.packets import udp_packet
+    e1, e2 = _udp(world)
+    code = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('198.18.11.2', 9009)); s.settimeout(8); print('ready', flush=True); "
+            "print(s.recvfrom(100)[0].decode())")
+    listener = world.ns.python(world.n2, "-c", code)
+    assert listener.stdout.readline().strip() == "ready"
+    with Pump(world.a, e1, transform=transforms.Null()) as p1, Pump(world.b, e2, transform=transforms.Null()):
+        p1.inject(udp_packet("198.18.11.1", "198.18.11.2", 5000, 9009, b"through"), "endpoint",
+                  through_transform=True)
+        out, err = listener.communicate(timeout=15)
+        assert out.strip() == "through", err
+        with pytest.raises(ValueError, match="through_transform=True: only to='endpoint'"):
+            p1.inject(b"x", "device", through_transform=True)
+    s = p1.stats()
+    assert s["to_endpoint"]["injected"] == 1 and s["to_endpoint"]["packets_out"] >= 1
+    assert_stats_add_up(s)
+    with Pump(world.a, e1) as p:
+        with pytest.raises(ValueError, match="no transform"):
+            p.inject(b"x", "endpoint", through_transform=True)

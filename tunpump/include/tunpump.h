@@ -1,0 +1,131 @@
+/* tunpump.h: tunpump's public C API for packet transforms (ABI version 1).
+ *
+ * A transform is C code that runs on tunpump's worker threads, without the
+ * GIL, on every packet in both directions:
+ *
+ *   device -> endpoint:  read, (verdicts), split, TRANSFORM, send (UDP_SEGMENT)
+ *   endpoint -> device:  read (UDP_GRO), TRANSFORM, coalesce, write
+ *
+ * Build it in your own extension module against tunpump.get_include() (this
+ * header only: never link against tunpump's private symbols), and hand it to
+ * tunpump as a PyCapsule named TUNPUMP_TRANSFORM_CAPSULE whose pointer is a
+ * `struct tunpump_transform`:
+ *
+ *     static const struct tunpump_transform_ops my_ops = {
+ *         .abi = TUNPUMP_TRANSFORM_ABI, .name = "xor", ...
+ *     };
+ *     struct tunpump_transform *t = malloc(sizeof(*t) + cfg_len);
+ *     t->ops = &my_ops; t->config = ...; t->config_len = cfg_len;
+ *     PyCapsule_New(t, TUNPUMP_TRANSFORM_CAPSULE, destructor_that_frees_t);
+ *
+ * then `tunpump.Pump(dev, ep, transform=capsule)`. The pump keeps a reference
+ * to the capsule while it runs; the capsule (and what it points at) must stay
+ * unchanged for that long. docs/transforms.md has the rules and an example.
+ *
+ * Threads:
+ *   create / destroy  on the thread that starts / frees the pump (the one
+ *                     calling Pump.start() / stop(), GIL NOT held, inside the
+ *                     endpoint's network namespace for create), once per
+ *                     worker, never while that worker runs;
+ *   batch / control   on worker `queue`'s own thread, GIL not held, never at
+ *                     the same time as each other for one worker. Different
+ *                     workers run concurrently, each with its own state.
+ *
+ * A batch or control function must never block, sleep, take a lock another
+ * thread may hold long, allocate per packet, log, or call into Python. */
+#ifndef TUNPUMP_H
+#define TUNPUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define TUNPUMP_TRANSFORM_ABI 1
+/* The capsule name spells the ABI, like scipy's LowLevelCallable. */
+#define TUNPUMP_TRANSFORM_CAPSULE "tunpump.transform.v1"
+
+/* Room every packet has around it (more is possible: read pkt->headroom
+ * and pkt->tailroom): enough for a WireGuard-size header and tag. */
+#define TUNPUMP_MIN_HEADROOM 64
+#define TUNPUMP_MIN_TAILROOM 64
+/* The largest packet a transform may leave (an IP packet / datagram). */
+#define TUNPUMP_MAX_PACKET 65535
+/* The largest control message (tunpump_transform_ops.control). */
+#define TUNPUMP_CONTROL_MAX 1024
+
+/* Directions, as tunpump's stats name them. */
+enum tunpump_dir {
+    TUNPUMP_DIR_TO_ENDPOINT = 0,   /* from the device, on its way out (encrypt) */
+    TUNPUMP_DIR_TO_DEVICE = 1,     /* from the endpoint, on its way in (decrypt) */
+};
+
+/* What happens to a packet after the batch function (pkt->outcome). */
+enum tunpump_outcome {
+    TUNPUMP_PASS = 0,        /* go on (the preset value) */
+    TUNPUMP_DROP = 1,        /* dropped, counted under the drop reason "transform" */
+    TUNPUMP_TO_PYTHON = 2,   /* punted: Pump(on_punt=...) gets it (a handshake message) */
+};
+
+/* Flags (tunpump_transform_ops.flags). */
+/* Super-packets are cut into wire-size segments before the device ->
+ * endpoint stage (the segments still leave with UDP_SEGMENT), and packets
+ * are coalesced only after the endpoint -> device stage. Encryption needs it:
+ * without it a transform may see GSO super-packets (pkt->gso). */
+#define TUNPUMP_NEEDS_SEGMENTS 0x1u
+
+/* One packet, as the batch function sees it. */
+struct tunpump_pkt {
+    uint8_t *data;          /* in/out: the packet (an IP packet, or an Ethernet frame for TAP) */
+    uint32_t len;           /* in/out */
+    uint32_t headroom;      /* writable bytes before data, when the batch function is called */
+    uint32_t tailroom;      /* writable bytes after data + len, idem */
+    uint16_t queue;         /* the worker (queue) index */
+    int16_t peer;           /* the UDP peer index. device -> endpoint: where it goes (a ROUTE
+                             * verdict's, else 0); the transform may change it (cryptokey
+                             * routing), a peer the endpoint lacks drops the packet as
+                             * "no_peer". endpoint -> device: the configured peer it came
+                             * from. -1: not a UDP endpoint */
+    int32_t flow;           /* the flow table entry (verdicts on), -1: none */
+    uint8_t gso;            /* 1: a GSO super-packet (never with TUNPUMP_NEEDS_SEGMENTS) */
+    uint8_t outcome;        /* out: enum tunpump_outcome; preset to TUNPUMP_PASS */
+    uint16_t gso_size;      /* with gso: the segment payload size */
+    /* endpoint -> device from a UDP endpoint: the datagram's source address
+     * (roaming); NULL otherwise. */
+    const struct sockaddr *src;
+    socklen_t src_len;
+};
+
+/* The transform's functions. Unused optional ones are NULL. None of them
+ * may call into Python (none holds the GIL). */
+struct tunpump_transform_ops {
+    uint32_t abi;           /* TUNPUMP_TRANSFORM_ABI */
+    uint32_t flags;         /* TUNPUMP_NEEDS_SEGMENTS, ... */
+    const char *name;       /* for errors and logs */
+    /* Per-worker state, made before worker `queue` starts: *state (may stay
+     * NULL). Returns 0 or -errno, which fails Pump.start(). `config` is the
+     * capsule's blob. Optional. */
+    int (*create)(const void *config, size_t config_len, int queue, int nqueues, void **state);
+    /* Free what create made, after the worker ended. Optional. */
+    void (*destroy)(void *state);
+    /* The batch of one direction: set pkts[i].outcome, and data / len as the
+     * packet grows, shrinks or moves, staying inside [data - headroom,
+     * data + len + tailroom) and at most TUNPUMP_MAX_PACKET bytes long. A
+     * packet outside that room is dropped and counted as
+     * "transform_overflow". Required. */
+    void (*batch)(void *state, enum tunpump_dir dir, struct tunpump_pkt *pkts, unsigned n);
+    /* A message from Python (Pump.transform_control), run on the worker
+     * thread between batches, in the order they were sent: the place to
+     * install keys, so no batch ever sees a half-written one. msg is valid
+     * during the call only. Optional (without it control messages are
+     * refused). */
+    void (*control)(void *state, const uint8_t *msg, size_t len);
+};
+
+/* What the capsule points at. */
+struct tunpump_transform {
+    const struct tunpump_transform_ops *ops;
+    const void *config;     /* handed to create(); may be NULL */
+    size_t config_len;
+};
+
+#endif /* TUNPUMP_H */
