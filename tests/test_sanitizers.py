@@ -18,7 +18,7 @@ C_LEVEL_TESTS = ["tests/test_offload_kernels.py", "tests/test_flow_keys.py", "te
                  "tests/test_pump_rig.py", "tests/test_bench_tools.py", "tests/test_control.py",
                  "tests/test_device.py", "tests/test_pump_relay.py",
                  "tests/test_pump_tunnel.py", "tests/test_offload_e2e.py", "tests/test_pump_bugs.py",
-                 "tests/test_bench.py::test_udp_generator_counts_exactly"]
+                 "tests/test_bench.py::test_udp_generator_counts_exactly", "tests/test_aead.py"]
 
 
 def _libasan():
