@@ -72,3 +72,26 @@ def test_aead_without_libcrypto_says_unavailable(tmp_path):
     for h in ("evp.h", "crypto.h"):
         (poison / h).write_text('#error "poisoned: a build without libcrypto headers must not include this"\n')
     assert _build_and_run(gcc, tmp_path, (["-I", str(tmp_path / "poison")], [])) > 10000
+
+
+def test_seal_and_open_allocate_nothing_per_packet(tmp_path):
+    """The whole process's malloc/realloc count (libcrypto's included, through
+    an LD_PRELOAD counter) is the same for 10 and for 20,000 packets."""
+    gcc = _gcc()
+    if not _have_libcrypto_headers(gcc, tmp_path):
+        if CI:
+            pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")
+        pytest.skip("no OpenSSL libcrypto headers here (libssl-dev)")
+    shim, exe = tmp_path / "count_malloc.so", tmp_path / "test_aead_plain"
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", os.path.join(ROOT, "tests", "c", "count_malloc.c"),
+                    "-o", str(shim), "-ldl"], check=True, capture_output=True, timeout=120)
+    subprocess.run([gcc, "-std=gnu11", "-O2", "-DTP_HAVE_LIBCRYPTO", "-I", TRANSFORM,
+                    os.path.join(ROOT, "tests", "c", "test_aead.c"), *sorted(glob.glob(os.path.join(TRANSFORM, "*.c"))),
+                    "-lcrypto", "-o", str(exe)], check=True, capture_output=True, timeout=120)
+    counts = []
+    for n in (10, 20000):
+        env = dict(os.environ, LD_PRELOAD=str(shim))
+        res = subprocess.run([str(exe), "allocs", str(n)], capture_output=True, text=True, timeout=120, env=env)
+        assert res.returncode == 0 and f"opened {2 * n}" in res.stdout, res.stdout + res.stderr
+        counts.append(int(re.search(r"allocations (\d+)", res.stderr).group(1)))
+    assert counts[0] > 0 and counts[0] == counts[1], counts

@@ -43,6 +43,11 @@
  * (time is given by the caller: tp_aead_tick once per batch), then it is
  * forgotten and its datagrams are refused as unknown_key.
  *
+ * Threads: one state serves both directions of one worker; every call on it
+ * (seal, open, set_key, tick) is made from that worker's thread, never two at
+ * once. Nothing here locks; seal and open never allocate (set_key lets
+ * OpenSSL re-make the new key's contexts: once per rekey, not per packet).
+ *
  * Built without libcrypto headers (TP_HAVE_LIBCRYPTO undefined), everything
  * compiles, tp_aead_available() is 0, and tp_aead_new returns -ENOTSUP. */
 #ifndef TP_AEAD_H

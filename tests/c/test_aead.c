@@ -587,9 +587,33 @@ static void bench(int cipher, uint32_t size)
     tp_aead_free(c);
 }
 
+/* `test_aead allocs N`: N seal + open pairs per cipher and nothing else, for
+ * the allocation count of tests/test_aead_c.py (run with count_malloc.so). */
+static int seal_open_loop(int n)
+{
+    int ok = 0;
+    for (int c = 0; c < 2; c++) {
+        struct tp_aead *a, *b;
+        uint8_t *buf = calloc(1, 1500), *out, *plain;
+        uint32_t out_len, plain_len;
+        make_pair(CIPHERS[c], &a, &b, 0);
+        for (int i = 0; i < n; i++) {
+            tp_aead_seal(a, buf + 32, 1000, 32, 16, &out, &out_len);
+            ok += tp_aead_open(b, out, out_len, &plain, &plain_len) == TP_AEAD_OK;
+        }
+        tp_aead_free(a);
+        tp_aead_free(b);
+        free(buf);
+    }
+    printf("opened %d\n", ok);
+    return ok != 2 * n;
+}
+
 int main(int argc, char **argv)
 {
     CHECK(tp_aead_available() == 1 && tp_aead_unavailable_reason() == NULL, "available");
+    if (argc > 2 && strcmp(argv[1], "allocs") == 0)
+        return seal_open_loop(atoi(argv[2]));
     if (argc > 1 && strcmp(argv[1], "bench") == 0) {
         for (int c = 0; c < 2; c++) {
             bench(CIPHERS[c], 1400);

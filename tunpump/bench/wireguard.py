@@ -53,6 +53,13 @@ def _wait_link(ns: str, name: str, proc: subprocess.Popen, log: str, timeout: fl
     raise RuntimeError(f"wireguard-go {name} did not create its interface within {timeout:g} s")
 
 
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def start(world, ends, mtu: int) -> List[subprocess.Popen]:
     """Start and configure one wireguard-go per (namespace, device name,
     underlay address, inner address) in ends (two of them, peers of each
@@ -64,7 +71,7 @@ def start(world, ends, mtu: int) -> List[subprocess.Popen]:
     for i, (ns, name, under, inner) in enumerate(ends):
         sock = os.path.join(UAPI_DIR, f"{name}.sock")
         # wireguard-go removes its socket on a clean exit; a kill would leave it
-        world.closers.append(lambda s=sock: os.path.exists(s) and os.unlink(s))
+        world.closers.append(lambda s=sock: _unlink_if_there(s))
         log = os.path.join(tmp, f"{name}.log")
         with open(log, "w") as out:
             p = subprocess.Popen(["ip", "netns", "exec", ns, "wireguard-go", "-f", name], stdout=out,
