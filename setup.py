@@ -8,6 +8,9 @@ Environment knobs (documented in README.md):
   TUNPUMP_OPT=-O3        optimisation flags (default -O2; never -march=native)
   TUNPUMP_SANITIZE=1     ASan + UBSan build (run with libasan preloaded)
   TUNPUMP_WERROR=1       warnings are errors (on by default when CI is set)
+The AEAD transform (csrc/transform/tp_aead.c) uses OpenSSL 3 libcrypto when
+<openssl/evp.h> compiles and links (TP_HAVE_LIBCRYPTO, -lcrypto); without it
+the build still succeeds and the AEAD reports itself unavailable.
 """
 import glob
 import os
@@ -33,10 +36,20 @@ def _c(*patterns: str) -> list:
 
 # The C files compiled into each extension.
 C_SOURCES = {
-    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c", "csrc/transform/*.c"),
+    # The AEAD (tp_aead.c) joins _core with its transform adapter; until then
+    # only the tools extension (its tests and fuzz target) builds it.
+    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c", "csrc/transform/tp_null.c"),
     "tunpump.bench._tools": _c("csrc/tools/*.c", "csrc/packet/*.c", "csrc/pump/tp_ring.c",
-                               "csrc/os/tp_sockaddr.c"),
+                               "csrc/os/tp_sockaddr.c", "csrc/transform/*.c"),
 }
+# Extensions holding the AEAD: built with libcrypto when its headers are here.
+USES_LIBCRYPTO = {"tunpump.bench._tools"}
+LIBCRYPTO_PROBE = """#include <openssl/evp.h>
+#if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
+#error "OpenSSL 3 is needed"
+#endif
+int main(void) { EVP_CIPHER_free(EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)); return 0; }
+"""
 
 
 def _flags():
@@ -55,8 +68,30 @@ class BuildExt(build_ext):
     """Compile csrc/ with strict warnings, then the Cython output with the
     warnings its generated code is known to trip turned off."""
 
+    _libcrypto = None
+
+    def have_libcrypto(self):
+        """OpenSSL 3's headers compile and -lcrypto links (tested once)."""
+        if self._libcrypto is None:
+            import tempfile
+            with tempfile.TemporaryDirectory() as tmp:
+                src = os.path.join(tmp, "probe.c")
+                with open(src, "w") as f:
+                    f.write(LIBCRYPTO_PROBE)
+                try:
+                    objs = self.compiler.compile([src], output_dir=tmp)
+                    self.compiler.link_executable(objs, "probe", output_dir=tmp, libraries=["crypto"])
+                    BuildExt._libcrypto = True
+                except Exception:   # CompileError / LinkError: build without the AEAD
+                    print("tunpump: OpenSSL 3 libcrypto headers not found (libssl-dev): the AEAD transform is unavailable")
+                    BuildExt._libcrypto = False
+        return self._libcrypto
+
     def build_extension(self, ext):
         base, link, werror = _flags()
+        if ext.name in USES_LIBCRYPTO and self.have_libcrypto():
+            base = base + ["-DTP_HAVE_LIBCRYPTO"]
+            link = link + ["-lcrypto"]
         strict = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
         if werror:
             strict.append("-Werror")

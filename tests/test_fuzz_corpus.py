@@ -28,8 +28,17 @@ def _need(tool, why):
     return path
 
 
+def _code(target):
+    """The code a target fuzzes: csrc/packet, or csrc/transform with libcrypto."""
+    if target.startswith("aead_"):
+        t = os.path.join(ROOT, "csrc", "transform")
+        return ["-DTP_HAVE_LIBCRYPTO", "-I", t, *(os.path.join(t, f) for f in ("tp_aead.c", "tp_replay.c")), "-lcrypto"]
+    p = os.path.join(ROOT, "csrc", "packet")
+    return ["-I", p, *sorted(glob.glob(os.path.join(p, "*.c")))]
+
+
 def test_every_target_has_seeds():
-    assert set(TARGETS) >= {"split", "gro", "parse", "csum", "frame", "dgram"}
+    assert set(TARGETS) >= {"split", "gro", "parse", "csum", "frame", "dgram", "aead_open"}
     for t in TARGETS:
         assert len(os.listdir(os.path.join(FUZZ, "corpus", t))) >= 5, t
 
@@ -39,9 +48,9 @@ def test_corpus_replays_clean_under_asan_ubsan(target, tmp_path):
     gcc = _need("gcc", "the sanitizer replay build")
     exe = tmp_path / target
     cmd = [gcc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-           "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-I", os.path.join(ROOT, "csrc", "packet"),
-           "-I", FUZZ, os.path.join(FUZZ, f"fuzz_{target}.c"), os.path.join(FUZZ, "driver.c"),
-           *sorted(glob.glob(os.path.join(ROOT, "csrc", "packet", "*.c"))), "-o", str(exe)]
+           "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+           "-I", FUZZ, os.path.join(FUZZ, f"fuzz_{target}.c"), os.path.join(FUZZ, "driver.c"), *_code(target),
+           "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     env = dict(os.environ, **SAN_ENV)

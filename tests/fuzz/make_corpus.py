@@ -31,9 +31,40 @@ def gro_input(pkts, l2=False, tcp=True, udp=True, fix=False):
     return bytes([ctl]) + b"".join(struct.pack("!H", len(p)) + p for p in pkts)
 
 
+def aead_record(op, data):
+    return bytes([op]) + struct.pack("!H", len(data)) + data
+
+
+def aead_datagram(chacha, key_id, counter, plain, sender=3, key=bytes(range(32))):
+    """A datagram sealed by the `cryptography` package as docs/design.md
+    describes the format (fuzz_aead_open.c's receiver expects sender 3)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+    h = struct.pack("!BBHIQ", 0xA1, key_id, 0, sender, counter)
+    return h + (ChaCha20Poly1305 if chacha else AESGCM)(key).encrypt(h[4:], plain, h)
+
+
+def aead_seeds():
+    for chacha in (0, 1):
+        c = "chacha" if chacha else "gcm"
+        d = lambda *a, **k: aead_record(0, aead_datagram(chacha, *a, **k))   # noqa: E731
+        _write("aead_open", f"{c} sealed here", bytes([chacha]) + b"".join(
+            aead_record(1, bytes([i]) * n) for i, n in enumerate([0, 1, 64, 1400])))
+        _write("aead_open", f"{c} forged copies", bytes([chacha]) + b"".join(
+            aead_record(2 | (i << 2), bytes([i * 7, i]) + b"f" * 60) for i in range(8)))
+        _write("aead_open", f"{c} outside datagrams", bytes([chacha]) + d(1, 5, b"five") + d(1, 4, b"four") +
+               d(1, 5, b"five again") + d(1, 10000, b"jump") + d(1, 4, b"too old") + d(9, 10001, b"unknown key") +
+               d(1, 10002, b"wrong sender", sender=0x10003) + d(1, 10003, b"wrong key", key=bytes(32)))
+        _write("aead_open", f"{c} rekey and grace", bytes([chacha]) + aead_record(1, b"under key 1") +
+               aead_record(3, b"\x01") + aead_record(1, b"under key 3") + d(1, 20, b"old key in grace") +
+               aead_record(3 + 4, b"\x05") + d(1, 21, b"old key after grace") + aead_record(1, b"key 7"))
+        _write("aead_open", f"{c} truncated and garbage", bytes([chacha]) + b"".join(
+            aead_record(0, aead_datagram(chacha, 1, 30 + n, b"x" * 8)[:n]) for n in range(0, 41, 4)) +
+            aead_record(0, bytes([0x45]) + bytes(59)) + aead_record(0, b"\xa1\x01\x00\x01" + bytes(40)))
+
+
 def main():
     # Seeds named regress-* are inputs the fuzzers found: they stay.
-    for target in ("split", "gro", "parse", "csum"):
+    for target in ("split", "gro", "parse", "csum", "aead_open"):
         d = os.path.join(HERE, "corpus", target)
         for f in os.listdir(d) if os.path.isdir(d) else []:
             if not f.startswith("regress-"):
@@ -59,6 +90,7 @@ def main():
         _write("csum", name, b"\x00\x10" + data)
     _write("csum", "packet", b"\x01\x03" + ok.super_tcp(ok.V4, b"c" * 1500))
     stream_seeds()
+    aead_seeds()
 
 
 def _frames(*bodies):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the packet code with libFuzzer + ASan + UBSan.
-#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum frame dgram; default all)
-# Each target is built with clang from csrc/packet alone and run for SECONDS
+#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum frame dgram aead_open; default all)
+# Each target is built with clang from csrc/packet alone (aead_*: from
+# csrc/transform with OpenSSL 3 libcrypto) and run for SECONDS
 # over a scratch copy of its committed seed corpus (tests/fuzz/corpus/TARGET;
 # the committed corpus is never modified). Exits non-zero on any finding: the
 # crashing input is kept under tests/fuzz/findings/ and its path printed.
@@ -15,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cc=${CLANG:-clang}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram)
+[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram aead_open)
 command -v "$cc" >/dev/null || { echo "run.sh: $cc not found (install clang)" >&2; exit 2; }
 
 work=$(mktemp -d)
@@ -23,8 +24,12 @@ trap 'rm -rf "$work"' EXIT
 status=0
 for t in "${targets[@]}"; do
     [ -f "$here/fuzz_$t.c" ] || { echo "run.sh: no target '$t'" >&2; exit 2; }
+    case "$t" in
+        aead_*) code=(-DTP_HAVE_LIBCRYPTO -I "$root/csrc/transform" "$root"/csrc/transform/tp_aead.c "$root"/csrc/transform/tp_replay.c -lcrypto) ;;
+        *) code=(-I "$root/csrc/packet" "$root"/csrc/packet/*.c) ;;
+    esac
     "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -I "$root/csrc/packet" -I "$here" "$here/fuzz_$t.c" "$root"/csrc/packet/*.c -o "$work/$t"
+        -I "$here" "$here/fuzz_$t.c" "${code[@]}" -o "$work/$t"
     mkdir -p "$work/corpus-$t" "$work/crash-$t"
     cp "$here/corpus/$t"/* "$work/corpus-$t/"
     echo "== $t: ${secs}s"

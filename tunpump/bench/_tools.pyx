@@ -4,6 +4,7 @@ the UDP load generator and sink (csrc/tools/tp_traffic.c) and loops that run a
 C kernel many times without returning to Python, for micro-benchmarks
 (benchmarks/test_kernels.py). Errors: OSError(errno, "<call>: <reason>")."""
 
+from libc.errno cimport EEXIST
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, strerror
@@ -226,3 +227,127 @@ def _ring_loop(int records, int iterations):
     finally:
         tp_ring_free(&r)
     return moved
+
+
+# ---- the AEAD transform's core (csrc/transform/tp_aead.h) ---------------------
+
+cdef extern from "tp_aead.h":
+    enum:
+        TP_AEAD_KEY_LEN
+        TP_AEAD_HEADER_LEN
+        TP_AEAD_TAG_LEN
+        TP_AEAD_OVERHEAD
+        TP_AEAD_MAX_PLAIN
+        TP_AEAD_NREASONS
+        TP_AEAD_OK
+    enum:
+        TP_AEAD_AES_256_GCM
+        TP_AEAD_CHACHA20_POLY1305
+    struct tp_aead_cfg:
+        int cipher
+        uint32_t tx_sender
+        uint32_t rx_sender
+        uint64_t counter_start
+        uint64_t grace_ns
+    struct tp_aead:
+        pass
+    int tp_aead_available()
+    const char *tp_aead_unavailable_reason()
+    const char *tp_aead_reason_name(int reason)
+    uint64_t tp_aead_counter_start_now()
+    int tp_aead_new(const tp_aead_cfg *cfg, tp_aead **out)
+    void tp_aead_free(tp_aead *st)
+    int tp_aead_set_key(tp_aead *st, unsigned char id, const unsigned char *key, uint64_t now_ns)
+    void tp_aead_tick(tp_aead *st, uint64_t now_ns)
+    uint64_t tp_aead_next_counter(const tp_aead *st)
+    int tp_aead_seal(tp_aead *st, unsigned char *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
+                     unsigned char **out, uint32_t *out_len)
+    int tp_aead_open(tp_aead *st, unsigned char *data, uint32_t len, unsigned char **out, uint32_t *out_len)
+
+AEAD_CIPHERS = {"aes-256-gcm": TP_AEAD_AES_256_GCM, "chacha20-poly1305": TP_AEAD_CHACHA20_POLY1305}
+AEAD_HEADER_LEN = TP_AEAD_HEADER_LEN
+AEAD_TAG_LEN = TP_AEAD_TAG_LEN
+AEAD_DROP_REASONS = tuple(tp_aead_reason_name(r).decode() for r in range(1, TP_AEAD_NREASONS))
+
+
+def aead_available():
+    """True when this build has OpenSSL 3 libcrypto (the AEAD works)."""
+    return tp_aead_available() == 1
+
+
+cdef class Aead:
+    """Aead(cipher, tx_sender, rx_sender, counter_start=None, grace_ns=0):
+    one worker's AEAD state (csrc/transform/tp_aead.h), for tests and
+    tools: seal and open single datagrams from Python. The tunnel's data path
+    uses the same C state through the transform hook, not this class."""
+    cdef tp_aead *st
+
+    def __init__(self, str cipher, uint32_t tx_sender, uint32_t rx_sender, counter_start=None,
+                 uint64_t grace_ns=0):
+        cdef tp_aead_cfg cfg
+        cdef int rc
+        if not tp_aead_available():
+            raise RuntimeError(tp_aead_unavailable_reason().decode())
+        if cipher not in AEAD_CIPHERS:
+            raise ValueError(f"cipher={cipher!r}: expected one of {', '.join(AEAD_CIPHERS)}")
+        cfg.cipher = AEAD_CIPHERS[cipher]
+        cfg.tx_sender = tx_sender
+        cfg.rx_sender = rx_sender
+        cfg.counter_start = tp_aead_counter_start_now() if counter_start is None else counter_start
+        cfg.grace_ns = grace_ns
+        rc = tp_aead_new(&cfg, &self.st)
+        _check(rc, "tp_aead_new")
+
+    def __dealloc__(self):
+        tp_aead_free(self.st)
+
+    def set_key(self, int key_id, bytes key, uint64_t now_ns=0):
+        """Install key key_id (0-255, 32 bytes): sending switches to it, the
+        current key stays accepted for grace_ns after now_ns."""
+        if not 0 <= key_id <= 255:
+            raise ValueError(f"key_id={key_id}: expected 0 to 255")
+        if len(key) != TP_AEAD_KEY_LEN:
+            raise ValueError(f"key: {len(key)} bytes, expected {TP_AEAD_KEY_LEN}")
+        rc = tp_aead_set_key(self.st, <unsigned char>key_id, <const unsigned char *><const char *>key, now_ns)
+        if rc == -EEXIST:
+            raise ValueError(f"key_id={key_id}: already the current key (a new key needs a new id)")
+        _check(rc, "tp_aead_set_key")
+
+    def tick(self, uint64_t now_ns):
+        """Forget the previous key once its grace period is over."""
+        tp_aead_tick(self.st, now_ns)
+
+    @property
+    def next_counter(self):
+        return tp_aead_next_counter(self.st)
+
+    def seal(self, bytes plain):
+        """The datagram carrying plain: header + ciphertext + tag."""
+        cdef Py_ssize_t n = len(plain)
+        cdef bytearray buf
+        cdef unsigned char[::1] v
+        cdef unsigned char *out
+        cdef uint32_t out_len
+        if n > TP_AEAD_MAX_PLAIN:
+            raise ValueError(f"plain: {n} bytes, at most {TP_AEAD_MAX_PLAIN}")
+        buf = bytearray(TP_AEAD_HEADER_LEN) + plain + bytearray(TP_AEAD_TAG_LEN)
+        v = buf
+        rc = tp_aead_seal(self.st, &v[TP_AEAD_HEADER_LEN], <uint32_t>n, TP_AEAD_HEADER_LEN, TP_AEAD_TAG_LEN,
+                          &out, &out_len)
+        _check(rc, "tp_aead_seal")
+        return bytes(buf)
+
+    def open(self, bytes datagram):
+        """(reason, plaintext): ("ok", bytes) when accepted, else the drop
+        reason's name and None."""
+        cdef bytearray buf = bytearray(datagram) + bytearray(1)   # never empty: &v[0] exists
+        cdef unsigned char[::1] v = buf
+        cdef unsigned char *out
+        cdef uint32_t out_len
+        cdef Py_ssize_t n = len(datagram)
+        if n > 0xFFFFFFFF:
+            return "garbage", None
+        r = tp_aead_open(self.st, &v[0], <uint32_t>n, &out, &out_len)
+        if r != TP_AEAD_OK:
+            return tp_aead_reason_name(r).decode(), None
+        return "ok", bytes(buf[TP_AEAD_HEADER_LEN:TP_AEAD_HEADER_LEN + out_len])

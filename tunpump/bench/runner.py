@@ -69,6 +69,9 @@ SCENARIOS = [
              doc="64-byte UDP through the UDP tunnel"),
     Scenario("udp-vnet-u1400", "udp", "tunpump", True, traffic="udp1400", quick=False,
              doc="1400-byte UDP through the UDP tunnel (USO/UDP GRO coalescing)"),
+    Scenario("wireguard-go", "udp", "wireguard-go", False, baseline=True, quick=False,
+             doc="two wireguard-go ends over the veth (when wireguard-go and wg are installed): "
+                 "the baseline for encrypted tunnels"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -197,6 +200,13 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             _wait_ready(forwarders[0])
             _configure("tpba", n1, INNER_A, INNER_B, mtu)
             _configure("tpbb", n2, INNER_B, INNER_A, mtu)
+        elif sc.forwarder == "wireguard-go":
+            from . import wireguard
+            try:
+                forwarders.extend(wireguard.start(w, [(n1, f"tpbw{os.getpid() % 10000}a", UNDER_A, INNER_A),
+                                                      (n2, f"tpbw{os.getpid() % 10000}b", UNDER_B, INNER_B)], mtu))
+            except RuntimeError as exc:
+                raise BenchError(f"{sc.name}: {exc}") from None
         elif sc.forwarder == "python":
             if sc.endpoint == "relay":
                 args = ["-m", "tunpump.bench.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
@@ -353,6 +363,8 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
         # the bench process is idle apart from the pump's workers
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         result["cpu_percent"] = 100 * cpu / wall
+    elif sc.forwarder == "wireguard-go":
+        result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
     elif forwarders:
         for f in forwarders:
             f.terminate()
@@ -383,6 +395,8 @@ def _ratios(results: List[dict]) -> None:
                 bases.update({"python": "py-udp"})
             if r["on_flow"]:
                 bases["without_on_flow"] = "relay-vnet"
+            if "aead" in r["scenario"]:
+                bases["wireguard_go"] = "wireguard-go"
         else:
             bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
         for key, base in bases.items():
@@ -456,12 +470,11 @@ def _rss_kib() -> int:
 
 def _unaccounted(stats: dict) -> Dict[str, int]:
     """Per direction: packets in that went neither out nor to a drop reason
-    (nor, device -> endpoint, to Python as punted)."""
+    nor to Python (punted)."""
     out = {}
     for d in ("to_endpoint", "to_device"):
         s = stats[d]
-        punted = stats["flows"]["punted"] if d == "to_endpoint" else 0
-        out[d] = s["packets_in"] - s["packets_out"] - sum(s["drops"].values()) - punted
+        out[d] = s["packets_in"] - s["packets_out"] - sum(s["drops"].values()) - s["punted"]
     return out
 
 
@@ -523,6 +536,24 @@ def soak(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def _choose(args: argparse.Namespace) -> List[Scenario]:
+    """The scenarios to run: those named, or all (--quick: the quick ones);
+    baselines whose tool is missing are refused when named, else skipped."""
+    from . import wireguard
+    chosen = ([BY_NAME[n] for n in args.scenario] if args.scenario else
+              [sc for sc in SCENARIOS if (sc.quick or not args.quick) and
+               (sc.forwarder != "pytun" or _have_pytun())])
+    if any(sc.forwarder == "pytun" for sc in chosen) and not _have_pytun():
+        raise BenchError("pytun-relay: python-pytun is not installed (pip install python-pytun)")
+    why = wireguard.unavailable()
+    if why and any(sc.forwarder == "wireguard-go" for sc in chosen):
+        if args.scenario:
+            raise BenchError(f"wireguard-go: {why}")
+        print(f"tunpump bench: skipping wireguard-go: {why}", file=sys.stderr)
+        chosen = [sc for sc in chosen if sc.forwarder != "wireguard-go"]
+    return chosen
+
+
 def run(args: argparse.Namespace) -> int:
     _check_environment()
     if getattr(args, "soak", None) is not None:
@@ -534,11 +565,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = args.seconds or (0.6 if args.quick else 2.5)   # quick: ~15 s in all, default: ~70 s
     if not 0.1 <= seconds <= 600:
         raise BenchError(f"--seconds={seconds}: expected 0.1 to 600")
-    chosen = ([BY_NAME[n] for n in args.scenario] if args.scenario else
-              [sc for sc in SCENARIOS if (sc.quick or not args.quick) and
-               (sc.forwarder != "pytun" or _have_pytun())])
-    if any(sc.forwarder == "pytun" for sc in chosen) and not _have_pytun():
-        raise BenchError("pytun-relay: python-pytun is not installed (pip install python-pytun)")
+    chosen = _choose(args)
     if args.traffic == "iperf3" and not shutil.which("iperf3"):
         raise BenchError("--traffic iperf3: iperf3 is not installed (apt-get install iperf3)")
     tty = sys.stderr.isatty()

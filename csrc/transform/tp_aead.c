@@ -1,0 +1,358 @@
+/* The PSK AEAD transform's core over OpenSSL 3 EVP: see tp_aead.h for the
+ * wire format, the nonce rule, the replay window and the rekey grace. */
+#include "tp_aead.h"
+#include "tp_replay.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const reason_names[TP_AEAD_NREASONS] = {
+    [TP_AEAD_OK] = "ok",
+    [TP_AEAD_DROP_TRUNCATED] = "truncated",
+    [TP_AEAD_DROP_GARBAGE] = "garbage",
+    [TP_AEAD_DROP_BAD_SENDER] = "bad_sender",
+    [TP_AEAD_DROP_UNKNOWN_KEY] = "unknown_key",
+    [TP_AEAD_DROP_AUTH] = "auth_failed",
+    [TP_AEAD_DROP_REPLAY] = "replay",
+    [TP_AEAD_DROP_TOO_OLD] = "too_old",
+};
+
+const char *tp_aead_reason_name(int reason)
+{
+    return reason >= 0 && reason < TP_AEAD_NREASONS ? reason_names[reason] : "?";
+}
+
+const char *tp_aead_cipher_name(int cipher)
+{
+    switch (cipher) {
+    case TP_AEAD_AES_256_GCM: return "aes-256-gcm";
+    case TP_AEAD_CHACHA20_POLY1305: return "chacha20-poly1305";
+    default: return NULL;
+    }
+}
+
+uint64_t tp_aead_counter_start_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+void tp_aead_seal_batch(struct tp_aead *st, struct tp_aead_pkt *pkts, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct tp_aead_pkt *p = &pkts[i];
+        uint8_t *out;
+        uint32_t out_len;
+        p->result = tp_aead_seal(st, p->data, p->len, p->headroom, p->tailroom, &out, &out_len);
+        if (p->result == 0) {
+            p->headroom -= TP_AEAD_HEADER_LEN;
+            p->tailroom -= TP_AEAD_TAG_LEN;
+            p->data = out;
+            p->len = out_len;
+        }
+    }
+}
+
+void tp_aead_open_batch(struct tp_aead *st, struct tp_aead_pkt *pkts, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct tp_aead_pkt *p = &pkts[i];
+        uint8_t *out;
+        uint32_t out_len;
+        p->result = tp_aead_open(st, p->data, p->len, &out, &out_len);
+        if (p->result == TP_AEAD_OK) {
+            p->headroom += TP_AEAD_HEADER_LEN;
+            p->tailroom += TP_AEAD_TAG_LEN;
+            p->data = out;
+            p->len = out_len;
+        }
+    }
+}
+
+#ifdef TP_HAVE_LIBCRYPTO
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
+#error "tp_aead needs OpenSSL 3 (EVP_CIPHER_fetch, EVP_EncryptInit_ex2): setup.py should not have defined TP_HAVE_LIBCRYPTO"
+#endif
+
+/* One key: its contexts hold the expanded key, so a packet only sets the
+ * nonce. Slots are swapped on rekey, never reallocated. */
+struct tp_aead_key {
+    int valid;
+    uint8_t id;
+    uint64_t until;                 /* as the previous key: accepted until this time */
+    EVP_CIPHER_CTX *enc, *dec;
+    struct tp_replay win;           /* counters accepted under this key */
+};
+
+struct tp_aead {
+    struct tp_aead_cfg cfg;
+    EVP_CIPHER *cipher;
+    uint64_t counter;               /* next to send */
+    int cur;                        /* keys[cur] current, keys[!cur] previous */
+    struct tp_aead_key keys[2];
+};
+
+/* The one place libcrypto runs the AEAD: ctx already holds the key. Sets
+ * the nonce, feeds aad, transforms buf[0..len) in place, and writes (enc) or
+ * checks (!enc) the 16-byte tag. 0, or -1 if libcrypto fails or the tag
+ * does not verify. */
+static int aead_crypt(EVP_CIPHER_CTX *ctx, int enc, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                      uint8_t *buf, uint32_t len, uint8_t *tag)
+{
+    /* The tag goes through an OSSL_PARAM made here, not EVP_CIPHER_CTX_ctrl,
+     * which would build one per call and is a measurable share of a small
+     * packet's cost; on open it rides along with the nonce's init. */
+    OSSL_PARAM tp[2] = { OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TP_AEAD_TAG_LEN),
+                         OSSL_PARAM_construct_end() };
+    int n, fin;
+
+    if (EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, enc, enc ? NULL : tp) != 1 ||
+        EVP_CipherUpdate(ctx, NULL, &n, aad, aad_len) != 1 ||
+        EVP_CipherUpdate(ctx, buf, &n, buf, (int)len) != 1 ||
+        EVP_CipherFinal_ex(ctx, buf + n, &fin) != 1 || (uint32_t)(n + fin) != len)
+        return -1;
+    return enc && EVP_CIPHER_CTX_get_params(ctx, tp) != 1 ? -1 : 0;
+}
+
+int tp_aead_oneshot(int cipher, int enc, const uint8_t key[TP_AEAD_KEY_LEN], const uint8_t nonce[12],
+                    const uint8_t *aad, uint32_t aad_len, uint8_t *buf, uint32_t len, uint8_t tag[TP_AEAD_TAG_LEN])
+{
+    const char *name = tp_aead_cipher_name(cipher);
+    EVP_CIPHER *c = name ? EVP_CIPHER_fetch(NULL, name, NULL) : NULL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int rc = -EINVAL;
+
+    if (name && len <= TP_AEAD_MAX_PLAIN && aad_len <= TP_AEAD_MAX_PLAIN) {
+        rc = -EIO;
+        if (c && ctx && EVP_CipherInit_ex2(ctx, c, key, NULL, enc, NULL) == 1)
+            rc = aead_crypt(ctx, enc, nonce, aad, (int)aad_len, buf, len, tag) == 0 ? 0 : -EBADMSG;
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_free(c);
+    return rc;
+}
+
+int tp_aead_available(void) { return 1; }
+const char *tp_aead_unavailable_reason(void) { return NULL; }
+
+void tp_aead_free(struct tp_aead *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < 2; i++) {
+        EVP_CIPHER_CTX_free(st->keys[i].enc);   /* clears the key schedule */
+        EVP_CIPHER_CTX_free(st->keys[i].dec);
+    }
+    EVP_CIPHER_free(st->cipher);
+    OPENSSL_cleanse(st, sizeof(*st));
+    free(st);
+}
+
+int tp_aead_new(const struct tp_aead_cfg *cfg, struct tp_aead **out)
+{
+    const char *name = tp_aead_cipher_name(cfg->cipher);
+    struct tp_aead *st;
+
+    *out = NULL;
+    if (!name)
+        return -EINVAL;
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    st->cfg = *cfg;
+    st->counter = cfg->counter_start;
+    st->cipher = EVP_CIPHER_fetch(NULL, name, NULL);   /* fetched once, not per init */
+    if (!st->cipher) {
+        tp_aead_free(st);
+        return -ENOTSUP;          /* e.g. a FIPS-only provider without ChaCha20 */
+    }
+    for (int i = 0; i < 2; i++) {
+        st->keys[i].enc = EVP_CIPHER_CTX_new();
+        st->keys[i].dec = EVP_CIPHER_CTX_new();
+        if (!st->keys[i].enc || !st->keys[i].dec) {
+            tp_aead_free(st);
+            return -ENOMEM;
+        }
+    }
+    *out = st;
+    return 0;
+}
+
+static void key_forget(struct tp_aead_key *k)
+{
+    k->valid = 0;
+    EVP_CIPHER_CTX_reset(k->enc);   /* wipe the old key's schedule now */
+    EVP_CIPHER_CTX_reset(k->dec);
+}
+
+int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns)
+{
+    struct tp_aead_key *cur = &st->keys[st->cur], *next = &st->keys[!st->cur];
+
+    if (cur->valid && cur->id == id)
+        return -EEXIST;
+    key_forget(next);
+    if (EVP_EncryptInit_ex2(next->enc, st->cipher, key, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex2(next->dec, st->cipher, key, NULL, NULL) != 1) {
+        key_forget(next);
+        return -EIO;
+    }
+    next->id = id;
+    next->valid = 1;
+    tp_replay_reset(&next->win);
+    cur->until = now_ns + st->cfg.grace_ns < now_ns ? UINT64_MAX : now_ns + st->cfg.grace_ns;
+    st->cur = !st->cur;
+    if (cur->valid && st->cfg.grace_ns == 0)
+        key_forget(cur);
+    return 0;
+}
+
+void tp_aead_tick(struct tp_aead *st, uint64_t now_ns)
+{
+    struct tp_aead_key *prev = &st->keys[!st->cur];
+
+    if (prev->valid && now_ns >= prev->until)
+        key_forget(prev);
+}
+
+uint64_t tp_aead_next_counter(const struct tp_aead *st)
+{
+    return st->counter;
+}
+
+int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
+                 uint8_t **out, uint32_t *out_len)
+{
+    struct tp_aead_key *k = &st->keys[st->cur];
+    uint8_t *h = data - TP_AEAD_HEADER_LEN;
+
+    if (!k->valid)
+        return -ENOKEY;
+    if (headroom < TP_AEAD_HEADER_LEN || tailroom < TP_AEAD_TAG_LEN)
+        return -ENOBUFS;
+    if (len > TP_AEAD_MAX_PLAIN)
+        return -EMSGSIZE;
+    if (st->counter == TP_AEAD_COUNTER_MAX)
+        return -EOVERFLOW;
+    h[0] = TP_AEAD_TYPE_DATA_V1;
+    h[1] = k->id;
+    h[2] = h[3] = 0;
+    put32(h + 4, st->cfg.tx_sender);
+    put32(h + 8, (uint32_t)(st->counter >> 32));
+    put32(h + 12, (uint32_t)st->counter);
+    st->counter++;                  /* spent even if libcrypto fails below: a nonce is used once */
+    if (aead_crypt(k->enc, 1, h + 4, h, TP_AEAD_HEADER_LEN, data, len, data + len) != 0)
+        return -EIO;
+    *out = h;
+    *out_len = len + TP_AEAD_OVERHEAD;
+    return 0;
+}
+
+/* The key a datagram names: current, or previous while in grace. */
+static struct tp_aead_key *key_for(struct tp_aead *st, uint8_t id)
+{
+    struct tp_aead_key *cur = &st->keys[st->cur], *prev = &st->keys[!st->cur];
+
+    if (cur->valid && cur->id == id)
+        return cur;
+    return prev->valid && prev->id == id ? prev : NULL;
+}
+
+int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out, uint32_t *out_len)
+{
+    uint8_t *plain = data + TP_AEAD_HEADER_LEN;
+    struct tp_aead_key *k;
+    uint64_t counter;
+    uint32_t plen;
+    int v;
+
+    if (len < TP_AEAD_OVERHEAD)
+        return TP_AEAD_DROP_TRUNCATED;
+    plen = len - TP_AEAD_OVERHEAD;
+    if (plen > TP_AEAD_MAX_PLAIN || data[0] != TP_AEAD_TYPE_DATA_V1 || data[2] || data[3])
+        return TP_AEAD_DROP_GARBAGE;
+    if (get32(data + 4) != st->cfg.rx_sender)
+        return TP_AEAD_DROP_BAD_SENDER;
+    if (!(k = key_for(st, data[1])))
+        return TP_AEAD_DROP_UNKNOWN_KEY;
+    counter = (uint64_t)get32(data + 8) << 32 | get32(data + 12);
+    /* The cheap window check first; it is marked only after the tag verified. */
+    if ((v = tp_replay_check(&k->win, counter)) != TP_REPLAY_OK)
+        return v == TP_REPLAY_SEEN ? TP_AEAD_DROP_REPLAY : TP_AEAD_DROP_TOO_OLD;
+    if (aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, plain, plen, plain + plen) != 0)
+        return TP_AEAD_DROP_AUTH;
+    tp_replay_mark(&k->win, counter);
+    *out = plain;
+    *out_len = plen;
+    return TP_AEAD_OK;
+}
+
+#else   /* built without libcrypto headers: the AEAD says so and makes no state */
+
+struct tp_aead {
+    int unused;
+};
+
+int tp_aead_available(void) { return 0; }
+
+const char *tp_aead_unavailable_reason(void)
+{
+    return "tunpump was built without OpenSSL 3 libcrypto headers (<openssl/evp.h>): install them "
+           "(Debian/Ubuntu: apt-get install libssl-dev; Fedora: dnf install openssl-devel) and rebuild tunpump";
+}
+
+int tp_aead_new(const struct tp_aead_cfg *cfg, struct tp_aead **out)
+{
+    (void)cfg;
+    *out = NULL;
+    return -ENOTSUP;
+}
+
+/* No state can exist without libcrypto, so these are never reached with one. */
+void tp_aead_free(struct tp_aead *st) { free(st); }
+int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns)
+{
+    (void)st; (void)id; (void)key; (void)now_ns;
+    return -ENOTSUP;
+}
+void tp_aead_tick(struct tp_aead *st, uint64_t now_ns) { (void)st; (void)now_ns; }
+uint64_t tp_aead_next_counter(const struct tp_aead *st) { (void)st; return 0; }
+int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
+                 uint8_t **out, uint32_t *out_len)
+{
+    (void)st; (void)data; (void)len; (void)headroom; (void)tailroom; (void)out; (void)out_len;
+    return -ENOTSUP;
+}
+int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out, uint32_t *out_len)
+{
+    (void)st; (void)data; (void)len; (void)out; (void)out_len;
+    return TP_AEAD_DROP_GARBAGE;
+}
+int tp_aead_oneshot(int cipher, int enc, const uint8_t key[TP_AEAD_KEY_LEN], const uint8_t nonce[12],
+                    const uint8_t *aad, uint32_t aad_len, uint8_t *buf, uint32_t len, uint8_t tag[TP_AEAD_TAG_LEN])
+{
+    (void)cipher; (void)enc; (void)key; (void)nonce; (void)aad; (void)aad_len; (void)buf; (void)len; (void)tag;
+    return -ENOTSUP;
+}
+
+#endif
