@@ -29,16 +29,22 @@ def _need(tool, why):
 
 
 def _code(target):
-    """The code a target fuzzes: csrc/packet, or csrc/transform with libcrypto."""
+    """The code a target fuzzes: csrc/packet, csrc/transform with libcrypto, or
+    the transform stage (csrc/pump/tp_xform.c) with the few files it needs."""
     if target.startswith("aead_"):
         t = os.path.join(ROOT, "csrc", "transform")
         return ["-DTP_HAVE_LIBCRYPTO", "-I", t, *(os.path.join(t, f) for f in ("tp_aead.c", "tp_replay.c")), "-lcrypto"]
     p = os.path.join(ROOT, "csrc", "packet")
+    if target == "xform":
+        pump = os.path.join(ROOT, "csrc", "pump")
+        return ["-I", pump, "-I", p, "-I", os.path.join(ROOT, "tunpump", "include"),
+                *(os.path.join(pump, f) for f in ("tp_xform.c", "tp_batch.c", "tp_ring.c")),
+                *(os.path.join(p, f) for f in ("tp_vnet.c", "tp_csum.c", "tp_parse.c", "tp_l34.c"))]
     return ["-I", p, *sorted(glob.glob(os.path.join(p, "*.c")))]
 
 
 def test_every_target_has_seeds():
-    assert set(TARGETS) >= {"split", "gro", "parse", "csum", "frame", "dgram", "aead_open"}
+    assert set(TARGETS) >= {"split", "gro", "parse", "csum", "frame", "dgram", "aead_open", "xform"}
     for t in TARGETS:
         assert len(os.listdir(os.path.join(FUZZ, "corpus", t))) >= 5, t
 

@@ -91,6 +91,7 @@ def main():
     _write("csum", "packet", b"\x01\x03" + ok.super_tcp(ok.V4, b"c" * 1500))
     stream_seeds()
     aead_seeds()
+    xform_seeds()
 
 
 def _frames(*bodies):
@@ -134,6 +135,42 @@ def stream_seeds():
     ]:
         _write("dgram", name, struct.pack("!HH", cap - 1, start)
                + b"".join(struct.pack("!Ii", ln, g) for ln, g in recs))
+
+
+def xform_rec(ln, outcome=0, mode=2, off=0, newlen=0, peer=0, hdrlen=0, route=0, src=0xFF, content=0x45):
+    """One packet of fuzz_xform.c: as read, and what the fake transform leaves."""
+    return struct.pack("<HBBBBBBiIh", ln, hdrlen, route, src, content, outcome, mode, off, newlen, peer)
+
+
+def xform_seeds():
+    """The transform stage (fuzz_xform.c): flags, npeers, batch, records."""
+    d = os.path.join(HERE, "corpus", "xform")
+    for f in os.listdir(d) if os.path.isdir(d) else []:
+        if not f.startswith("regress-"):
+            os.remove(os.path.join(d, f))
+    R = xform_rec
+    for name, flags, npeers, batch, recs in [
+        ("pass unchanged", 0, 0, 7, [R(60), R(1400), R(0), R(1)]),
+        ("grow and shrink in room", 0, 0, 7, [R(100, mode=4, off=-64, newlen=100 + 64 + 64 + 12),
+                                            R(100, mode=4, off=32, newlen=20), R(100, mode=5 | 16, off=0, newlen=0)]),
+        ("udp peers", 2, 4, 7, [R(80, peer=p, route=r) for p, r in [(0, 0), (3, 1), (4, 2), (-1, 3), (32767, 0)]]),
+        ("to device from udp", 1 | 2 | 4, 2, 7, [R(60, src=s, mode=m) for s, m in [(0, 2), (5, 4 | 8), (255, 4), (3, 2)]]
+         + [R(19, mode=2), R(20, content=0x60, mode=2), R(40, content=0x60, mode=4 | 8 | 2)]),
+        ("to tap device", 1 | 4 | 8, 0, 7, [R(13), R(14), R(60, newlen=13, mode=0)]),
+        ("outside room", 0, 0, 7, [R(100, off=o, newlen=n, mode=m) for o, n, m in [
+            (-65, 100, 0), (-64, 100, 0), (0, 100 + 64 + 12, 0), (0, 100 + 64 + 13, 0), (0, 65536, 0),
+            (1 << 30, 1, 1), (-(1 << 31), 0, 1), (2147483647, 4294967295, 0), (0, 4294967295, 0)]]),
+        ("outcomes", 2, 1, 7, [R(90, outcome=o, off=of, newlen=90, mode=0) for o, of in [
+            (0, 0), (1, 0), (2, 0), (2, -1000), (3, 0), (4, 0), (255, 0), (2, 0)]]),
+        ("longer than max packet", 0, 0, 7, [R(65535, mode=1, newlen=65536), R(65535, mode=1, newlen=65535),
+                                             R(65535, hdrlen=128, mode=2)]),
+        ("arena full", 0, 0, 0, [R(65535, mode=2) for _ in range(8)] + [R(10)]),
+        ("split headers and gso", 1 | 2 | 16 | 32, 0x83, 7, [R(1400, hdrlen=h, src=h % 7, content=c, mode=6)
+                                                           for h, c in [(0, 1), (54, 0x45), (128, 3), (0, 0x60)]]),
+        ("many small", 2, 16, 7, [R(i % 90, route=i % 16, peer=i % 19, outcome=i % 4, mode=i % 32, off=i - 80,
+                                   newlen=i % 200) for i in range(300)]),
+    ]:
+        _write("xform", name, bytes([flags, npeers, batch]) + b"".join(recs))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz the packet code with libFuzzer + ASan + UBSan.
-#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum frame dgram aead_open; default all)
+#   tests/fuzz/run.sh SECONDS [TARGET...]     (targets: split gro parse csum frame dgram aead_open xform; default all)
 # Each target is built with clang from csrc/packet alone (aead_*: from
-# csrc/transform with OpenSSL 3 libcrypto) and run for SECONDS
+# csrc/transform with OpenSSL 3 libcrypto; xform: the transform stage of
+# csrc/pump with the few files it needs) and run for SECONDS
 # over a scratch copy of its committed seed corpus (tests/fuzz/corpus/TARGET;
 # the committed corpus is never modified). Exits non-zero on any finding: the
 # crashing input is kept under tests/fuzz/findings/ and its path printed.
@@ -16,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cc=${CLANG:-clang}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram aead_open)
+[ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram aead_open xform)
 command -v "$cc" >/dev/null || { echo "run.sh: $cc not found (install clang)" >&2; exit 2; }
 
 work=$(mktemp -d)
@@ -26,6 +27,8 @@ for t in "${targets[@]}"; do
     [ -f "$here/fuzz_$t.c" ] || { echo "run.sh: no target '$t'" >&2; exit 2; }
     case "$t" in
         aead_*) code=(-DTP_HAVE_LIBCRYPTO -I "$root/csrc/transform" "$root"/csrc/transform/tp_aead.c "$root"/csrc/transform/tp_replay.c -lcrypto) ;;
+        xform) code=(-I "$root/csrc/pump" -I "$root/csrc/packet" -I "$root/tunpump/include"
+                     "$root"/csrc/pump/{tp_xform,tp_batch,tp_ring}.c "$root"/csrc/packet/{tp_vnet,tp_csum,tp_parse,tp_l34}.c) ;;
         *) code=(-I "$root/csrc/packet" "$root"/csrc/packet/*.c) ;;
     esac
     "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

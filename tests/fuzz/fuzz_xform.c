@@ -1,0 +1,324 @@
+/* The transform stage (csrc/pump/tp_xform.c: tp__xf_run, its copy into the
+ * direction's arena, tp__xf_apply and tp__xf_fits) driven by a fake
+ * transform, written against tunpump.h only, that leaves each packet where
+ * the fuzz input says: any data pointer (inside, across or far outside its
+ * room), any length, any outcome byte, any peer.
+ *
+ * Input: flags (1), npeers (1), batch (1), then 18-byte records, one packet
+ * each: len (2), hdrlen (1), route (1), src (1), content (1), outcome (1),
+ * mode (1), off (4, signed), newlen (4), peer (2, signed); little-endian.
+ *   flags: 1 to the device, 2 UDP endpoint, 4 sink is a device (dst_fmt),
+ *          8 TAP, 16 source read with a vnet_hdr (pre), 32 ... with PI too
+ *   mode:  1 off from the room's start (else from data), 2 keep the length
+ *          (else newlen), 4 write the new packet (where it lies in its room),
+ *          8 make it look like IPv4, 16 scribble over the whole room first
+ *
+ * Checked: the copies handed to the transform are exact, disjoint, inside
+ * the arena, with at least the minimum room and the right peer / source /
+ * flow / gso; every packet is counted exactly once (out, too_big, transform,
+ * transform_overflow, malformed, no_peer or punted) as a reference model
+ * says; packets kept lie inside their room, in order, with the peer the
+ * transform chose. ASan sees every access outside the exact-size buffers. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_xform.h"
+
+#define require(cond) do {                                                     \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "FUZZ INVARIANT %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+#define REC 18
+
+struct rec {
+    uint32_t len, hdrlen, newlen;
+    uint8_t route, content, outcome, mode;
+    int16_t src, peer;
+    int32_t off;
+};
+
+enum fate { F_OUT, F_TOO_BIG, F_TRANSFORM, F_OVERFLOW, F_MALFORMED, F_NO_PEER, F_PUNT };
+
+/* What one input set up, for the fake transform and the punt stand-in. */
+static struct {
+    struct tp__dir *d;
+    enum tp_dir dir;
+    int udp, npeers, batch_calls;
+    const struct rec *recs;
+    uint8_t **hdr, **data;          /* the packets as read: exact-size buffers */
+    uintptr_t lo[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];   /* room of desc j, by original index */
+    uintptr_t hi[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    enum fate fate[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    int16_t peer[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    uint64_t punted;
+} g;
+
+static uint32_t rd32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* Stands in for the control plane's punt ring (tp_ctl_worker.c): takes the
+ * bytes the way the real one does, so ASan sees the read. */
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+{
+    static uint8_t slot[TUNPUMP_MAX_PACKET];
+
+    (void)c;
+    require(dir == g.dir && x->len <= sizeof(slot));
+    memcpy(slot, x->data, x->len);
+    g.punted++;
+    TP__ADD(st->punted, 1);
+}
+
+static int fits(uintptr_t data, uint32_t len, uintptr_t lo, uintptr_t hi)
+{
+    return len <= TUNPUMP_MAX_PACKET && data >= lo && data <= hi && hi - data >= len;
+}
+
+/* The fate the stage owes a packet the fake transform left (bytes: NULL
+ * when outside its room). */
+static enum fate model(const struct rec *r, uint32_t len, const uint8_t *bytes)
+{
+    const struct tp__dir *d = g.d;
+
+    if (r->outcome == TUNPUMP_DROP)
+        return F_TRANSFORM;
+    if (r->outcome == TUNPUMP_TO_PYTHON)
+        return bytes ? F_PUNT : F_OVERFLOW;
+    if (r->outcome != TUNPUMP_PASS)
+        return F_TRANSFORM;
+    if (!bytes)
+        return F_OVERFLOW;
+    if (g.dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, bytes, len))
+        return F_MALFORMED;
+    if (g.dir == TP_DIR_TO_EP && g.udp && (r->peer < 0 || r->peer >= g.npeers))
+        return F_NO_PEER;
+    return F_OUT;
+}
+
+static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pkts, unsigned n)
+{
+    const struct tp__dir *d = g.d;
+    uintptr_t prev_hi = (uintptr_t)d->xf_arena;
+
+    require(state == &g && (int)dir == (int)g.dir && n > 0 && (int)n <= d->n);
+    g.batch_calls++;
+    for (unsigned j = 0; j < n; j++) {
+        struct tunpump_pkt *x = &pkts[j];
+        int i = d->pkts[j].group;
+        const struct rec *r = &g.recs[i];
+        uintptr_t lo = (uintptr_t)x->data - x->headroom, hi = (uintptr_t)x->data + x->len + x->tailroom;
+
+        /* The copy: exact, with its room, inside the arena, after the last. */
+        require(x->len == r->hdrlen + r->len && x->outcome == TUNPUMP_PASS);
+        require(x->headroom >= TUNPUMP_MIN_HEADROOM && x->tailroom >= TUNPUMP_MIN_TAILROOM);
+        require(lo >= prev_hi && hi <= (uintptr_t)d->xf_arena + d->xf_arena_size);
+        require(memcmp(x->data, g.hdr[i], r->hdrlen) == 0);
+        require(memcmp(x->data + r->hdrlen, g.data[i], r->len) == 0);
+        require(x->flow == 1000 + i && x->queue == 3);
+        require(x->peer == (g.udp && (g.dir == TP_DIR_TO_EP || r->src >= 0) ? r->route : -1));
+        if (g.dir == TP_DIR_TO_DEV && r->src >= 0)
+            require(x->src == (const struct sockaddr *)&d->names[r->src] && x->src_len == sizeof(d->names[0]));
+        else
+            require(x->src == NULL);
+        if (d->src_fmt && d->src_fmt->vnet_hdr_sz && !r->hdrlen)
+            require(x->gso == (r->content & 1) && x->gso_size == (x->gso ? 1000 + r->content : 0));
+        else
+            require(x->gso == 0 && x->gso_size == 0);
+        prev_hi = hi;
+
+        /* What the fake transform leaves: anything the record says. */
+        if (r->mode & 16)
+            memset(x->data - x->headroom, 0xa5, (size_t)(hi - lo));
+        uintptr_t base = (r->mode & 1) ? lo : (uintptr_t)x->data;
+        uintptr_t nd = base + (uintptr_t)(intptr_t)r->off;
+        uint32_t nl = (r->mode & 2) ? x->len : r->newlen;
+        int in = fits(nd, nl, lo, hi);
+        if (in && (r->mode & 4) && nl) {
+            memset((uint8_t *)nd, r->content, nl);
+            if (r->mode & 8)
+                *(uint8_t *)nd = 0x45;
+        }
+        x->data = (uint8_t *)nd;
+        x->len = nl;
+        x->outcome = r->outcome;
+        x->peer = r->peer;
+        g.lo[i] = lo;
+        g.hi[i] = hi;
+        g.peer[i] = r->peer;
+        g.fate[i] = model(r, nl, in ? (const uint8_t *)nd : NULL);
+    }
+}
+
+static const struct tunpump_transform_ops fake_ops = {
+    .abi = TUNPUMP_TRANSFORM_ABI, .name = "fuzz", .batch = fake_batch,
+};
+
+static void parse_rec(const uint8_t *p, struct rec *r)
+{
+    r->len = rd16(p);
+    r->hdrlen = p[2] % (TP_VNET_HDR_ROOM + 1);
+    r->route = p[3];
+    r->src = p[4] == 0xff ? -1 : (int16_t)(p[4] % TP_MAX_BATCH);
+    r->content = p[5];
+    r->outcome = p[6];
+    r->mode = p[7];
+    r->off = (int32_t)rd32(p + 8);
+    r->newlen = rd32(p + 12);
+    r->peer = (int16_t)rd16(p + 16);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
+{
+    struct tp__dir d;
+    struct tp__xf xf;
+    struct tp_dir_stats st;
+    struct tp_fmt src_fmt = { 0 }, dst_fmt = { 0 };
+    struct tunpump_transform t = { .ops = &fake_ops };
+    static uint8_t pattern[TP__PKT_MAX + 256];   /* pattern + c: the bytes c, c + 1, ... */
+    static struct rec recs[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    uint64_t want[F_PUNT + 1] = { 0 };
+    size_t arena_off = 0;
+    int n;
+
+    if (size < 3)
+        return 0;
+    memset(&d, 0, sizeof(d));
+    memset(&st, 0, sizeof(st));
+    memset(&g, 0, sizeof(g));
+    g.dir = (in[0] & 1) ? TP_DIR_TO_DEV : TP_DIR_TO_EP;
+    g.udp = !!(in[0] & 2);
+    g.npeers = in[1] % (TP_MAX_PEERS + 1);
+    dst_fmt.tap = !!(in[0] & 8);
+    src_fmt.vnet_hdr_sz = (in[0] & 16) ? 10 + 2 * (in[1] >> 7) : 0;
+    src_fmt.pi = !!(in[0] & 32);
+    /* One direction per batch size, made on first use as the pump makes it
+     * (remade per input, the large allocations cost most of the run time). */
+    static struct tp__dir made[8];
+    static struct tunpump_pkt *descs[8];
+    int b = in[2] % 8;
+    if (!made[b].pkts) {
+        if (tp__dir_alloc(&made[b], 1 + b, 0) < 0 || tp__dir_alloc_xf(&made[b], 1 + b) < 0 ||
+            !(descs[b] = malloc(sizeof(*descs[b]) * (size_t)made[b].cap)))
+            abort();
+    }
+    d.cap = made[b].cap;
+    d.pkts = made[b].pkts;
+    d.xf_arena = made[b].xf_arena;
+    d.xf_arena_size = made[b].xf_arena_size;
+    d.src_fmt = src_fmt.vnet_hdr_sz || src_fmt.pi ? &src_fmt : NULL;
+    d.dst_fmt = (in[0] & 4) ? &dst_fmt : NULL;
+    in += 3, size -= 3;
+    /* Packets up to the cap, and up to twice the arena's bytes: enough to
+     * fill it (too_big) without copying megabytes per input. */
+    n = 0;
+    for (size_t bytes = 0; n < (int)(size / REC) && n < d.cap && bytes <= 2 * d.xf_arena_size; n++)
+        bytes += rd16(in + (size_t)n * REC);
+    if (!pattern[1])
+        for (size_t k = 0; k < sizeof(pattern); k++)
+            pattern[k] = (uint8_t)k;
+
+    tp__xf_init(&xf, &t, 3, g.udp, g.npeers, NULL);
+    xf.desc = descs[b];
+    xf.state = &g;
+    d.xf = &xf;
+    g.d = &d;
+    g.recs = recs;
+    g.hdr = calloc((size_t)n + 1, sizeof(*g.hdr));
+    g.data = calloc((size_t)n + 1, sizeof(*g.data));
+    require(xf.desc && g.hdr && g.data);
+
+    int prelen = d.src_fmt ? tp_fmt_prefix_len(&src_fmt) : 0;
+    for (int i = 0; i < n; i++) {
+        struct rec *r = &recs[i];
+        struct tp__pkt *p = &d.pkts[i];
+
+        parse_rec(in + (size_t)i * REC, r);
+        g.hdr[i] = malloc(r->hdrlen ? r->hdrlen : 1);   /* exact sizes: ASan sees reads past them */
+        g.data[i] = malloc(r->len ? r->len : 1);
+        require(g.hdr[i] && g.data[i]);
+        memcpy(g.hdr[i], pattern + (uint8_t)~r->content, r->hdrlen);
+        memcpy(g.data[i], pattern + r->content, r->len);
+        tp__pkt_set(p, g.data[i], r->len, i);
+        p->hdr = r->hdrlen ? g.hdr[i] : NULL;
+        p->hdrlen = r->hdrlen;
+        p->route = r->route;
+        p->src = r->src;
+        p->flow = 1000 + i;
+        if (prelen) {
+            p->pre = malloc((size_t)prelen);
+            require(p->pre);
+            memset(p->pre, 0, (size_t)prelen);
+            if (src_fmt.vnet_hdr_sz) {
+                uint8_t *vh = p->pre + tp_fmt_vnet_off(&src_fmt);
+                vh[1] = r->content & 1;                         /* gso_type: TCPV4 or none */
+                vh[4] = (uint8_t)(1000 + r->content);           /* gso_size, little-endian */
+                vh[5] = (uint8_t)((1000 + r->content) >> 8);
+            }
+            p->prelen = (uint32_t)prelen;
+        }
+        /* The arena's bound, as tp__xf_copy keeps it: a packet that does not fit is too_big. */
+        size_t need = (TUNPUMP_MIN_HEADROOM + (size_t)r->hdrlen + r->len + TUNPUMP_MIN_TAILROOM + TP__XF_ALIGN - 1) &
+                      ~(size_t)(TP__XF_ALIGN - 1);
+        if (arena_off + need > d.xf_arena_size)
+            g.fate[i] = F_TOO_BIG;
+        else
+            arena_off += need;
+    }
+    uint8_t **pre = calloc((size_t)n + 1, sizeof(*pre));
+    require(pre);
+    for (int i = 0; i < n; i++)
+        pre[i] = d.pkts[i].pre;
+    d.n = n;
+
+    tp__xf_run(&d, g.dir, &st);
+
+    /* Every packet counted exactly once, as the model says. */
+    int expect_batch = 0;
+    for (int i = 0; i < n; i++) {
+        want[g.fate[i]]++;
+        expect_batch |= g.fate[i] != F_TOO_BIG;
+    }
+    require(g.batch_calls == expect_batch);
+    require((uint64_t)d.n == want[F_OUT]);
+    require(st.drops[TP_DROP_TOO_BIG] == want[F_TOO_BIG]);
+    require(st.drops[TP_DROP_TRANSFORM] == want[F_TRANSFORM]);
+    require(st.drops[TP_DROP_TRANSFORM_OVERFLOW] == want[F_OVERFLOW]);
+    require(st.drops[TP_DROP_MALFORMED] == want[F_MALFORMED]);
+    require(st.drops[TP_DROP_NO_PEER] == want[F_NO_PEER]);
+    require(st.punted == want[F_PUNT] && g.punted == want[F_PUNT]);
+    uint64_t total = (uint64_t)d.n + st.punted;
+    for (int r = 0; r < TP_DROP__COUNT; r++)
+        total += st.drops[r];
+    require(total == (uint64_t)n);
+
+    /* The packets kept: in order, inside their room, plain, with their peer. */
+    int last = -1;
+    for (int k = 0; k < d.n; k++) {
+        const struct tp__pkt *q = &d.pkts[k];
+        int i = q->group;
+        require(i > last && i < n && g.fate[i] == F_OUT);
+        last = i;
+        require(fits((uintptr_t)q->data, q->len, g.lo[i], g.hi[i]));
+        require(q->hdr == NULL && q->hdrlen == 0 && q->flow == 1000 + i && q->pre == pre[i]);
+        require(q->route == (g.dir == TP_DIR_TO_EP && g.udp ? (uint8_t)g.peer[i] : recs[i].route));
+        uint32_t sum = 0;
+        for (uint32_t b = 0; b < q->len; b++)   /* ASan: every byte kept is readable */
+            sum += q->data[b];
+        (void)sum;
+    }
+
+    for (int i = 0; i < n; i++) {
+        free(g.hdr[i]);
+        free(g.data[i]);
+        free(pre[i]);
+    }
+    free(pre);
+    free(g.hdr);
+    free(g.data);
+    return 0;
+}
