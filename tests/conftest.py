@@ -63,3 +63,15 @@ def pytest_sessionfinish(session, exitstatus):
             stuck = [n for n in left if not delete_netns(n)]
             print(f"\nnamespaces left behind by a test: {left}; could not delete: {stuck}")
             session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _tunpump_logger_restored():
+    """A test that runs the CLI in-process (cli.main) configures the
+    "tunpump" logger for a terminal (own handler, no propagation); put it
+    back so later tests' caplog still sees the library's records."""
+    import logging
+    log = logging.getLogger("tunpump")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved

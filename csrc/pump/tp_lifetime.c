@@ -118,9 +118,12 @@ static int tp__remote_ports_fit(const struct tp_pump_cfg *c)
 {
     const struct tp_sock_cfg *s = &c->sock;
 
-    for (int r = 0; s->has_remote && r < (s->nremotes > 0 ? s->nremotes : 1); r++)
+    for (int r = 0; s->has_remote && r < (s->nremotes > 0 ? s->nremotes : 1); r++) {
+        if (s->remote_port[r] == 0 && c->kind == TP_KIND_TCP && s->listen)
+            continue;   /* a TCP server's remote without a port: any source port */
         if (s->remote_port[r] == 0 || !tp__ports_fit(s->remote_port[r], c->nworkers))
             return 0;
+    }
     return 1;
 }
 
