@@ -1,6 +1,7 @@
 """The binding's pump object (tunpump._core.CorePump) across threads and
 callbacks, on fake devices (no root). Regressions of issue 12, bugs 2 and 11;
 tests/test_sanitizers.py runs them under ASan as well."""
+import pytest
 import threading
 
 from helpers.fakedev import FakeDevice, fmt
@@ -134,3 +135,15 @@ def test_limits_come_from_c():
         UDPEndpoint(("198.18.0.1", 1), [("198.18.0.2", 1)] * (_core.MAX_PEERS + 1))
     with pytest.raises(ValueError, match=f"from 0 to {_core.MAX_PEERS - 1}"):
         Verdict.route(_core.MAX_PEERS)
+
+
+
+def test_flow_key_bytes_decode_with_a_length_check():
+    """Events carry a key's raw bytes and Flow decodes them on first use
+    (test_control's callbacks read them); the decoder checks the length."""
+    from tunpump import Flow
+    key = _core.flow_key(udp_packet("198.18.11.1", "198.18.11.2", 40000, 7000, b"x"))
+    flow = Flow(0, 1, key)
+    assert flow.dport == 7000 and flow.sport == 40000 and flow.src == "198.18.11.1"
+    with pytest.raises(ValueError, match="raw: 3 bytes, a flow key is"):
+        _core.decode_flow_key(b"abc")

@@ -59,6 +59,19 @@ cdef object _flow_key(const tp_flow_key *k):
                    k.ethertype, (<const char *>k.src)[:sizeof(k.src)], (<const char *>k.dst)[:sizeof(k.dst)])
 
 
+cdef bytes _flow_key_raw(const tp_flow_key *k):
+    """The key as the worker wrote it: events carry these bytes and Flow
+    decodes them only when a callback looks (most look at one field, or none)."""
+    return (<const char *>k)[:sizeof(tp_flow_key)]
+
+
+def decode_flow_key(const unsigned char[::1] raw):
+    """The FlowKey in `raw`, a key's bytes as events carry them."""
+    if raw.shape[0] != sizeof(tp_flow_key):
+        raise ValueError(f"raw: {raw.shape[0]} bytes, a flow key is {sizeof(tp_flow_key)}")
+    return _flow_key(<const tp_flow_key *>&raw[0])
+
+
 # ---- errors --------------------------------------------------------------------
 
 cdef object _error(int err, str step):

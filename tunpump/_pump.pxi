@@ -274,18 +274,18 @@ cdef class CorePump:
             return False
         etype, flow, gen = ev.type, ev.flow, ev.gen
         if etype == TP_EV_FLOW:
-            verdict, route, ttl_ms = handler.on_flow(worker, flow, gen, _flow_key(&ev.key), ev.packets, ev.bytes)
+            verdict, route, ttl_ms = handler.on_flow(worker, flow, gen, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
             if self.p != p:
                 return False
             _post_verdict(p, worker, flow, gen, verdict, route, ttl_ms)
         elif etype == TP_EV_PACKET:
             view = PyMemoryView_FromMemory(<char *>data, ev.len, PyBUF_READ)
             try:
-                handler.on_packet(worker, view, flow, _flow_key(&ev.key), ev.packets, ev.bytes)
+                handler.on_packet(worker, view, flow, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
             finally:
                 view.release()
         elif etype == TP_EV_EVICTED:
-            handler.on_evicted(worker, flow, gen, _flow_key(&ev.key), ev.packets, ev.bytes, ev.reason,
+            handler.on_evicted(worker, flow, gen, _flow_key_raw(&ev.key), ev.packets, ev.bytes, ev.reason,
                                ev.age_ns)
         elif etype == TP_EV_PEER_UP or etype == TP_EV_PEER_DOWN:
             handler.on_peer(worker, etype == TP_EV_PEER_UP, ev.family,

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from . import _core
 
@@ -92,14 +92,25 @@ class Flow:
     cannot judge it. Decide on it explicitly (dropping it is the safe
     choice); it is never reported as "other"."""
 
-    __slots__ = ("queue", "id", "packets", "bytes", "_key")
+    __slots__ = ("queue", "id", "packets", "bytes", "_raw", "_decoded")
 
-    def __init__(self, queue: int, flow_id: int, key: _core.FlowKey, packets: int = 0, nbytes: int = 0) -> None:
+    def __init__(self, queue: int, flow_id: int, key: Union[_core.FlowKey, bytes], packets: int = 0,
+                 nbytes: int = 0) -> None:
         self.queue = queue
         self.id = flow_id
         self.packets = packets
         self.bytes = nbytes
-        self._key = key   # decoded by the binding (tunpump._core.FlowKey)
+        # A FlowKey, or the key's raw bytes from an event, decoded by the
+        # binding on first use: a callback that reads no field costs no decode.
+        self._raw = key
+        self._decoded: Optional[_core.FlowKey] = key if isinstance(key, tuple) else None
+
+    @property
+    def _key(self) -> _core.FlowKey:
+        if self._decoded is None:
+            assert isinstance(self._raw, bytes)
+            self._decoded = _core.decode_flow_key(self._raw)
+        return self._decoded
 
     @property
     def kind(self) -> str:
