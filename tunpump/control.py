@@ -260,6 +260,7 @@ class Control:
         self.callback_errors = 0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._ident: Optional[int] = None   # the current control thread's id
         self._idents: set = set()   # thread ids of control threads still alive
 
     # -- asyncio iterators -----------------------------------------------------
@@ -286,9 +287,11 @@ class Control:
         tok = run.enter()
         if tok is None:   # stopped already (by another thread, while start() ran)
             return
-        self._thread = threading.Thread(target=self._run, args=(core, run, tok, self._stop),
-                                        name="tunpump-control", daemon=True)
-        self._thread.start()
+        t = threading.Thread(target=self._run, args=(core, run, tok, self._stop),
+                             name="tunpump-control", daemon=True)
+        self._thread = t
+        t.start()
+        self._ident = t.ident
 
     def is_control_thread(self) -> bool:
         """True on a thread that runs (or ran, and is finishing a late
@@ -306,16 +309,20 @@ class Control:
         if t is None or t is threading.current_thread():
             return
         self._thread = None
+        self._ident = None
         t.join(timeout)
         if t.is_alive():
             log.warning("tunpump: a callback is still running %.1f s after stop(); it finishes "
                         "on its own and its verdicts are ignored", timeout or 0)
 
     def _stopping(self) -> bool:
-        return self._stop.is_set() or threading.current_thread() is not self._thread
+        # Per event: get_ident() and an int compare, not current_thread().
+        return self._stop.is_set() or threading.get_ident() != self._ident
 
     def _run(self, core, run, tok, stop: threading.Event) -> None:
         self._idents.add(threading.get_ident())
+        if threading.current_thread() is self._thread:
+            self._ident = threading.get_ident()   # before start() returns: callbacks may come first
         try:
             next_tick = time.monotonic() + self.stats_interval if self.stats_interval else None
             while not stop.is_set():
