@@ -1,4 +1,4 @@
-"""Command line: `python -m tunpump {dev,relay,tunnel,bench}`.
+"""Command line: `python -m tunpump {dev,relay,tunnel,status,bench}`.
 
 `dev` speaks the vocabulary of `ip tuntap` and tunctl."""
 from __future__ import annotations
