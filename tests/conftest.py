@@ -75,3 +75,21 @@ def _tunpump_logger_restored():
     saved = (list(log.handlers), log.level, log.propagate)
     yield
     log.handlers[:], log.level, log.propagate = saved
+
+
+@pytest.fixture
+def tun_node():
+    """A private clone node with the usual 0666 mode (/dev/net/tun is 0600 on
+    some machines, this one included), so an unprivileged process can open it
+    without touching /dev, as non-root users of tunpump need (see README). It
+    sits in its own directory under /tmp, which that process can traverse."""
+    import shutil
+    import stat
+    import tempfile
+    d = tempfile.mkdtemp(prefix="tunpump-")
+    os.chmod(d, 0o755)
+    node = os.path.join(d, "tun")
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
+    os.chmod(node, 0o666)
+    yield node
+    shutil.rmtree(d)

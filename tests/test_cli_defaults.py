@@ -5,11 +5,8 @@ persistent device root configured."""
 import json
 import os
 import pathlib
-import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -114,19 +111,6 @@ AS_NOBODY = textwrap.dedent("""
     sys.argv = ["tunpump"] + sys.argv[1:]
     sys.exit(tunpump.cli.main())
 """)
-
-
-@pytest.fixture
-def tun_node():
-    # /dev/net/tun's mode varies (0600 here): a private 0666 node, as users
-    # who run tunpump without root need (see README).
-    d = tempfile.mkdtemp(prefix="tunpump-")
-    os.chmod(d, 0o755)
-    node = os.path.join(d, "tun")
-    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
-    os.chmod(node, 0o666)
-    yield node
-    shutil.rmtree(d)
 
 
 def test_nonroot_owner_runs_tunnel_on_configured_device(ns, tun_node):

@@ -1,11 +1,7 @@
 """tunctl semantics: the owner of a persistent device attaches to it without
 CAP_NET_ADMIN; anyone else is refused with a clear error."""
-import os
-import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -28,20 +24,6 @@ ATTACH = textwrap.dedent("""
     except PrivilegeError as exc:
         print("refused", exc.errno, exc)
 """)
-
-
-@pytest.fixture
-def tun_node():
-    # /dev/net/tun is 0600 on this machine; a private node with the usual 0666
-    # mode lets an unprivileged process open it without touching /dev. It sits
-    # in its own directory under /tmp, which that process can traverse.
-    d = tempfile.mkdtemp(prefix="tunpump-")
-    os.chmod(d, 0o755)
-    node = os.path.join(d, "tun")
-    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
-    os.chmod(node, 0o666)
-    yield node
-    shutil.rmtree(d)
 
 
 def attach_as(ns_name, tun_path, name, uid):

@@ -101,7 +101,11 @@ static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt 
 /* Whether the transform left x inside the room it was given. */
 static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uint8_t *hi)
 {
-    return x->len <= TUNPUMP_MAX_PACKET && x->data >= lo && x->data <= hi && (size_t)(hi - x->data) >= x->len;
+    /* As integers: the transform's pointer may point anywhere, and comparing
+     * pointers into different objects is undefined. */
+    uintptr_t p = (uintptr_t)x->data, l = (uintptr_t)lo, h = (uintptr_t)hi;
+
+    return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
 }
 
 /* After the batch function: keep what passes, count and take out the rest. */

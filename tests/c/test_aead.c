@@ -17,17 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-static int checks, failures;
-
-#define CHECK(cond, ...) do {                                              \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);         \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 /* ---- the replay window (pure, built either way) ---------------------------- */
 
