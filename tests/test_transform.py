@@ -89,11 +89,9 @@ def test_wrong_capsule_name_refused(world):
 # ---- the probe: a Cython transform built against get_include() ---------------------
 
 import os
-import subprocess
-import sys
-import shutil
 import threading
 
+from helpers.extbuild import built_extension
 from helpers.nettest import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,19 +102,9 @@ ROOT = os.path.dirname(HERE)
 def probe(tmp_path_factory):
     """tests/helpers/xf_probe built in a temporary directory with this
     Python, seeing only tunpump's public headers."""
-    d = tmp_path_factory.mktemp("xf_probe")
-    for f in ("xf_probe.pyx", "setup.py"):
-        shutil.copy(os.path.join(HERE, "helpers", "xf_probe", f), d)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=d, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    sys.path.insert(0, str(d))
-    try:
-        import xf_probe
-        yield xf_probe
-    finally:
-        sys.path.remove(str(d))
+    with built_extension(os.path.join(HERE, "helpers", "xf_probe"), ("xf_probe.pyx", "setup.py"),
+                         tmp_path_factory.mktemp("xf_probe"), "xf_probe") as mod:
+        yield mod
 
 
 def _ping(world, ok=True):

@@ -6,13 +6,11 @@ The underlay is captured in the namespace: every datagram carries the XOR
 header and no plaintext inner header, while the transfer inside arrives
 intact (SHA-256)."""
 import os
-import shutil
-import subprocess
-import sys
 import time
 
 import pytest
 
+from helpers.extbuild import built_extension
 from helpers.world import assert_stats_add_up, check_traffic
 from tunpump import Pump, UDPEndpoint
 
@@ -47,20 +45,9 @@ print("\n".join(out))
 
 @pytest.fixture(scope="module")
 def tpxor(tmp_path_factory):
-    d = tmp_path_factory.mktemp("transform_xor")
-    for f in os.listdir(EXAMPLE):
-        if f.endswith((".c", ".py", ".toml")):
-            shutil.copy(os.path.join(EXAMPLE, f), d)
-    env = dict(os.environ, PYTHONPATH=ROOT)   # tunpump (for get_include) from this tree
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=d, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    sys.path.insert(0, str(d))
-    try:
-        import tpxor as mod
+    files = [f for f in os.listdir(EXAMPLE) if f.endswith((".c", ".py", ".toml"))]
+    with built_extension(EXAMPLE, files, tmp_path_factory.mktemp("transform_xor"), "tpxor") as mod:
         yield mod
-    finally:
-        sys.path.remove(str(d))
 
 
 def xor(data: bytes, key: bytes) -> bytes:

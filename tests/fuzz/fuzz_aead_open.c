@@ -18,12 +18,7 @@
 
 #include "tp_aead.h"
 
-#define require(cond) do {                                                     \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "FUZZ INVARIANT %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "fuzz_require.h"
 
 #define MAX_SEEN 4096
 #define NS 1000000000ull

@@ -13,12 +13,7 @@
 #include "tp_parse.h"
 #include "tp_proto.h"
 
-#define require(cond) do {                                                     \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "FUZZ INVARIANT %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "fuzz_require.h"
 
 static inline uint32_t ref_sum(uint32_t s, const uint8_t *p, size_t n)
 {

@@ -26,12 +26,7 @@
 
 #include "tp_xform.h"
 
-#define require(cond) do {                                                     \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "FUZZ INVARIANT %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "fuzz_require.h"
 
 #define REC 18
 
