@@ -158,6 +158,7 @@ static void udp_learn(struct tp_ep_udp *u, const struct sockaddr_storage *from, 
  * sender becomes the peer, and a new sender replaces it only once it has
  * been silent for the peer timeout: before that, strangers cannot take the
  * tunnel over (a restarted client comes back on a new port). */
+/* Which peer sent this datagram (its index), or -1 for a stranger. */
 static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len,
                              int64_t now)
 {
@@ -165,24 +166,24 @@ static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage 
 
     if (u->npeers == 0) {
         if (!u->learn_peer)
-            return 0;
+            return -1;
         udp_learn(u, from, len, now);
         u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
-        return 1;
+        return 0;
     }
     for (int k = 0; k < u->npeers; k++) {
         if (udp_same_addr(&u->peers[k], from)) {
             u->peer_seen_ns = now;
-            return 1;
+            return k;
         }
     }
     if (!u->peer_timeout_ns || now - u->peer_seen_ns < u->peer_timeout_ns)
-        return 0;   /* strangers cannot inject */
+        return -1;   /* strangers cannot inject */
     old = u->peers[0];
     udp_learn(u, from, len, now);
     u->base.sink.note(u->base.sink.ctx, TP_EP_FORGOTTEN, &old);
     u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
-    return 1;
+    return 0;
 }
 
 static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
@@ -229,16 +230,11 @@ static void udp_cut(struct tp_ep_udp *u, struct tp__dir *d, uint8_t *base, const
 }
 
 /* For a transform: packets first..d->n came from datagram i; which peer sent it. */
-static void udp_tag(const struct tp_ep_udp *u, struct tp__dir *d, int first, int i)
+static void udp_tag(struct tp__dir *d, int first, int i, int peer)
 {
-    uint8_t peer = 0;
-
-    for (int k = 0; k < u->npeers; k++)
-        if (udp_same_addr(&u->peers[k], &d->names[i]))
-            peer = (uint8_t)k;
     for (int k = first; k < d->n; k++) {
         d->pkts[k].src = (int16_t)i;
-        d->pkts[k].route = peer;
+        d->pkts[k].route = (uint8_t)peer;
     }
 }
 
@@ -271,14 +267,15 @@ static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             TP__ADD(st->drops[TP_DROP_TOO_BIG], g.nseg);
             continue;
         }
-        if (!udp_accept_source(u, &d->names[i], mh->msg_namelen, now)) {
+        int peer = udp_accept_source(u, &d->names[i], mh->msg_namelen, now);
+        if (peer < 0) {
             TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], g.nseg);
             continue;
         }
         int first = d->n;
         udp_cut(u, d, d->iov[i].iov_base, &g, st);
         if (u->transform)
-            udp_tag(u, d, first, i);
+            udp_tag(d, first, i, peer);
     }
     if (d->n)
         TP__ADD(st->batches, 1);
