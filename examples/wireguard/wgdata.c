@@ -607,13 +607,12 @@ static PyObject *wg_transform(PyObject *self, PyObject *arg)
 /* counters(capsule) -> (per-peer tuples in COUNTERS order, drop tuple in DROP_REASONS order) */
 static PyObject *wg_counters(PyObject *self, PyObject *cap)
 {
-    struct wg_blob *b = PyCapsule_GetPointer(cap, TUNPUMP_TRANSFORM_CAPSULE);
+    struct wg_blob *b = PyCapsule_IsValid(cap, TUNPUMP_TRANSFORM_CAPSULE) ?
+                        PyCapsule_GetPointer(cap, TUNPUMP_TRANSFORM_CAPSULE) : NULL;
     PyObject *peers, *drops;
 
     (void)self;
-    if (!b)
-        return NULL;
-    if (b->t.ops != &wg_ops)
+    if (!b || b->t.ops != &wg_ops)
         return PyErr_Format(PyExc_TypeError, "capsule: not a wgdata transform");
     if (!(peers = PyTuple_New(b->cfg.npeers)) || !(drops = PyTuple_New(R_N))) {
         Py_XDECREF(peers);
