@@ -25,8 +25,10 @@
  * written by the worker with relaxed atomics and read by wgdata.counters().
  *
  * One queue only: two workers would each count nonces for the same session. */
+#ifndef WGDATA_NO_PYTHON   /* the fuzz target (fuzz_wgdata.c) builds the data path alone */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
 #include <errno.h>
 #include <stdlib.h>
@@ -534,6 +536,7 @@ static const struct tunpump_transform_ops wg_ops = {
     .control = wg_control,
 };
 
+#ifndef WGDATA_NO_PYTHON
 /* ---- Python side ------------------------------------------------------------- */
 
 /* The config blob (little-endian), made by wgtun.py:
@@ -683,3 +686,4 @@ PyMODINIT_FUNC PyInit_wgdata(void)
     }
     return m;
 }
+#endif /* WGDATA_NO_PYTHON */
