@@ -1,12 +1,7 @@
 """WireGuard's handshake: Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s, as the
 whitepaper (section 5.4) and wireguard-go's noise-protocol.go define it.
-
-Primitives come from libraries: X25519 and ChaCha20-Poly1305 from
-`cryptography`, BLAKE2s and HMAC from hashlib/hmac. XChaCha20-Poly1305 (the
-cookie reply) is ChaCha20-Poly1305 under an HChaCha20 subkey, and HChaCha20
-is read off one ChaCha20 block from `cryptography` (below).
-
-Messages (little-endian indices, as on the wire):
+Primitives from libraries: X25519 and ChaCha20-Poly1305 from `cryptography`,
+BLAKE2s and HMAC from hashlib/hmac. Messages (indices little-endian):
   1 initiation  type|sender|ephemeral|static(48)|timestamp(28)|mac1|mac2 = 148 bytes
   2 response    type|sender|receiver|ephemeral|empty(16)|mac1|mac2      =  92 bytes
   3 cookie      type|receiver|nonce(24)|cookie(32)                      =  64 bytes
@@ -64,25 +59,21 @@ def KDF(n: int, key: bytes, data: bytes) -> list:
     return out
 
 
-def _nonce(counter: int) -> bytes:
-    return b"\0\0\0\0" + counter.to_bytes(8, "little")
+def aead_encrypt(key: bytes, plain: bytes, ad: bytes) -> bytes:
+    return ChaCha20Poly1305(key).encrypt(bytes(12), plain, ad)   # handshake keys are used once: nonce 0
 
 
-def aead_encrypt(key: bytes, counter: int, plain: bytes, ad: bytes) -> bytes:
-    return ChaCha20Poly1305(key).encrypt(_nonce(counter), plain, ad)
-
-
-def aead_decrypt(key: bytes, counter: int, sealed: bytes, ad: bytes) -> bytes:
+def aead_decrypt(key: bytes, sealed: bytes, ad: bytes) -> bytes:
     try:
-        return ChaCha20Poly1305(key).decrypt(_nonce(counter), sealed, ad)
+        return ChaCha20Poly1305(key).decrypt(bytes(12), sealed, ad)
     except InvalidTag:
         raise HandshakeError("does not authenticate") from None
 
 
 def hchacha20(key: bytes, nonce16: bytes) -> bytes:
-    """HChaCha20 is ChaCha20's 20 rounds without the final addition: one
-    ChaCha20 keystream block (cryptography's 16-byte nonce is the state's
-    words 12..15) minus the input state words 0..3 and 12..15."""
+    """XChaCha20's subkey (the cookie reply): ChaCha20's rounds without the
+    final addition, i.e. one ChaCha20 block from `cryptography` (its 16-byte
+    nonce is state words 12..15) minus the input words 0..3 and 12..15."""
     block = struct.unpack("<16I", Cipher(algorithms.ChaCha20(key, nonce16), None).encryptor().update(bytes(64)))
     init = struct.unpack("<4I", b"expand 32-byte k") + struct.unpack("<4I", nonce16)
     words = [(b - i) & 0xFFFFFFFF for b, i in zip(block[:4] + block[12:], init)]
@@ -176,10 +167,10 @@ class Static:
         ck = KDF(1, _C0, eph_pub)[0]
         h = HASH(h, eph_pub)
         ck, k = KDF(2, ck, _dh(eph, peer_public))
-        static = aead_encrypt(k, 0, self.public, h)
+        static = aead_encrypt(k, self.public, h)
         h = HASH(h, static)
         ck, k = KDF(2, ck, _dh(self.private, peer_public))
-        stamp = aead_encrypt(k, 0, tai64n(now_ns), h)
+        stamp = aead_encrypt(k, tai64n(now_ns), h)
         h = HASH(h, stamp)
         body = _INIT.pack(INITIATION, sender, eph_pub, static, stamp)
         mac1, mac2 = self._macs(body, peer_public, cookie)
@@ -196,12 +187,12 @@ class Static:
         ck = KDF(1, _C0, eph_pub)[0]
         h = HASH(h, eph_pub)
         ck, k = KDF(2, ck, _dh(self.private, eph_pub))
-        peer_public = aead_decrypt(k, 0, static, h)
+        peer_public = aead_decrypt(k, static, h)
         if not known(peer_public):
             raise HandshakeError("initiation from an unknown public key")
         h = HASH(h, static)
         ck, k = KDF(2, ck, _dh(self.private, peer_public))
-        timestamp = aead_decrypt(k, 0, stamp, h)
+        timestamp = aead_decrypt(k, stamp, h)
         h = HASH(h, stamp)
         return Consumed(peer_public, sender, timestamp, ck, h, eph_pub)
 
@@ -214,7 +205,7 @@ class Static:
         ck = KDF(1, ck, _dh(eph, c.peer_public))[0]
         ck, tau, k = KDF(3, ck, psk)
         h = HASH(h, tau)
-        empty = aead_encrypt(k, 0, b"", h)
+        empty = aead_encrypt(k, b"", h)
         body = _RESP.pack(RESPONSE, sender, c.sender, eph_pub, empty)
         mac1, mac2 = self._macs(body, c.peer_public, cookie)
         recv, send = KDF(2, ck, b"")
@@ -233,7 +224,7 @@ class Static:
         ck = KDF(1, ck, _dh(self.private, eph_pub))[0]
         ck, tau, k = KDF(3, ck, st.psk)
         h = HASH(h, tau)
-        aead_decrypt(k, 0, empty, h)
+        aead_decrypt(k, empty, h)
         send, recv = KDF(2, ck, b"")
         return Keys(st.sender, sender, send, recv, initiator=True)
 
@@ -241,10 +232,6 @@ class Static:
 def receiver_index(msg: bytes) -> int:
     """The receiver index of a response or cookie reply (the sender index we chose)."""
     return struct.unpack_from("<I", msg, 8 if msg[0] == RESPONSE else 4)[0]
-
-
-def sender_index(msg: bytes) -> int:
-    return struct.unpack_from("<I", msg, 4)[0]
 
 
 def consume_cookie_reply(msg: bytes, peer_public: bytes, mac1: bytes) -> bytes:

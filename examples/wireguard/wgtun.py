@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ipaddress
 import logging
 import os
 import signal
@@ -220,7 +219,7 @@ class Tunnel:
     def _flush(self, peer: Peer) -> None:
         peer.flush = False
         if not peer.staged:
-            peer.staged.append(KEEPALIVE)
+            peer.staged.append(KEEPALIVE)   # confirms a new session to the responder
         while peer.staged:
             try:
                 self.pump.inject(peer.staged[0], "endpoint", peer=peer.index, through_transform=True)
@@ -234,7 +233,8 @@ class Tunnel:
             self._initiate(peer, now)
         elif action == tm.KEEPALIVE:
             if peer.timers.session_usable(now):
-                self.pump.inject(KEEPALIVE, "endpoint", peer=peer.index, through_transform=True)
+                peer.staged.append(KEEPALIVE)   # sent now, or next tick if the worker's ring is full
+                self._flush(peer)
             elif peer.timers.may_initiate(now):
                 self._initiate(peer, now)
         elif action == tm.GIVE_UP:
@@ -274,12 +274,6 @@ class Tunnel:
         self.pump.stop()
         self.device.close()
 
-    def __enter__(self) -> "Tunnel":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def show(self) -> str:
         """The state, as `wg show` prints it."""
         b64 = wgconfig.base64.b64encode
@@ -307,10 +301,11 @@ class Tunnel:
 
 
 def _serve_show(tunnel: Tunnel) -> socket.socket:
+    """`wgtun.py show NAME` connects to /run/wgtun/NAME.sock and reads the state."""
     os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
     path = os.path.join(RUN_DIR, f"{tunnel.name}.sock")
     if os.path.exists(path):
-        os.unlink(path)   # a stale socket: the device name is ours now (creating it succeeded)
+        os.unlink(path)   # stale: creating the device succeeded, so the name is ours
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     os.chmod(path, 0o600)
@@ -333,12 +328,11 @@ def show(name: str) -> int:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(path)
-            data = b"".join(iter(lambda: s.recv(65536), b""))
+            sys.stdout.write(b"".join(iter(lambda: s.recv(65536), b"")).decode())
+            return 0
     except OSError as exc:
         print(f"wgtun show {name}: no running wgtun for that device ({path}: {exc.strerror})", file=sys.stderr)
         return 1
-    sys.stdout.write(data.decode())
-    return 0
 
 
 def _timer(text: str):
