@@ -373,17 +373,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with tunnel:
-        srv = _serve_show(tunnel)
-        log.info("%s up: %d peer(s), MTU %d", args.dev, len(tunnel.peers), tunnel.mtu)
+    tunnel.start()
+    srv = _serve_show(tunnel)
+    log.info("%s up: %d peer(s), MTU %d", args.dev, len(tunnel.peers), tunnel.mtu)
+    try:
         while not stop.wait(0.5):
             err = tunnel.pump.error()
             if err is not None:
                 log.error("%s", err)
-                break
+                return 1
+    finally:
         srv.close()
         os.unlink(os.path.join(RUN_DIR, f"{args.dev}.sock"))
-    log.info("%s down", args.dev)
+        tunnel.close()
+        log.info("%s down", args.dev)
     return 0
 
 
