@@ -111,15 +111,17 @@ def test_rekey_with_wireguard_go(net, wgbuild):
         time.sleep(0.3)
     assert a.handshakes() - start >= 3, a.text()
     check_transfers(net, 8 << 20)
+    assert [a.dropped(r) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], a.show()
 
 
 def test_rekey_between_two_wgtun(net, wgbuild):
+    """Two wgtun ends over the IPv6 underlay, both with shortened timers."""
     a_priv, a_pub = wg.keypair()
     b_priv, b_pub = wg.keypair()
     a = wg.Wgtun(net, net.n1, wgbuild, wg.config(a_priv, PORT, A_INNER, [
-        {"PublicKey": b_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": B_ALLOWED}]), timers=SHORT)
+        {"PublicKey": b_pub, "Endpoint": f"[fd00:30::2]:{PORT}", "AllowedIPs": B_ALLOWED}]), timers=SHORT)
     b = wg.Wgtun(net, net.n2, wgbuild, wg.config(b_priv, PORT, B_INNER, [
-        {"PublicKey": a_pub, "Endpoint": f"198.18.30.1:{PORT}", "AllowedIPs": A_ALLOWED}]), timers=SHORT)
+        {"PublicKey": a_pub, "Endpoint": f"[fd00:30::1]:{PORT}", "AllowedIPs": A_ALLOWED}]), timers=SHORT)
     assert ping(net, net.n1, "198.18.31.2").returncode == 0, a.text()
     start, end = a.handshakes() + b.handshakes(), time.monotonic() + 15
     n = 0
@@ -131,6 +133,8 @@ def test_rekey_between_two_wgtun(net, wgbuild):
         time.sleep(0.3)
     # each rekey completes on both ends: 3 rekeys are >= 6 completions
     assert a.handshakes() + b.handshakes() - start >= 6, a.text() + b.text()
+    for end in (a, b):   # no packet lost to a key change
+        assert [end.dropped(r) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], end.show()
 
 
 @pytest.mark.parametrize("wrong", ["public_key", "preshared_key"])
