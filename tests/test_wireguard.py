@@ -376,3 +376,12 @@ def test_wgdata_counts_each_drop_reason(tmp_path):
         "short": 1, "bad_type": 1, "no_session": 0, "expired": 0, "replay": 1, "auth": 0, "keepalive": 1,
         "bad_inner": 0, "src_filter": 1, "no_route": 0, "too_big": 0, "rx_data": 2, "keepalives_rx": 1,
         "staged": 1}
+
+
+def test_mypy_passes_on_the_example(tmp_path):
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--no-incremental",
+                        "--cache-dir", str(tmp_path),
+                        *[f for f in os.listdir(wg.EXAMPLE) if f.endswith(".py")]],
+                       capture_output=True, text=True, cwd=wg.EXAMPLE, timeout=300)
+    assert r.returncode == 0 and "Success" in r.stdout, r.stdout + r.stderr

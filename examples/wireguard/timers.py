@@ -95,7 +95,7 @@ class PeerTimers:
         sent = c.tx_data > self._seen.tx_data
         received = c.rx_data > self._seen.rx_data
         self._seen = c
-        if self.retry_at is not None and now >= self.retry_at:
+        if self.retry_at is not None and self.attempt_since is not None and now >= self.retry_at:
             if now - self.attempt_since >= t.rekey_attempt_time:
                 self.attempt_since = self.retry_at = None
                 out.append(GIVE_UP)

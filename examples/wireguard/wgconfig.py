@@ -8,7 +8,7 @@ import binascii
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 log = logging.getLogger("wgtun")
 # wg-quick's own keys (hooks, DNS, routing table): not this program's job.
@@ -24,7 +24,7 @@ class PeerConfig:
     public_key: bytes
     preshared_key: bytes = bytes(32)
     endpoint: Optional[Tuple[str, int]] = None
-    allowed_ips: List[ipaddress._BaseNetwork] = field(default_factory=list)
+    allowed_ips: List[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]] = field(default_factory=list)
     persistent_keepalive: int = 0
 
 
@@ -32,7 +32,7 @@ class PeerConfig:
 class Config:
     private_key: bytes
     listen_port: Optional[int] = None
-    addresses: List[ipaddress._BaseAddress] = field(default_factory=list)   # interfaces (address/prefix)
+    addresses: List[Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]] = field(default_factory=list)
     mtu: Optional[int] = None
     peers: List[PeerConfig] = field(default_factory=list)
 
@@ -125,8 +125,11 @@ def parse(text: str, name: str = "<config>") -> Config:
             log.warning("%s: %s is a wg-quick setting; wgtun ignores it", where, key)
             continue
         try:
-            (_interface if section == "[interface]" else _peer)(iface if section == "[interface]" else peers[-1][1],
-                                                                key.lower(), value)
+            if section == "[interface]":
+                assert iface is not None   # made when the section began
+                _interface(iface, key.lower(), value)
+            else:
+                _peer(peers[-1][1], key.lower(), value)
         except KeyError:
             raise ConfigError(f"{where}: unknown key {key} in {section[1:-1].capitalize()}") from None
         except ValueError as exc:

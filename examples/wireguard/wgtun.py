@@ -93,7 +93,7 @@ class Tunnel:
         if missing:
             # tunpump's UDP endpoint needs every peer's address up front (see README: API gaps)
             raise ValueError(f"config: peer(s) {missing} have no Endpoint; this version needs one per peer")
-        v6 = {":" in p.endpoint[0] for p in self.peers}
+        v6 = {":" in p.endpoint[0] for p in self.peers if p.endpoint}
         if len(v6) > 1:
             raise ValueError("config: Endpoints mix IPv4 and IPv6; one socket serves one family here")
         local = ("::" if v6.pop() else "0.0.0.0", self.cfg.listen_port or 0)
