@@ -204,3 +204,15 @@ def test_garbage_of_each_type_is_counted_and_dropped(net, wgbuild):
     show = a.show()
     assert "bad mac1" in show or "response to no initiation" in show, show
     assert ping(net, net.n1, "198.18.31.2").returncode == 0   # the worker carries on
+
+
+def test_bench_script_runs(privileged, wgbuild):
+    """examples/wireguard/bench.py (the speed comparison the lead runs on a
+    quiet machine) still works: one 1-second round, no figures checked."""
+    import subprocess
+    import sys
+    wg.require_wireguard_go()
+    r = subprocess.run([sys.executable, os.path.join(wgbuild, "bench.py"), "--seconds", "1", "--rounds", "1"],
+                       capture_output=True, text=True, timeout=180, env=dict(os.environ, PYTHONPATH=wg.ROOT))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"median: wgtun [\d.]+ Gbit/s, wireguard-go [\d.]+ Gbit/s, ratio [\d.]+x", r.stdout), r.stdout
