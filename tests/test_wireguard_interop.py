@@ -216,3 +216,29 @@ def test_bench_script_runs(privileged, wgbuild):
                        capture_output=True, text=True, timeout=180, env=dict(os.environ, PYTHONPATH=wg.ROOT))
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"median: wgtun [\d.]+ Gbit/s, wireguard-go [\d.]+ Gbit/s, ratio [\d.]+x", r.stdout), r.stdout
+
+
+def test_two_peers_on_one_socket(net, wgbuild):
+    """wgtun with two wireguard-go peers (n2 and a third namespace) on its
+    one UDP socket: the destination picks the peer (cryptokey routing), and
+    each peer's packets come back through its own session."""
+    n3 = net.make()
+    net.veth(net.n1, n3, "198.18.33.1/24", "198.18.33.3/24")
+    a_priv, a_pub = wg.keypair()
+    (b_priv, b_pub), (c_priv, c_pub) = wg.keypair(), wg.keypair()
+    a = wg.Wgtun(net, net.n1, wgbuild, wg.config(a_priv, PORT, A_INNER, [
+        {"PublicKey": b_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": "198.18.31.2/32"},
+        {"PublicKey": c_pub, "Endpoint": f"198.18.33.3:{PORT}", "AllowedIPs": "198.18.31.3/32, fd00:31::3/128"}]))
+    wg.WireguardGo(net, net.n2, wgbuild, b_priv, PORT, ["198.18.31.2/24"], a_pub, None, "198.18.31.1/32")
+    wg.WireguardGo(net, n3, wgbuild, c_priv, PORT, ["198.18.31.3/24", "fd00:31::3/64"], a_pub, None,
+                   "198.18.31.1/32,fd00:31::1/128")
+    for addr in ("198.18.31.2", "198.18.31.3", "fd00:31::3"):
+        r = ping(net, net.n1, addr)
+        assert r.returncode == 0, (addr, r.stdout, a.text())
+    assert ping(net, n3, "198.18.31.1").returncode == 0
+    show = a.show()
+    assert show.count("latest handshake") == 2, show
+    res = net.transfer(n3, net.n1, "198.18.31.1", 8 << 20, timeout=60)
+    assert res["received"]["sha256"] == res["sent"]["sha256"]
+    assert ping(net, net.n1, "fd00:31::2", count=1, deadline=2).returncode != 0   # in no peer's AllowedIPs
+    assert a.dropped("no_route") >= 1
