@@ -352,18 +352,19 @@ int tp_pump_stop(struct tp_pump *p)
 {
     uint64_t one = 1;
 
-    if (p->stopped)
+    if (__atomic_load_n(&p->stopped, __ATOMIC_ACQUIRE))
         return 0;
-    p->stopped = 1;
+    /* Injects see it from now on and refuse; the endpoints' fds stay open
+     * until tp_pump_free, so an inject already past that check (on another
+     * thread) still sends on its own socket, never on a closed fd or on
+     * whatever the kernel gave that fd number next. */
+    __atomic_store_n(&p->stopped, 1, __ATOMIC_RELEASE);
     if (p->stop_fd >= 0)
         (void)!write(p->stop_fd, &one, sizeof(one));
     for (int i = 0; i < p->nworkers; i++) {
         if (p->w[i].thread_started)
             pthread_join(p->w[i].thread, NULL);
         p->w[i].thread_started = 0;
-        for (int dir = 0; dir < TP_DIR__COUNT; dir++)
-            if (p->w[i].ep[dir])
-                p->w[i].ep[dir]->ops->close(p->w[i].ep[dir]);
     }
     return 0;
 }
@@ -383,6 +384,8 @@ void tp_pump_free(struct tp_pump *p)
     for (int i = 0; i < p->nworkers; i++) {
         struct tp__worker *w = &p->w[i];
         for (int dir = 0; dir < TP_DIR__COUNT; dir++) {
+            if (w->ep[dir])
+                w->ep[dir]->ops->close(w->ep[dir]);
             tp__dir_free(&w->d[dir]);
             free(w->ep[dir]);
         }
