@@ -179,6 +179,61 @@ def test_peers_added_readdressed_and_removed_while_traffic_flows(net, dev):
     assert_stats_add_up(_stats(p))
 
 
+def test_peer_flips_under_traffic_lose_nothing_uncounted(net, dev):
+    """Python re-addresses peer 0 back and forth (and removes it now and
+    then) while the device sends and another thread injects: every packet
+    the worker sent reached one of the two addresses, the rest are counted
+    as no_peer, and inject never saw a torn address (it always reached a or
+    b, or was refused for a removed peer)."""
+    a, b = net.sock(1), net.sock(2)
+    got = {"a": 0, "b": 0}
+    stop = threading.Event()
+
+    def reader(s, key):
+        s.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                data = s.recv(1 << 16)
+            except (socket.timeout, TimeoutError):
+                continue
+            if data != b"inj":
+                got[key] += 1
+
+    readers = [threading.Thread(target=reader, args=(s, k)) for s, k in ((a, "a"), (b, "b"))]
+    for t in readers:
+        t.start()
+    try:
+        with Pump(dev, net.endpoint([_addr(a)])) as p:
+            def device_sends():
+                for i in range(400):
+                    dev.send(_out_packet(b"n%d" % i))
+                    time.sleep(0.001)
+            sender = threading.Thread(target=device_sends)
+            sender.start()
+            i = 0
+            while sender.is_alive():
+                if i % 7 == 6:
+                    p.remove_peer(0)
+                else:
+                    p.set_peer(0, _addr(b if i % 2 else a))
+                try:
+                    p.inject(b"inj", "endpoint", peer=0)
+                except ValueError:
+                    pass   # removed just now
+                i += 1
+            sender.join()
+            p.set_peer(0, _addr(a))
+        s = _stats(p)["to_endpoint"]
+        assert s["packets_in"] == 400
+        assert wait_until(lambda: got["a"] + got["b"] == s["packets_out"], timeout=5), (got, s)
+        assert s["packets_out"] + s["drops"]["no_peer"] == 400, s
+        assert got["a"] > 0 and got["b"] > 0 and i > 10
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+
+
 def _drain(dev):
     out = []
     while True:
