@@ -131,7 +131,7 @@ def test_limits_come_from_c():
     assert "too_many_segments" in _core.DROP_REASONS
     from tunpump import UDPEndpoint, Verdict
     import pytest
-    with pytest.raises(ValueError, match=f"1 to {_core.MAX_PEERS} peers"):
+    with pytest.raises(ValueError, match=f"0 to {_core.MAX_PEERS} peers"):
         UDPEndpoint(("198.18.0.1", 1), [("198.18.0.2", 1)] * (_core.MAX_PEERS + 1))
     with pytest.raises(ValueError, match=f"from 0 to {_core.MAX_PEERS - 1}"):
         Verdict.route(_core.MAX_PEERS)

@@ -82,7 +82,7 @@ static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt 
     x->headroom = TUNPUMP_MIN_HEADROOM;
     x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
     x->queue = (uint16_t)xf->queue;
-    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) ? p->route : -1);
+    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) && p->route < TP_MAX_PEERS ? p->route : -1);
     x->flow = p->flow;
     if (dir == TP_DIR_TO_DEV && p->src >= 0) {
         x->src = (const struct sockaddr *)&d->names[p->src];
@@ -108,6 +108,27 @@ static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uin
     return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
 }
 
+/* pkt->roam (tunpump.h): the transform authenticated datagram p as coming
+ * from peer x->peer, which moves to the datagram's source (whatever the
+ * outcome: a keepalive the transform drops still moves its peer). The
+ * source is the one the socket gave (d->names), never x->src, which the
+ * transform could have changed. A request that cannot apply is counted. */
+static void tp__xf_roam(struct tp__xf *xf, struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p,
+                        const struct tunpump_pkt *x)
+{
+    const struct tp_ep *far = xf->far;
+    int rc = -EINVAL;
+
+    if (!far || !xf->ctl)
+        return;   /* no endpoint behind the stage (the fuzz target) */
+    if (dir == TP_DIR_TO_DEV && p->src >= 0 && far->ops->roam)
+        rc = far->ops->roam(xf->far, x->peer, &d->names[p->src]);
+    if (rc < 0)
+        TP__ADD(xf->ctl->st->roams_refused, 1);
+    else if (rc > 0)
+        tp__ctl_peer_moved(xf->ctl, x->peer, &d->names[p->src]);
+}
+
 /* After the batch function: keep what passes, count and take out the rest. */
 static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
 {
@@ -119,6 +140,8 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         struct tp__pkt *p = &d->pkts[i];
         const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
 
+        if (x->roam)
+            tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
             TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {

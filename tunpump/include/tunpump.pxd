@@ -20,6 +20,7 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_MAX_PACKET
         TUNPUMP_CONTROL_MAX
         TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_UNKNOWN_SOURCES
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
     enum tunpump_dir:
@@ -44,6 +45,7 @@ cdef extern from "tunpump.h" nogil:
         uint16_t gso_size
         const sockaddr *src
         socklen_t src_len
+        uint8_t roam
 
     struct tunpump_transform_ops:
         uint32_t abi
