@@ -71,7 +71,7 @@ cdef extern from "tp_flow.h":
 cdef extern from "tunpump.h":
     # The public transform ABI (tunpump/include/tunpump.h): what the binding checks.
     enum:
-        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS, TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM
     const char *TUNPUMP_TRANSFORM_CAPSULE
     struct tunpump_transform_ops:
@@ -80,6 +80,7 @@ cdef extern from "tunpump.h":
         const char *name
         void *batch
         void *control
+        const char **drop_reasons
     struct tunpump_transform:
         const tunpump_transform_ops *ops
         const void *config
@@ -98,6 +99,7 @@ cdef extern from "tp_pump.h":
         TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
     enum:
         TP_DROP__COUNT     # enum tp_drop: the number of drop reasons
+        TP_XF_MAX_DROP_REASONS
     struct tp_fmt:
         int pi
         int vnet_hdr_sz
@@ -146,6 +148,7 @@ cdef extern from "tp_pump.h":
         uint64_t gso_split, gso_passed, gro_built, gso_fallbacks
         uint64_t punted
         uint64_t drops[TP_DROP__COUNT]
+        uint64_t xf_drops[TP_XF_MAX_DROP_REASONS]
     struct tp_worker_stats:
         tp_dir_stats dir[2]
         uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned

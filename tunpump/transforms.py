@@ -8,7 +8,7 @@ method returning one (the built-ins below, and the way a third-party
 transform class should present itself)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple
 
 from . import _core
 
@@ -45,3 +45,9 @@ def as_capsule(transform: Any) -> Any:
 def info(transform: Any) -> tuple:
     """(name, flags, has_control) of a transform."""
     return _core.transform_info(as_capsule(transform))
+
+
+def drop_reasons(transform: Any) -> Tuple[str, ...]:
+    """The transform's own drop reasons (tunpump.h: ops->drop_reasons), as
+    it names them; stats() shows each as "<transform name>_<reason>"."""
+    return _core.transform_drop_reasons(as_capsule(transform))

@@ -8,6 +8,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+_Static_assert(TP_XF_MAX_DROP_REASONS == TUNPUMP_MAX_DROP_REASONS,
+               "tp_dir_stats.xf_drops holds every reason a transform may name");
+
 void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
                  struct tp__ctl *ctl)
 {
@@ -18,6 +21,9 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
+    if (x->ops && x->ops->drop_reasons)
+        while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
+            x->ndrop_reasons++;
 }
 
 int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err)
@@ -108,6 +114,18 @@ static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uin
     return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
 }
 
+/* A TUNPUMP_DROP counted under the reason the transform named, or the
+ * generic "transform" for 0 or a number it does not name. */
+static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+{
+    unsigned r = x->drop_reason;
+
+    if (r >= 1 && r <= xf->ndrop_reasons)
+        TP__ADD(st->xf_drops[r - 1], 1);
+    else
+        TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+}
+
 /* After the batch function: keep what passes, count and take out the rest. */
 static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
 {
@@ -120,7 +138,7 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
 
         if (x->outcome == TUNPUMP_DROP) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+            tp__xf_count_drop(xf, x, st);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
                 TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);

@@ -13,6 +13,8 @@ config and changed by control messages (one byte), says what it does:
   6 bad outcome     to_endpoint packets get outcome 9 (not an outcome)
   7 route 5         to_endpoint packets go to peer 5
   8 route 1         to_endpoint packets go to peer 1
+  9 named drop      to_endpoint packets are dropped with drop_reason 2 ("beta")
+ 10 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
@@ -82,9 +84,25 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].peer = 5
         elif mode == 8:
             pkts[i].peer = 1
+        elif mode == 9:
+            pkts[i].outcome = TUNPUMP_DROP
+            pkts[i].drop_reason = 2
+        elif mode == 10:
+            pkts[i].outcome = TUNPUMP_DROP
+            pkts[i].drop_reason = 7
 
+
+cdef const char *REASONS[3]
+REASONS[0] = b"alpha"
+REASONS[1] = b"beta"
+REASONS[2] = NULL
+
+cdef const char *BAD_REASONS[2]   # not a name stats can show
+BAD_REASONS[0] = b"Bad Reason"
+BAD_REASONS[1] = NULL
 
 cdef tunpump_transform_ops OPS
+OPS.drop_reasons = REASONS
 OPS.abi = TUNPUMP_TRANSFORM_ABI
 OPS.flags = TUNPUMP_NEEDS_SEGMENTS
 OPS.name = b"probe"
@@ -96,6 +114,10 @@ OPS.control = probe_control
 cdef tunpump_transform_ops OPS_OLD_ABI
 OPS_OLD_ABI = OPS
 OPS_OLD_ABI.abi = TUNPUMP_TRANSFORM_ABI + 1
+
+cdef tunpump_transform_ops OPS_BAD_REASONS
+OPS_BAD_REASONS = OPS
+OPS_BAD_REASONS.drop_reasons = BAD_REASONS
 
 cdef tunpump_transform_ops OPS_WHOLE   # takes super-packets whole (no NEEDS_SEGMENTS)
 OPS_WHOLE = OPS
@@ -120,12 +142,15 @@ cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode):
 class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
-    def __init__(self, mode=0, abi_off_by_one=False, segments=True):
+    def __init__(self, mode=0, abi_off_by_one=False, segments=True, bad_reasons=False):
         self.mode = mode
+        self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
         self.segments = segments
 
     def __tunpump_transform__(self):
         if self.abi_off_by_one:
             return _capsule(&OPS_OLD_ABI, self.mode)
+        if self.bad_reasons:
+            return _capsule(&OPS_BAD_REASONS, self.mode)
         return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode)
