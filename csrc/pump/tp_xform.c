@@ -197,6 +197,7 @@ void tp__xf_take_control(struct tp__xf *x)
     (void)!read(x->msg_fd, &junk, sizeof(junk));
     while ((m = tp_ring_peek(&x->msgs))) {
         x->ops->control(x->state, m->data, m->len);
+        explicit_bzero(m->data, m->len);   /* messages carry keys: none stays in the ring */
         tp_ring_release(&x->msgs);
     }
 }

@@ -151,6 +151,13 @@ int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headr
  * len - 32); otherwise the reason to drop it (the buffer may be garbled). */
 int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out, uint32_t *out_len);
 
+/* Whether the datagram's tag verifies under the key it names, whatever its
+ * sender and counter (no replay window is consulted or moved): to tell a
+ * datagram sealed with our key by the wrong sender (the other end chose our
+ * side) from a stranger's. Decrypts in place (the buffer is garbled): only
+ * for datagrams about to be dropped. 1 or 0. */
+int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len);
+
 /* The AEAD primitive seal and open use, once, with a context made for the
  * call (allocates: for known-answer tests and tools, never per packet):
  * transform buf[0..len) in place under key and the 12-byte nonce with aad,
