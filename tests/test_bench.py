@@ -143,14 +143,31 @@ def test_ratios_pair_each_result_with_its_baselines():
           res("py-udp", "udp", "python", 1.0), res("relay-vnet", "relay", "tunpump", 12.0),
           res("relay-vnet-flow", "relay", "tunpump", 11.0, on_flow=True), res("udp-vnet", "udp", "tunpump", 8.0),
           res("veth-u64", "veth", "kernel", 0, traffic="udp64", kpps=200.0),
-          res("relay-u64", "relay", "tunpump", 0, traffic="udp64", kpps=100.0)]
+          res("relay-u64", "relay", "tunpump", 0, traffic="udp64", kpps=100.0),
+          res("udp-cli", "udp", "cli", 6.0)]
     _ratios(rs)
     by = {r["scenario"]: r["ratios"] for r in rs}
     assert by["relay-vnet"] == {"veth": 0.6, "python": 6.0, "python_vnet": 1.2, "pytun": 12.0}
     assert by["relay-vnet-flow"]["without_on_flow"] == pytest.approx(11 / 12)
     assert by["udp-vnet"] == {"veth": 0.4, "python": 8.0}
     assert by["relay-u64"] == {"veth": 0.5}
+    assert by["udp-cli"] == {"veth": 0.3, "python": 6.0, "library": 0.75}
     assert by["veth"] == {} and by["py-relay"] == {}
+
+
+def test_cli_scenario_runs_the_tunnel_command(privileged):
+    """udp-cli: two `tunpump tunnel` processes on their defaults carry the
+    traffic, and the figure comes with its ratio to the library's udp-vnet."""
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
+                        "--scenario", "udp-vnet", "--scenario", "udp-cli"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    lib, cli = doc["results"]
+    assert cli["forwarder"] == "cli" and cli["bytes"] > 0 and cli["cpu_percent"] > 0
+    assert cli["ratios"]["library"] == pytest.approx(cli["gbps"] / lib["gbps"])
+    assert leftovers() == []
 
 
 def test_pytun_baseline(privileged):

@@ -108,7 +108,8 @@ def probe(tmp_path_factory):
 
 
 def _ping(world, ok=True):
-    r = world.ns.ping(world.n1, "198.18.11.2")
+    # an expected failure needs no 10-second deadline: the 3 probes leave within 0.4 s
+    r = world.ns.ping(world.n1, "198.18.11.2", timeout=10 if ok else 2)
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
 
 
@@ -282,12 +283,12 @@ def test_transform_chooses_the_peer(world, probe):
     assert listener.stdout.readline().strip() == "ready"
     two = UDPEndpoint(("198.18.10.1", 6000), [("198.18.10.2", 6000), ("198.18.10.2", 7002)], netns=world.n1)
     with Pump(world.a, two, transform=probe.Probe(8)) as p:
-        world.ns.ping(world.n1, "198.18.11.2", count=1)
+        world.ns.ping(world.n1, "198.18.11.2", count=1, timeout=1)   # nobody answers: only its sending counts
         out, err = listener.communicate(timeout=15)
         pkt = bytes.fromhex(out.strip())
         assert pkt[0] >> 4 in (4, 6), err
         p.transform_control(b"\x07")     # peer 5: not there
-        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1),
+        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1, timeout=1),
                                    p.stats()["to_endpoint"]["drops"]["no_peer"])[1] > 0)
     assert_stats_add_up(p.stats())
 

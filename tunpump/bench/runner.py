@@ -28,7 +28,7 @@ UNDER_A, UNDER_B = "198.18.30.1", "198.18.30.2"
 class Scenario:
     name: str
     endpoint: str      # veth | relay | udp | tcp
-    forwarder: str     # kernel | tunpump | python
+    forwarder: str     # kernel | tunpump | cli (the `tunnel` command) | python | pytun | wireguard-go
     offloads: bool
     queues: int = 1
     streams: int = 1
@@ -53,6 +53,8 @@ SCENARIOS = [
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
     Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
+    Scenario("udp-cli", "udp", "cli", True, quick=False,
+             doc="`python -m tunpump tunnel` with no tuning flags (its defaults) at both ends"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
     Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing), offloads off"),
     Scenario("relay-vnet-flow", "relay", "tunpump", True, on_flow=True, quick=False,
@@ -163,6 +165,25 @@ def _wait_ready(p: subprocess.Popen) -> None:
         raise BenchError(f"the Python forwarder did not start: {line}{p.stderr.read()}")
 
 
+def _cli_tunnels(w: "World", n1: str, n2: str, seconds: float) -> List[subprocess.Popen]:
+    """The two ends as a user starts them: `tunnel` with addresses and no
+    tuning flags, so offloads, MTU and batch are the CLI's defaults."""
+    ends = [(n1, "tpba", ["--listen", f"{UNDER_A}:7000", "--remote", f"{UNDER_B}:7000"], INNER_A, INNER_B),
+            (n2, "tpbb", ["--connect", f"{UNDER_A}:7000", "--local", f"{UNDER_B}:7000"], INNER_B, INNER_A)]
+    procs = [w.spawn(ns, "-m", "tunpump", "tunnel", "--dev", dev, "--udp", *role, "--address", f"{me}/32",
+                     "--peer", peer, "--no-status", "-q")
+             for ns, dev, role, me, peer in ends]
+    deadline = time.monotonic() + 15
+    for (ns, dev, _, me, _), p in zip(ends, procs):
+        while me not in subprocess.run(["ip", "-n", ns, "-o", "addr", "show", "dev", dev],
+                                       capture_output=True, text=True).stdout:
+            if p.poll() is not None or time.monotonic() > deadline:
+                p.kill()
+                raise BenchError(f"udp-cli: `tunpump tunnel` did not come up: {p.communicate()[1].strip()[-300:]}")
+            time.sleep(0.05)
+    return procs
+
+
 def _iperf3(w: "World", n1: str, n2: str, target: str, seconds: float, streams: int) -> int:
     """Bytes an iperf3 client in n1 got to a one-off server in n2."""
     server = subprocess.Popen(["ip", "netns", "exec", n2, "iperf3", "-s", "-1", "-p", "5301"],
@@ -207,6 +228,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
                                                       (n2, f"tpbw{os.getpid() % 10000}b", UNDER_B, INNER_B)], mtu))
             except RuntimeError as exc:
                 raise BenchError(f"{sc.name}: {exc}") from None
+        elif sc.forwarder == "cli":
+            forwarders.extend(_cli_tunnels(w, n1, n2, seconds))
         elif sc.forwarder == "python":
             if sc.endpoint == "relay":
                 args = ["-m", "tunpump.bench.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
@@ -363,7 +386,7 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
         # the bench process is idle apart from the pump's workers
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         result["cpu_percent"] = 100 * cpu / wall
-    elif sc.forwarder == "wireguard-go":
+    elif sc.forwarder in ("wireguard-go", "cli"):
         result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
     elif forwarders:
         for f in forwarders:
@@ -383,7 +406,7 @@ def _ratios(results: List[dict]) -> None:
 
     got = {r["scenario"]: metric(r) for r in results}
     for r in results:
-        if r["forwarder"] != "tunpump":
+        if r["forwarder"] not in ("tunpump", "cli"):
             continue
         if r["traffic"] == "flows":
             bases = {}
@@ -395,6 +418,8 @@ def _ratios(results: List[dict]) -> None:
                 bases.update({"python": "py-udp"})
             if r["on_flow"]:
                 bases["without_on_flow"] = "relay-vnet"
+            if r["forwarder"] == "cli":
+                bases["library"] = "udp-vnet"   # the same tunnel built with the Python API
             if "aead" in r["scenario"]:
                 bases["wireguard_go"] = "wireguard-go"
         else:
