@@ -2,6 +2,7 @@
 processes in two namespaces over a veth, offloads on. Ping and a hashed
 transfer both ways, IPv4 and IPv6 inside; the underlay, captured in the
 test's own namespace with an AF_PACKET socket, carries no plaintext."""
+import json
 import os
 import socket
 import struct
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from helpers.cli import start, stop, tun_info
+from helpers.nettest import unique
 from tunpump import netns
 from tunpump.bench import _tools
 
@@ -151,3 +153,33 @@ def test_key_file_checked_before_anything_runs(tmp_path):
     assert r.returncode == 2 and "--cipher aes-256-gcm: only with --key-file" in r.stderr, r.stderr
     r = _tunnel("--key-file", key, "--cipher", "rot13")
     assert r.returncode == 2 and "invalid choice: 'rot13'" in r.stderr, r.stderr
+
+
+def test_wrong_key_shown_by_status_and_metrics(ns, tmp_path):
+    """A wrong key on one end: nothing is delivered, and the reason is in
+    `tunpump status` and the Prometheus metrics as aead_auth_failed."""
+    pytest.importorskip("prometheus_client")
+    from test_cli_status import scrape, status
+    n1, n2 = ns.make(), ns.make()
+    ns.veth(n1, n2, "198.18.20.1/24", "198.18.20.2/24")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    name = unique("tpka")
+    server = start(ns, n1, "tunnel", "--dev", name, "--udp", "--listen", "198.18.20.1:7100", "--remote",
+                   "198.18.20.2:7100", "--address", "198.18.21.1/30", "--key-file",
+                   _key_file(tmp_path / "a", "11" * 32), "--metrics", "198.18.20.1:9319")
+    client = start(ns, n2, "tunnel", "--dev", "tpk%d", "--udp", "--connect", "198.18.20.1:7100", "--local",
+                   "198.18.20.2:7100", "--address", "198.18.21.2/30", "--key-file",
+                   _key_file(tmp_path / "b", "22" * 32), "--no-status")
+    r = ns.ping(n2, "198.18.21.1", timeout=2)
+    assert r.returncode != 0
+    r = status(name, "--json")
+    assert r.returncode == 0, r.stderr
+    drops = json.loads(r.stdout)["total"]["to_device"]["drops"]
+    assert drops["aead_auth_failed"] >= 1 and drops["aead_replay"] == 0, drops
+    assert "aead_auth_failed" in status(name).stdout
+    text = scrape(ns, n1, "http://198.18.20.1:9319/metrics")
+    assert any(ln.startswith("tunpump_drops_total{") and 'reason="aead_auth_failed"' in ln and
+               'direction="to_device"' in ln and float(ln.split()[-1]) >= 1 for ln in text.splitlines()), text
+    stop(client)
+    stop(server)
