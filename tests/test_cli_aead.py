@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers.cli import start, stop, tun_info
+from helpers.cli import scrape, start, status, stop, tun_info
 from helpers.nettest import unique
 from tunpump import netns
 from tunpump.bench import _tools
@@ -159,7 +159,6 @@ def test_wrong_key_shown_by_status_and_metrics(ns, tmp_path):
     """A wrong key on one end: nothing is delivered, and the reason is in
     `tunpump status` and the Prometheus metrics as aead_auth_failed."""
     pytest.importorskip("prometheus_client")
-    from test_cli_status import scrape, status
     n1, n2 = ns.make(), ns.make()
     ns.veth(n1, n2, "198.18.20.1/24", "198.18.20.2/24")
     (tmp_path / "a").mkdir()
