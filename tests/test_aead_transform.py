@@ -184,6 +184,22 @@ def test_rekey_under_load_loses_nothing(world):
     assert_stats_add_up(p1.stats())
 
 
+def test_rekey_again_after_a_restart(world):
+    # a restarted pump starts from the AEAD's own key: the same rekey is valid again
+    e1, e2 = _udp(world)
+    a1, a2 = transforms.AEAD(KEY, grace=1), transforms.AEAD(KEY, grace=1)
+    p1, p2 = Pump(world.a, e1, transform=a1), Pump(world.b, e2, transform=a2)
+    for _ in range(2):
+        with p1, p2:
+            a1.rekey(p1, KEY2, 1)
+            a2.rekey(p2, KEY2, 1)
+            _ping(world)
+            with pytest.raises(ValueError, match="that is the key in use"):
+                a1.rekey(p1, KEY2, 1)
+    for p in (p1, p2):
+        assert not _aead_drops(p.stats()), p.stats()
+
+
 def test_side_decided_or_refused(world):
     e1, e2 = _udp(world)
     assert transforms.aead_side(e1) == 0 and transforms.aead_side(e2) == 1

@@ -126,11 +126,13 @@ class AEAD:
         this AEAD was made with."""
         key = _check_key(key, "key")
         key_id = _check_key_id(key_id)
-        current = self._key_ids.get(pump, self.key_id)
+        run = getattr(pump, "_run", None)   # this run of the pump: a restart starts from self.key_id
+        current = self._key_ids.get(run, self.key_id) if run is not None else self.key_id
         if key_id == current:
             raise ValueError(f"key_id={key_id!r}: that is the key in use; a new key needs a new id")
         pump.transform_control(bytes((_core.AEAD_REKEY, key_id)) + key)
-        self._key_ids[pump] = key_id
+        if run is not None:
+            self._key_ids[run] = key_id
 
 
 def _check_key(key: Any, arg: str) -> bytes:
@@ -168,8 +170,8 @@ def aead_side(endpoint: Any) -> int:
     _check_two_ends(endpoint)
     peers = endpoint.peers
     if not peers:
-        raise ValueError(f"AEAD: {endpoint!r} learns its peer, so the two ends cannot be told apart "
-                         f"from the addresses: {ask}")
+        raise ValueError(f"AEAD: {endpoint!r} has no fixed peer (it learns its peer, or peers are set "
+                         f"later), so the two ends cannot be told apart from the addresses: {ask}")
     (laddr, lport), (raddr, rport) = endpoint.local, peers[0]
     if lport and lport != rport:
         return 0 if lport < rport else 1
