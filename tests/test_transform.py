@@ -132,6 +132,28 @@ def test_probe_bad_results_counted_and_dropped(world, probe, mode, reason):
     assert_stats_add_up(p1.stats())
 
 
+@pytest.mark.parametrize("mode,reason", [(13, "probe_beta"), (14, "transform")], ids=["named", "out-of-range"])
+def test_probe_drop_reasons_counted_by_name(world, probe, mode, reason):
+    # drop_reason k names ops->drop_reasons[k - 1], shown as "<transform>_<reason>";
+    # a k the transform does not name counts as the generic "transform"
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(mode)) as p1, Pump(world.b, e2, transform=probe.Probe(0)):
+        _ping(world, ok=False)
+        drops = p1.stats()["to_endpoint"]["drops"]
+        assert drops[reason] > 0, drops
+        assert {"probe_alpha", "probe_beta"} <= set(drops)
+        assert sum(drops.values()) == drops[reason], drops
+        assert p1.stats()["to_device"]["drops"]["probe_beta"] == 0
+    assert_stats_add_up(p1.stats())
+    assert transforms.drop_reasons(probe.Probe(0)) == ("alpha", "beta")
+
+
+def test_probe_bad_drop_reason_name_refused(world, probe):
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match=r"drop_reasons\[0\] = 'Bad Reason': expected 1 to 31 characters"):
+        Pump(world.a, e1, transform=probe.Probe(0, bad_reasons=True))
+
+
 def test_probe_wrong_abi_refused(world, probe):
     e1, _ = _udp(world)
     with pytest.raises(ValueError, match="built for ABI version 2, this tunpump speaks 1"):

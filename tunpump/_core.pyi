@@ -95,6 +95,17 @@ class CorePump:
 
 def transform_info(capsule: Any) -> Tuple[str, int, bool]: ...
 def null_transform() -> Any: ...
+def transform_drop_reasons(capsule: Any) -> Tuple[str, ...]: ...
+
+# the built-in AEAD transform (_aead.pxi)
+AEAD_AVAILABLE: bool
+AEAD_KEY_LEN: int
+AEAD_OVERHEAD: int
+AEAD_CIPHERS: Dict[str, int]
+AEAD_REKEY: int
+AEAD_REKEY_LEN: int
+def aead_unavailable_reason() -> Optional[str]: ...
+def aead_transform(cipher: int, side: int, grace_ns: int, key_id: int, key: bytes) -> Any: ...
 
 
 

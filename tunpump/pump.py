@@ -177,7 +177,7 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
-        self._transform = None if transform is None else _transforms.as_capsule(transform)
+        self._transform = None if transform is None else _transforms.as_capsule(transform, endpoint)
         if default_verdict is None:
             default_verdict = Verdict.FORWARD if transform is None else Verdict.DROP
         elif transform is not None and default_verdict != Verdict.DROP:

@@ -22,7 +22,7 @@
 
 /* tp_pump_stats copies the stats word by word. */
 _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
-               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT),
+               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT + TP_XF_MAX_DROP_REASONS),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
                TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 15,

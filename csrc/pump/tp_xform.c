@@ -8,6 +8,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+_Static_assert(TP_XF_MAX_DROP_REASONS == TUNPUMP_MAX_DROP_REASONS,
+               "tp_dir_stats.xf_drops holds every reason a transform may name");
+
 void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
                  struct tp__ctl *ctl)
 {
@@ -18,6 +21,9 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
+    if (x->ops && x->ops->drop_reasons)
+        while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
+            x->ndrop_reasons++;
 }
 
 int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err)
@@ -129,6 +135,18 @@ static void tp__xf_roam(struct tp__xf *xf, struct tp__dir *d, enum tp_dir dir, c
         tp__ctl_peer_moved(xf->ctl, x->peer, &d->names[p->src]);
 }
 
+/* A TUNPUMP_DROP counted under the reason the transform named, or the
+ * generic "transform" for 0 or a number it does not name. */
+static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+{
+    unsigned r = x->drop_reason;
+
+    if (r >= 1 && r <= xf->ndrop_reasons)
+        TP__ADD(st->xf_drops[r - 1], 1);
+    else
+        TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+}
+
 /* After the batch function: keep what passes, count and take out the rest. */
 static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
 {
@@ -143,7 +161,7 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         if (x->roam)
             tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+            tp__xf_count_drop(xf, x, st);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
                 TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
@@ -202,6 +220,7 @@ void tp__xf_take_control(struct tp__xf *x)
     (void)!read(x->msg_fd, &junk, sizeof(junk));
     while ((m = tp_ring_peek(&x->msgs))) {
         x->ops->control(x->state, m->data, m->len);
+        explicit_bzero(m->data, m->len);   /* messages carry keys: none stays in the ring */
         tp_ring_release(&x->msgs);
     }
 }

@@ -38,6 +38,7 @@ class Scenario:
                            # or flows (64-byte datagrams, each to a new port: new flows)
     quick: bool = True     # part of --quick
     on_flow: bool = False  # install a trivial on_flow callback (the control plane's cost)
+    transform: str = ""    # "", "null" (transforms.Null) or an AEAD cipher ("aes-256-gcm", ...)
 
 
 SCENARIOS = [
@@ -53,6 +54,12 @@ SCENARIOS = [
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
     Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
+    Scenario("udp-null", "udp", "tunpump", True, transform="null", quick=False,
+             doc="udp-vnet through the null transform: what the transform hook costs"),
+    Scenario("udp-aead", "udp", "tunpump", True, transform="aes-256-gcm", quick=False,
+             doc="udp-vnet through the built-in AEAD (AES-256-GCM, pre-shared key)"),
+    Scenario("udp-aead-chacha", "udp", "tunpump", True, transform="chacha20-poly1305", quick=False,
+             doc="udp-vnet through the built-in AEAD with ChaCha20-Poly1305 (its default cipher)"),
     Scenario("udp-cli", "udp", "cli", True, quick=False,
              doc="`python -m tunpump tunnel` with no tuning flags (its defaults) at both ends"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
@@ -69,6 +76,8 @@ SCENARIOS = [
              doc="64-byte UDP through the relay"),
     Scenario("udp-vnet-u64", "udp", "tunpump", True, traffic="udp64", quick=False,
              doc="64-byte UDP through the UDP tunnel"),
+    Scenario("udp-aead-u64", "udp", "tunpump", True, traffic="udp64", transform="aes-256-gcm", quick=False,
+             doc="64-byte UDP through the AEAD tunnel (AES-256-GCM)"),
     Scenario("udp-vnet-u1400", "udp", "tunpump", True, traffic="udp1400", quick=False,
              doc="1400-byte UDP through the UDP tunnel (USO/UDP GRO coalescing)"),
     Scenario("wireguard-go", "udp", "wireguard-go", False, baseline=True, quick=False,
@@ -258,8 +267,11 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             if sc.endpoint == "relay":
                 pumps.append(Pump(a, b, batch=batch, **ctl))
             elif sc.endpoint == "udp":
-                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch))
-                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch))
+                xf = _transform_maker(sc)
+                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch,
+                                  transform=xf()))
+                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch,
+                                  transform=xf()))
             else:
                 pumps.append(Pump(a, TCPEndpoint.listen((UNDER_A, 7000), netns=n1), batch=batch))
                 pumps.append(Pump(b, TCPEndpoint.connect((UNDER_A, 7000), netns=n2), batch=batch))
@@ -321,6 +333,21 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
         w.close()
 
 
+def _transform_maker(sc: Scenario) -> Callable[[], Any]:
+    """Makes the scenario's transform for each end (None: no transform)."""
+    from .. import transforms
+    if not sc.transform:
+        return lambda: None
+    if sc.transform == "null":
+        return transforms.Null
+    key = os.urandom(32)   # one pre-shared key for both ends, made for this run only
+    try:
+        transforms.AEAD(key, sc.transform)
+    except transforms.AEADUnavailable as exc:
+        raise BenchError(f"{sc.name}: {exc}") from None
+    return lambda: transforms.AEAD(key, sc.transform)
+
+
 def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, seconds: float,
                  pumps, forwarders, progress) -> dict:
     """Small-packet UDP from the C generator: delivered packets per second."""
@@ -372,7 +399,7 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
     result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
               "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
               "traffic": sc.traffic, "delivered_kpps": None, "loss": None, "flows_per_second": None,
-              "on_flow": sc.on_flow,
+              "on_flow": sc.on_flow, "transform": sc.transform or None,
               "seconds": round(wall, 3), "bytes": received,
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
@@ -420,10 +447,15 @@ def _ratios(results: List[dict]) -> None:
                 bases["without_on_flow"] = "relay-vnet"
             if r["forwarder"] == "cli":
                 bases["library"] = "udp-vnet"   # the same tunnel built with the Python API
-            if "aead" in r["scenario"]:
+            if r.get("transform"):
+                bases["udp_vnet"] = "udp-vnet"   # the same tunnel without the transform
+            if r.get("transform") not in (None, "", "null"):
                 bases["wireguard_go"] = "wireguard-go"
         else:
             bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
+            if r.get("transform") and r["traffic"] == "udp64":
+                bases["udp_vnet_u64"] = "udp-vnet-u64"
+
         for key, base in bases.items():
             if got.get(base) and metric(r) is not None:
                 r["ratios"][key] = metric(r) / got[base]
