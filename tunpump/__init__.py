@@ -33,6 +33,7 @@ from .errors import (DeviceConflictError, PrivilegeError, PumpError, SuperPacket
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .link import Link
 from .pump import Pump
+from .stats import DirectionStats, FlowStats, Stats
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ def get_include() -> str:
 
 __all__ = [
     "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
+    "Stats", "DirectionStats", "FlowStats",
     "Flow", "Verdict", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "StatsTick", "WorkerError",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
     "SuperPacketError",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from . import _core
+from .stats import Stats
 
 log = logging.getLogger("tunpump")
 
@@ -236,7 +237,8 @@ def _host(family: int, addr: bytes) -> str:
 
 @dataclass(frozen=True)
 class StatsTick:
-    stats: dict
+    """Every `stats_interval` seconds: the pump's summed counters."""
+    stats: Stats
 
 
 Event = Any

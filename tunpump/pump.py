@@ -5,14 +5,16 @@ import errno
 import os
 import socket
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Literal, Optional, Tuple, Union, overload
 
 from . import _core
+from . import stats as _stats
 from . import transforms as _transforms
 from .control import Control, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
+from .stats import Stats
 
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
 DEFAULT_BATCH = 64
@@ -38,13 +40,6 @@ def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
         raise ValueError(f"address={address!r}: the endpoint's socket is "
                          f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
     return family, raw, port
-
-
-def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for k, v in a.items():
-        out[k] = _sum(v, b[k]) if isinstance(v, dict) else v + b[k]
-    return out
 
 
 class _Run:
@@ -373,17 +368,29 @@ class Pump:
             run.leave(tok)
         return None if err is None else self._worker_error(err)
 
-    def stats(self, per_queue: bool = False) -> Any:
-        """Counters summed over workers (or a list per queue): for each
-        direction (`to_endpoint`, `to_device`) packets and bytes in and out,
-        batches, read and write calls, drops by reason; plus wakeups and, for
-        TCP/UDP, connects, disconnects, protocol errors and learned peers.
-        For each direction, packets_in == packets_out + sum(drops) + punted
-        once the pump is stopped (while running, a batch may be in flight);
-        `punted` counts packets handed to Python (PUNT verdicts, a
-        transform's TO_PYTHON). `injected` (in the summed stats only, as
-        Python injects per pump) counts packets Python sent with inject();
-        they are not part of packets_in / packets_out."""
+    @overload
+    def stats(self, per_queue: Literal[False] = ...) -> Stats: ...
+
+    @overload
+    def stats(self, per_queue: Literal[True]) -> List[Stats]: ...
+
+    def stats(self, per_queue: bool = False) -> Union[Stats, List[Stats]]:
+        """The counters (tunpump.stats.Stats), summed over the workers, or
+        with `per_queue=True` a list with one per queue; read without
+        stopping the workers. `.to_dict()` gives them as plain dicts (JSON).
+
+        For each direction (`to_endpoint`, `to_device`): packets and bytes
+        in and out, batches, read and write calls, offload counters, drops
+        by reason; plus wakeups, TCP/UDP connection counters and the control
+        plane's flow counters. "packets" are wire packets (segments, never
+        super-packets) on every path. For each direction, packets_in ==
+        packets_out + dropped + punted once the pump is stopped (while
+        running, a batch may be in flight); `punted` counts packets handed
+        to Python (PUNT verdicts, a transform's TO_PYTHON). `injected` (in
+        the summed stats only, as Python injects per pump) counts packets
+        Python sent with inject(); they are not part of packets_in /
+        packets_out. Before the first start every counter is 0; after a
+        stop, the last run's final counters."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats
@@ -393,16 +400,17 @@ class Pump:
             finally:
                 run.leave(tok)
         if per_queue:
-            return per
+            if not per:
+                return [Stats.zero() for _ in range(self.device.queues or 1)]
+            return [Stats.from_dict(s) for s in per]
         if not per:
-            return {}
-        total = per[0]
-        for s in per[1:]:
-            total = _sum(total, s)
+            total = Stats.zero(injected=True).to_dict()
+        else:
+            total = _stats.total(per)
         with self._inject_lock:
             for direction, n in self._injected.items():
                 total[direction]["injected"] = n
-        return total
+        return Stats.from_dict(total)
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
                queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,

@@ -120,20 +120,20 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
 
         if (x->outcome == TUNPUMP_DROP) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
-                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
             else
-                tp__ctl_punt_xf(xf->ctl, dir, x, st);
+                tp__ctl_punt_xf(xf->ctl, dir, x, st, p->segs);
         } else if (x->outcome != TUNPUMP_PASS) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);   /* not an outcome: fail closed */
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);   /* not an outcome: fail closed */
         } else if (!tp__xf_fits(x, lo, hi)) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
         } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
-            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* the endpoint skipped this check for us */
+            TP__ADD(st->drops[TP_DROP_MALFORMED], p->segs);   /* the endpoint skipped this check for us */
         } else if (dir == TP_DIR_TO_EP && xf->udp && (x->peer < 0 || x->peer >= xf->npeers)) {
-            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);     /* routed to a peer the endpoint lacks */
+            TP__ADD(st->drops[TP_DROP_NO_PEER], p->segs);     /* routed to a peer the endpoint lacks */
         } else {
             struct tp__pkt *q = &d->pkts[out++];
             *q = *p;
@@ -157,7 +157,7 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
     for (int i = 0; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
         if (tp__xf_copy(d, dir, p, &off, &xf->desc[n], xf) < 0) {
-            TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], p->segs);
             continue;
         }
         d->pkts[n] = *p;
