@@ -12,6 +12,7 @@ from helpers.nettest import wait_until
 from helpers.udp import received, udp_pumps, udp_receiver, udp_send
 from helpers.world import assert_stats_add_up
 from helpers.packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
+from tunpump import _core
 from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, Stats, StatsTick, TCPEndpoint,
                      UDPEndpoint, Verdict)
 
@@ -276,11 +277,44 @@ def test_control_arguments():
         Pump(dev, ep, flow_table_size=0)
     with pytest.raises(ValueError, match="decision_timeout=-1"):
         Pump(dev, ep, decision_timeout=-1)
-    with pytest.raises(ValueError, match="endpoint=16"):
+    with pytest.raises(ValueError, match="peer=16"):
         Verdict.route(16)
     with pytest.raises(ValueError, match="ttl=0"):
         Verdict.FORWARD.with_ttl(0)
+    with pytest.raises(ValueError, match="default_verdict="):
+        Pump(dev, ep, default_verdict="drop")
     dev._fds = []
+
+
+def test_verdict_is_an_enum():
+    """Verdict is an enum.Enum; a ROUTE or a ttl is a Decision made by its helpers."""
+    import enum
+    from tunpump import Decision
+    assert issubclass(Verdict, enum.Enum)
+    assert [v.name for v in Verdict] == ["FORWARD", "DROP", "PUNT", "ROUTE"]
+    assert Verdict("drop") is Verdict.DROP and Verdict["PUNT"] is Verdict.PUNT
+    with pytest.raises(ValueError, match="verdict='dorp': expected one of 'forward', 'drop'"):
+        Verdict("dorp")
+    r = Verdict.route(3, ttl=30)
+    assert isinstance(r, Decision) and (r.verdict, r.peer, r.ttl) == (Verdict.ROUTE, 3, 30)
+    assert r == Verdict.route(3, ttl=30) and r != Verdict.route(2, ttl=30)
+    assert repr(r) == "<Verdict.ROUTE(3) ttl=30>" and repr(Verdict.DROP) == "Verdict.DROP"
+    assert Verdict.FORWARD.with_ttl(5) == Decision(Verdict.FORWARD, ttl=5)
+    assert r.with_ttl(1) == Verdict.route(3, ttl=1)
+    with pytest.raises(ValueError, match="needs a peer"):
+        Verdict.ROUTE.with_ttl(5)
+    with pytest.raises(ValueError, match="peer=1: only Verdict.route"):
+        Decision(Verdict.DROP, peer=1)
+    with pytest.raises(ValueError, match="peer=-1"):
+        Verdict.route(-1)
+    with pytest.raises(ValueError, match="peer=True"):
+        Verdict.route(True)
+    with pytest.raises(TypeError, match="verdict='drop'"):
+        Decision("drop")
+    assert Verdict.DROP._code()[0] == _core.VERDICT_DROP
+    assert r._code() == (_core.VERDICT_ROUTE, 3, 30000)
+    with pytest.raises(ValueError, match="needs a peer index"):
+        Verdict.ROUTE._code()
 
 
 def test_stop_from_a_callback(world):

@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Literal, Optional, Tuple, Union, overloa
 from . import _core
 from . import stats as _stats
 from . import transforms as _transforms
-from .control import Control, Event, EventStream, Flow, Packet, Verdict
+from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
@@ -113,7 +113,8 @@ class Pump:
     Control plane (all optional; without `on_flow` no flow table exists and
     every packet forwards):
 
-    - `on_flow(flow) -> Verdict | None` for the first packet of each flow the
+    - `on_flow(flow) -> Verdict | Decision | None` (`Verdict.DROP`,
+      `Verdict.route(peer)`, `Verdict.FORWARD.with_ttl(30)`) for the first packet of each flow the
       device sends (device -> endpoint direction); None means the default.
     - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
       memoryview is valid during the call only.
@@ -136,7 +137,7 @@ class Pump:
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
-                 on_flow: Optional[Callable[[Flow], Optional[Verdict]]] = None,
+                 on_flow: Optional[Callable[[Flow], Union[Verdict, Decision, None]]] = None,
                  on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
                  on_event: Optional[Callable[[Event], None]] = None,
                  flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
