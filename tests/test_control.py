@@ -317,6 +317,24 @@ def test_verdict_is_an_enum():
         Verdict.ROUTE._code()
 
 
+def test_one_name_for_a_peer():
+    """A peer index is `peer` everywhere; endpoint= is the deprecated old name."""
+    import inspect
+    import warnings
+    from tunpump import Packet
+    with pytest.warns(DeprecationWarning, match="peer="):
+        assert Verdict.route(endpoint=2) == Verdict.route(peer=2) == Verdict.route(2)
+    with pytest.warns(DeprecationWarning, match="Decision.peer"):
+        assert Verdict.route(3).endpoint == 3
+    with pytest.raises(TypeError, match="peer= only"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        Verdict.route(1, endpoint=2)
+    with pytest.raises(TypeError, match="missing the peer index"):
+        Verdict.route()
+    assert "peer" in inspect.signature(Pump.inject).parameters
+    assert "peer" in {f for f in Packet.__dataclass_fields__}
+
+
 def test_stop_from_a_callback(world):
     box = {}
 

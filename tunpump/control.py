@@ -51,8 +51,18 @@ class Verdict(enum.Enum):
                          f"{', '.join(repr(m.value) for m in cls)} (or Verdict.FORWARD, ...)")
 
     @staticmethod
-    def route(peer: int, ttl: Optional[float] = None) -> "Decision":
-        """ROUTE this flow's packets to peer index `peer` of the UDP endpoint."""
+    def route(peer: Optional[int] = None, ttl: Optional[float] = None, *,
+              endpoint: Optional[int] = None) -> "Decision":
+        """ROUTE this flow's packets to peer index `peer` of the UDP endpoint
+        (`UDPEndpoint.peers[peer]`). `endpoint=` is the old, deprecated name."""
+        if endpoint is not None:
+            warnings.warn("Verdict.route(endpoint=...) is now Verdict.route(peer=...)", DeprecationWarning,
+                          stacklevel=2)
+            if peer is not None:
+                raise TypeError("Verdict.route: give peer= only (endpoint= is its old name)")
+            peer = endpoint
+        if peer is None:
+            raise TypeError("Verdict.route: missing the peer index (Verdict.route(peer))")
         return Decision(Verdict.ROUTE, peer, ttl)
 
     def with_ttl(self, ttl: float) -> "Decision":
@@ -218,12 +228,15 @@ class FlowEvicted:
 
 @dataclass(frozen=True)
 class PeerUp:
+    """A peer came up on worker `queue`: a TCP connection (made or accepted)
+    or a learned UDP peer, at `address` (host, port)."""
     queue: int
     address: Tuple[str, int]
 
 
 @dataclass(frozen=True)
 class PeerDown:
+    """A TCP connection went down, or a learned UDP peer gave way to a new one."""
     queue: int
     address: Tuple[str, int]
 

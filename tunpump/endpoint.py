@@ -123,8 +123,10 @@ class UDPEndpoint(_SocketEndpoint):
     or give ``remote``.
 
     ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
-    packets go to the first unless a flow's verdict is ``Verdict.route(i)``,
-    and datagrams from any of them are accepted."""
+    packets go to the first unless a flow's verdict is ``Verdict.route(peer)``,
+    and datagrams from any of them are accepted. A peer is named by its
+    index in ``peers`` everywhere: ``Verdict.route(peer)``,
+    ``Pump.inject(..., peer=i)``, ``Packet.peer``, ``Decision.peer``."""
 
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
@@ -160,7 +162,7 @@ class UDPEndpoint(_SocketEndpoint):
 
     @property
     def peers(self) -> List[Tuple[str, int]]:
-        """The configured peers; Verdict.route(i) picks peers[i]."""
+        """The configured peers; peer index i (Verdict.route(i), inject(peer=i)) is peers[i]."""
         return list(self.remotes) if self.remotes else ([self.remote] if self.remote else [])
 
     def __repr__(self) -> str:
