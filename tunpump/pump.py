@@ -14,6 +14,7 @@ from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdic
 from .device import Device
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .errors import PumpError
+from .prefix import check_flag as check_prefix_flag
 from .stats import Stats
 
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
@@ -415,9 +416,9 @@ class Pump:
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
                queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,
-               through_transform: bool = False) -> None:
+               through_transform: bool = False, prefix: bool = False) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
-        device; PI and vnet_hdr prefixes are added here) or out of the endpoint
+        device) or out of the endpoint
         (`to="endpoint"`: a relay's other device, or through queue `queue`'s
         UDP socket to peer `peer`, or to `address=(host, port)`, such as the
         source of a punted handshake message). Injected packets do not pass
@@ -430,7 +431,17 @@ class Pump:
         full. Each injected packet is counted in stats() as `injected` of
         its direction (to_device / to_endpoint). A TCP stream's framing
         belongs to its worker, so injecting into a TCP endpoint is refused
-        (through the transform it is accepted)."""
+        (through the transform it is accepted).
+
+        `prefix` says what `packet` is for a device, as in Device.read() and
+        write(): False (the default) a bare IP packet (TUN) or Ethernet frame
+        (TAP), before which the device's plain PI / vnet_hdr prefix is put
+        (tunpump.prefix.build: PI with the packet's EtherType, a vnet_hdr
+        asking for nothing); True, a frame that already starts with the
+        device's prefix (such as one Device.read() returned with its default
+        prefix=True), written as it is. Datagrams and packets for the
+        transform have no prefix: prefix=True is refused there."""
+        check_prefix_flag(prefix)
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -443,21 +454,20 @@ class Pump:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
         if address is not None and not isinstance(target, UDPEndpoint):
             raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
+        if prefix and not isinstance(target, Device):
+            raise ValueError("prefix=True: only for a device (datagrams have no PI / vnet_hdr prefix)")
         if through_transform:
+            if prefix:
+                raise ValueError("prefix=True: the transform takes bare device packets (prefix=False)")
             self._inject_through_transform(data, target, queue, peer, address)
             return
         if isinstance(target, Device):
-            if not 0 <= queue < target.queues:
+            if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
-            prefix = b""
-            if target.pi:
-                if target.mode == "tap":
-                    proto = data[12:14] if len(data) >= 14 else b"\0\0"
-                else:
-                    proto = b"\x86\xdd" if data[0] >> 4 == 6 else b"\x08\x00"
-                prefix += b"\0\0" + proto
-            prefix += bytes(target.vnet_hdr_size)
-            target.write(prefix + data, queue)
+            if prefix and len(data) <= target.prefix_size:
+                raise ValueError(f"packet: {len(data)} bytes with prefix=True, but {target.name}'s prefix "
+                                 f"alone is {target.prefix_size} bytes")
+            target.write(data, queue, prefix=prefix)   # prefix=False: tunpump.prefix.build, the one builder
             self._count_injected("to_device" if target is self.device else "to_endpoint")
             return
         if isinstance(target, TCPEndpoint):
