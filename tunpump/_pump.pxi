@@ -316,13 +316,13 @@ cdef class CorePump:
         tp_pump_event_done(p, worker, etype)
         return True
 
-    def inject_udp(self, int worker, int route, const unsigned char[::1] data):
+    def inject_udp(self, int worker, int peer, const unsigned char[::1] data):
         cdef int rc
         cdef tp_pump *p = self._acquire()
         if p == NULL:
             raise RuntimeError("the pump is not running")
         try:
-            rc = tp_pump_inject_udp(p, worker, route, &data[0] if len(data) else NULL, len(data))
+            rc = tp_pump_inject_udp(p, worker, peer, &data[0] if len(data) else NULL, len(data))
         finally:
             self._release()
         _check(rc, "inject (UDP sendto)")
@@ -343,7 +343,7 @@ cdef class CorePump:
             self._release()
         _check(rc, "inject (UDP sendto)")
 
-    def inject_transform(self, int worker, int route, const unsigned char[::1] data):
+    def inject_transform(self, int worker, int peer, const unsigned char[::1] data):
         """Queue data for the endpoint through the transform on worker."""
         cdef int rc
         cdef tp_pump *p = self._acquire()
@@ -351,7 +351,7 @@ cdef class CorePump:
             raise RuntimeError("the pump is not running")
         try:
             # Under the GIL: one producer at a time on each worker's ring.
-            rc = tp_pump_inject_transform(p, worker, route, &data[0] if len(data) else NULL, len(data))
+            rc = tp_pump_inject_transform(p, worker, peer, &data[0] if len(data) else NULL, len(data))
         finally:
             self._release()
         _check(rc, "inject (through the transform)")

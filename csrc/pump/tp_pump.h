@@ -118,9 +118,10 @@ extern const char *const tp_drop_names[TP_DROP__COUNT];
 #define TP_XF_MAX_DROP_REASONS 15
 
 /* Indexed by enum tp_dir. */
-/* Packets are counted as they cross: a super-packet passed through whole is
- * one, a split one is its segments, and a coalesced write counts the
- * packets it carries. */
+/* Packets are wire packets on every path: a GSO super-packet counts as its
+ * segments whether it is split, passed through whole (tp__pkt.segs) or
+ * dropped, and a coalesced write counts the packets it carries. Bytes are
+ * counted as they cross (a super-packet's headers once). */
 struct tp_dir_stats {
     uint64_t pkts_in, bytes_in, pkts_out, bytes_out;
     uint64_t batches, read_calls, write_calls;
