@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import List
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -45,7 +46,9 @@ class Pair:
 
     def __init__(self, kind: str, tmp: str) -> None:
         tag = f"wgb{os.getpid() % 10000}{kind[:2]}"
-        self.ns, self.procs, self.files = [f"{tag}a", f"{tag}b"], [], []
+        self.ns = [f"{tag}a", f"{tag}b"]
+        self.procs: List[subprocess.Popen] = []
+        self.files: List[str] = []
         for n in self.ns:
             sh("ip", "netns", "add", n)
             sh("ip", "-n", n, "link", "set", "lo", "up")
