@@ -10,19 +10,24 @@
  * and starts a handshake). A 1-byte packet 0x00 injected by Python for peer
  * i is a keepalive: an empty transport message.
  *
- * Endpoint -> device: handshake messages (types 1-3, exact sizes) go to
- * Python; a transport message is looked up by receiver index among every
- * peer's sessions, checked against the anti-replay window, opened, and its
- * inner source must route back to the same peer (else dropped: src_filter).
- * The first packet under a peer's `next` session (the responder's new
- * session) makes it current, the current one previous, as wireguard-go does.
+ * Endpoint -> device (TUNPUMP_UNKNOWN_SOURCES: datagrams from strangers
+ * too): handshake messages (types 1-3, exact sizes) go to Python; a
+ * transport message is looked up by receiver index among every peer's
+ * sessions, checked against the anti-replay window, opened, and its inner
+ * source must route back to the same peer (else dropped: src_filter). An
+ * authenticated datagram sets pkt->peer and pkt->roam, so tunpump moves the
+ * peer's endpoint to its source (roaming). The first packet under a peer's
+ * `next` session (the responder's new session) makes it current, the
+ * current one previous, as wireguard-go does.
  *
  * Sessions are installed by Python with Pump.transform_control() (applied
  * between batches, so no batch sees half a key):
  *     'I' | peer | initiator | 0 | local index u32 | remote index u32 | send key[32] | recv key[32]
  *     'C' | peer                     (forget every session of the peer)
+ * Drops carry a reason (pkt->drop_reason: stats name them "wireguard_<reason>").
  * Counters (per peer and per drop reason) live in memory the capsule owns,
- * written by the worker with relaxed atomics and read by wgdata.counters().
+ * written by the worker with relaxed atomics and read by wgdata.counters():
+ * the timers need them, and tunpump has no channel for a transform's state.
  *
  * One queue only: two workers would each count nonces for the same session. */
 #ifndef WGDATA_NO_PYTHON   /* the fuzz target (fuzz_wgdata.c) builds the data path alone */
@@ -60,12 +65,12 @@ static const char *const counter_names[C_N] = {
     "tx_bytes", "rx_bytes", "tx_data", "rx_data", "last_tx_ns", "last_rx_ns", "rx_unanswered_ns",
     "tx_unanswered_ns", "send_counter", "current_index", "keepalives_rx", "staged",
 };
-/* Why a packet was dropped (tunpump counts them all as "transform"). */
+/* Why a packet was dropped: ops.drop_reasons (tunpump counts each). */
 enum { R_SHORT, R_BAD_TYPE, R_NO_SESSION, R_EXPIRED, R_REPLAY, R_AUTH, R_KEEPALIVE, R_BAD_INNER,
        R_SRC_FILTER, R_NO_ROUTE, R_TOO_BIG, R_N };
-static const char *const reason_names[R_N] = {
+static const char *const reason_names[R_N + 1] = {   /* also ops.drop_reasons: NULL-terminated */
     "short", "bad_type", "no_session", "expired", "replay", "auth", "keepalive", "bad_inner",
-    "src_filter", "no_route", "too_big",
+    "src_filter", "no_route", "too_big", NULL,
 };
 
 struct wg_allowed {
@@ -127,6 +132,7 @@ static void drop(struct wg_state *st, struct tunpump_pkt *p, int reason)
 {
     add(&st->sh->drops[reason], 1);
     p->outcome = TUNPUMP_DROP;
+    p->drop_reason = (uint8_t)(reason + 1);   /* tunpump counts it as "wireguard_<reason>" */
 }
 
 static uint64_t now_ns(void)
@@ -357,6 +363,8 @@ static void wg_transport_in(struct wg_state *st, struct tunpump_pkt *p)
         return drop(st, p, R_REPLAY);
     if (slot == st->peers[peer].next)
         promote(st, peer);
+    p->peer = (int16_t)peer;   /* authenticated: the peer's endpoint is this datagram's source */
+    p->roam = 1;
     c = st->sh->peer[peer];
     add(&c[C_RX_BYTES], p->len);
     st64(&c[C_LAST_RX], st->now);
@@ -528,12 +536,13 @@ static int wg_create(const void *config, size_t config_len, int queue, int nqueu
 
 static const struct tunpump_transform_ops wg_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
-    .flags = TUNPUMP_NEEDS_SEGMENTS,
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES,   /* strangers: initiations, roamers */
     .name = "wireguard",
     .create = wg_create,
     .destroy = wg_destroy,
     .batch = wg_batch,
     .control = wg_control,
+    .drop_reasons = reason_names,
 };
 
 #ifndef WGDATA_NO_PYTHON

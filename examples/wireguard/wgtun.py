@@ -27,7 +27,7 @@ import noise  # noqa: E402
 import timers as tm  # noqa: E402
 import wgconfig  # noqa: E402
 import wgdata  # noqa: E402
-from tunpump import Device, Packet, Pump, UDPEndpoint  # noqa: E402
+from tunpump import Device, Packet, PeerMoved, Pump, UDPEndpoint  # noqa: E402
 
 log = logging.getLogger("wgtun")
 RUN_DIR = "/run/wgtun"          # show sockets, one per device
@@ -75,7 +75,7 @@ class Tunnel:
         try:
             self._setup_link()
             self.pump = Pump(self.device, self._endpoint(netns), transform=self.transform,
-                             on_punt=self._on_punt, punt_ring=256)
+                             on_punt=self._on_punt, on_event=self._on_event, punt_ring=256)
         except BaseException:
             self.device.close()
             raise
@@ -89,15 +89,14 @@ class Tunnel:
                            int(self.t.reject_after_time * 1e9), self.t.reject_after_messages) + b"".join(entries)
 
     def _endpoint(self, netns: Optional[str]) -> UDPEndpoint:
-        missing = [p.index for p in self.peers if p.endpoint is None]
-        if missing:
-            # tunpump's UDP endpoint needs every peer's address up front (see README: API gaps)
-            raise ValueError(f"config: peer(s) {missing} have no Endpoint; this version needs one per peer")
+        """One socket for every peer; peers get their address from Pump.set_peer (at
+        start from Endpoint, later from handshakes and roaming). The socket's family is
+        IPv4 unless an Endpoint is IPv6 (tunpump's socket serves one family)."""
         v6 = {":" in p.endpoint[0] for p in self.peers if p.endpoint}
         if len(v6) > 1:
             raise ValueError("config: Endpoints mix IPv4 and IPv6; one socket serves one family here")
-        local = ("::" if v6.pop() else "0.0.0.0", self.cfg.listen_port or 0)
-        return UDPEndpoint(local, [p.endpoint for p in self.peers], netns=netns)
+        local = ("::" if v6 == {True} else "0.0.0.0", self.cfg.listen_port or 0)
+        return UDPEndpoint(local, [], netns=netns)
 
     def _setup_link(self) -> None:
         link = self.device.link
@@ -143,6 +142,8 @@ class Tunnel:
             self._initiate(peer, now)
 
     def _initiate(self, peer: Peer, now: float) -> None:
+        if peer.endpoint is None:
+            return   # no Endpoint and never heard from: it has to call us first
         if peer.handshake:
             self.pending.pop(peer.handshake.sender, None)
         cookie = peer.cookie if peer.cookie and now - peer.cookie_at < self.t.cookie_lifetime else None
@@ -165,8 +166,8 @@ class Tunnel:
         cookie = peer.cookie if peer.cookie and now - peer.cookie_at < self.t.cookie_lifetime else None
         msg, keys = self.static.response(c, peer.cfg.preshared_key, sender, cookie)
         self._install(peer, keys, now)   # posted before the response leaves: the keys are there first
-        peer.endpoint = p.source
-        self.pump.inject(msg, "endpoint", address=p.source)
+        self._move(peer, p.source)
+        self.pump.inject(msg, "endpoint", peer=peer.index)
 
     def _response(self, p: Packet, now: float) -> None:
         peer = self.pending.get(noise.receiver_index(p.data))
@@ -175,9 +176,23 @@ class Tunnel:
         keys = self.static.consume_response(p.data, peer.handshake)
         del self.pending[peer.handshake.sender]
         peer.handshake = None
-        peer.endpoint = p.source
+        self._move(peer, p.source)
         self._install(peer, keys, now)
         peer.flush = True          # next tick: staged packets, or a keepalive to confirm the session
+
+    def _move(self, peer: Peer, address) -> None:
+        """A handshake authenticated `address` as the peer's: send to it from now on."""
+        if address != peer.endpoint:
+            self.pump.set_peer(peer.index, address)   # returns once the worker applied it
+            if peer.endpoint:
+                log.info("peer %d moved to %s:%d", peer.index, *address)
+            peer.endpoint = address
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, PeerMoved):   # a data packet authenticated from a new address
+            with self.lock:
+                self.peers[event.peer].endpoint = event.address
+            log.info("peer %d roamed to %s:%d", event.peer, *event.address)
 
     def _cookie(self, data: bytes, now: float) -> None:
         peer = self.pending.get(noise.receiver_index(data))
@@ -253,6 +268,9 @@ class Tunnel:
 
     def start(self) -> "Tunnel":
         self.pump.start()
+        for p in self.peers:
+            if p.endpoint:
+                self.pump.set_peer(p.index, p.endpoint)
         threading.Thread(target=self._ticks, name="wgtun-timers", daemon=True).start()
         for p in self.peers:
             if p.cfg.persistent_keepalive:   # like wireguard-go: a keepalive (hence a handshake) at once
