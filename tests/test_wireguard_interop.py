@@ -5,6 +5,7 @@ Underlay 198.18.30.1 (wgtun, n1) <-> 198.18.30.2 (n2), fd00:30::/64;
 inside 198.18.31.1 / fd00:31::1 (wgtun) <-> 198.18.31.2 / fd00:31::2.
 The example is built out of tree like any third-party transform. Every
 process is ended by its PID; transfers are bounded."""
+import json
 import os
 import re
 import time
@@ -242,3 +243,44 @@ def test_two_peers_on_one_socket(net, wgbuild):
     assert res["received"]["sha256"] == res["sent"]["sha256"]
     assert ping(net, net.n1, "fd00:31::2", count=1, deadline=2).returncode != 0   # in no peer's AllowedIPs
     assert a.dropped("no_route") >= 1
+
+
+@pytest.mark.parametrize("server", ["wgtun", "wireguard-go"])
+def test_roaming_client_moves_mid_transfer(net, wgbuild, server):
+    """The wgtun client (n1) moves from 198.18.30.1 to 198.18.30.11 while it
+    sends; the old address is gone, so the transfer completes only if the
+    server (which has no Endpoint for it: it learned it from the handshake)
+    follows the client's authenticated packets to the new address."""
+    c_priv, c_pub = wg.keypair()
+    s_priv, s_pub = wg.keypair()
+    if server == "wgtun":
+        srv = wg.Wgtun(net, net.n2, wgbuild, wg.config(s_priv, PORT, B_INNER, [
+            {"PublicKey": c_pub, "AllowedIPs": A_ALLOWED}]))
+    else:
+        srv = wg.WireguardGo(net, net.n2, wgbuild, s_priv, PORT, B_INNER, c_pub, None, A_ALLOWED)
+    cli = wg.Wgtun(net, net.n1, wgbuild, wg.config(c_priv, PORT, A_INNER, [
+        {"PublicKey": s_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": B_ALLOWED}]))
+    assert ping(net, net.n1, "198.18.31.2").returncode == 0, cli.text()
+    r, w = os.pipe()
+    sink = net.python(net.n2, "-m", "tunpump.bench.traffic", "sink", "--port", "5301", "--timeout", "60",
+                      "--ready-fd", str(w), pass_fds=(w,))
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    src = net.python(net.n1, "-m", "tunpump.bench.traffic", "source", "--host", "198.18.31.2", "--port", "5301",
+                     "--bytes", str(1 << 40), "--seconds", "4", "--timeout", "60")
+    time.sleep(1.0)
+    net.run(net.n1, "sysctl", "-w", f"net.ipv4.conf.{net.va}.promote_secondaries=1")
+    assert net.run(net.n1, "ip", "addr", "add", "198.18.30.11/24", "dev", net.va).returncode == 0
+    assert net.run(net.n1, "ip", "addr", "del", "198.18.30.1/24", "dev", net.va).returncode == 0
+    s_out, s_err = src.communicate(timeout=90)
+    k_out, k_err = sink.communicate(timeout=90)
+    assert src.returncode == 0 and sink.returncode == 0, s_err + k_err
+    sent, got = json.loads(s_out), json.loads(k_out)
+    assert got["bytes"] == sent["bytes"] > 0 and got["sha256"] == sent["sha256"]
+    if server == "wgtun":
+        assert f"endpoint: 198.18.30.11:{PORT}" in srv.show()
+        assert re.search(r"peer 0 roamed to 198\.18\.30\.11:", srv.text()), srv.text()
+    else:
+        assert f"198.18.30.11:{PORT}" in srv.wg("show", srv.name, "endpoints")
+    assert ping(net, net.n2, "198.18.31.1").returncode == 0   # and the server reaches it there

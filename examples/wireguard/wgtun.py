@@ -66,7 +66,6 @@ class Tunnel:
         self.pending: Dict[int, Peer] = {}     # our initiations' sender indices
         self.sessions: Dict[int, Peer] = {}    # our sessions' local indices
         self.rejected: collections.Counter = collections.Counter()
-        self.drops: Dict[str, int] = {}
         self.mtu = config.mtu or DEFAULT_MTU
         self.lock = threading.RLock()          # on_punt (tunpump's control thread) vs ticks
         self.stopping = threading.Event()
@@ -218,8 +217,7 @@ class Tunnel:
     # ---- timers (the tick thread) -----------------------------------------------
 
     def _poll(self) -> None:
-        per_peer, drops = wgdata.counters(self.transform)
-        self.drops = dict(zip(wgdata.DROP_REASONS, drops))
+        per_peer, _ = wgdata.counters(self.transform)
         now = time.monotonic()
         with self.lock:
             for peer, values in zip(self.peers, per_peer):
@@ -297,7 +295,8 @@ class Tunnel:
         b64 = wgconfig.base64.b64encode
         out = [f"interface: {self.name}", f"  public key: {b64(self.static.public).decode()}",
                f"  listening port: {self.cfg.listen_port or 'any'}"]
-        drops = {k: v for k, v in self.drops.items() if v}
+        st = self.pump.stats()   # wgdata's reasons are named "wireguard_<reason>" there
+        drops = collections.Counter(st.to_endpoint.drops) + collections.Counter(st.to_device.drops)
         if drops:
             out.append("  dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         if self.rejected:

@@ -100,7 +100,8 @@ class Wgtun:
         return r.stdout
 
     def dropped(self, reason: str) -> int:
-        m = re.search(rf"\b{reason} (\d+)", self.show())
+        """Packets tunpump counted as dropped by wgdata for `reason` (stats: wireguard_<reason>)."""
+        m = re.search(rf"\bwireguard_{reason} (\d+)", self.show())
         return int(m.group(1)) if m else 0
 
     def stop(self) -> None:
