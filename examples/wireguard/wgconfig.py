@@ -59,8 +59,8 @@ def parse_endpoint(value: str) -> Tuple[str, int]:
         raise ValueError("expected host:port or [v6 address]:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    ipaddress.ip_address(host)   # a name would need DNS: give an address
-    return host, _int(port, 1, 65535)
+    # an address (a name would need DNS), written as the socket API writes it
+    return str(ipaddress.ip_address(host)), _int(port, 1, 65535)
 
 
 def _list(value: str) -> List[str]:

@@ -9,6 +9,7 @@ and the device. See README.md."""
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import logging
 import os
@@ -145,13 +146,17 @@ class Tunnel:
             return   # no Endpoint and never heard from: it has to call us first
         if peer.handshake:
             self.pending.pop(peer.handshake.sender, None)
-        cookie = peer.cookie if peer.cookie and now - peer.cookie_at < self.t.cookie_lifetime else None
+        cookie = self._cookie_for(peer, now)
         sender = noise.new_index(self.pending.keys() | self.sessions.keys())
         msg, peer.handshake = self.static.initiation(peer.cfg.public_key, peer.cfg.preshared_key, sender, cookie)
         self.pending[sender] = peer
         peer.timers.initiation_sent(now)
         log.debug("peer %d: handshake initiation sent", peer.index)
         self.pump.inject(msg, "endpoint", peer=peer.index)
+
+    def _cookie_for(self, peer: Peer, now: float) -> Optional[bytes]:
+        """The peer's cookie while fresh: our messages to it then carry mac2."""
+        return peer.cookie if peer.cookie and now - peer.cookie_at < self.t.cookie_lifetime else None
 
     def _initiation(self, p: Packet, now: float) -> None:
         c = self.static.consume_initiation(p.data, self.by_key.__contains__)
@@ -162,7 +167,7 @@ class Tunnel:
             raise noise.HandshakeError("initiations too fast (flood)")
         peer.last_stamp, peer.last_init_rx = c.timestamp, now
         sender = noise.new_index(self.pending.keys() | self.sessions.keys())
-        cookie = peer.cookie if peer.cookie and now - peer.cookie_at < self.t.cookie_lifetime else None
+        cookie = self._cookie_for(peer, now)
         msg, keys = self.static.response(c, peer.cfg.preshared_key, sender, cookie)
         self._install(peer, keys, now)   # posted before the response leaves: the keys are there first
         self._move(peer, p.source)
@@ -211,7 +216,7 @@ class Tunnel:
         peer.timers.session_started(now, keys.initiator)
         peer.last_handshake = time.time()
         log.info("peer %d (%s): handshake complete as %s, session %08x", peer.index,
-                 wgconfig.base64.b64encode(peer.cfg.public_key).decode()[:8],
+                 base64.b64encode(peer.cfg.public_key).decode()[:8],
                  "initiator" if keys.initiator else "responder", keys.local_index)
 
     # ---- timers (the tick thread) -----------------------------------------------
@@ -292,7 +297,7 @@ class Tunnel:
 
     def show(self) -> str:
         """The state, as `wg show` prints it."""
-        b64 = wgconfig.base64.b64encode
+        b64 = base64.b64encode
         out = [f"interface: {self.name}", f"  public key: {b64(self.static.public).decode()}",
                f"  listening port: {self.cfg.listen_port or 'any'}"]
         st = self.pump.stats()   # wgdata's reasons are named "wireguard_<reason>" there
