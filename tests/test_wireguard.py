@@ -385,3 +385,25 @@ def test_mypy_passes_on_the_example(tmp_path):
                         *[f for f in os.listdir(wg.EXAMPLE) if f.endswith(".py")]],
                        capture_output=True, text=True, cwd=wg.EXAMPLE, timeout=300)
     assert r.returncode == 0 and "Success" in r.stdout, r.stdout + r.stderr
+
+
+def test_cli_reports_config_errors_and_missing_tunnels(wgdata, tmp_path):
+    import subprocess
+    wgtun = os.path.join(os.path.dirname(wgdata.__file__), "wgtun.py")
+    for f in ("noise.py", "timers.py", "wgconfig.py", "wgtun.py"):   # the build dir has the example's files
+        assert os.path.exists(os.path.join(os.path.dirname(wgdata.__file__), f))
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {A}\nListenPort = x\n")
+    env = dict(os.environ, PYTHONPATH=wg.ROOT)
+
+    def run(*args):
+        return subprocess.run([sys.executable, wgtun, *args], capture_output=True, text=True, timeout=60, env=env)
+    r = run(str(conf), "--dev", "wgx0")
+    assert r.returncode == 1 and f"wgtun: {conf}:3: ListenPort = 'x': expected an integer" in r.stderr
+    r = run(str(tmp_path / "missing.conf"), "--dev", "wgx0")
+    assert r.returncode == 1 and "No such file" in r.stderr
+    r = run(str(conf), "--dev", "wgx0", "--timer", "nonsense=1")
+    assert r.returncode == 2 and "nonsense: not a timer" in r.stderr
+    for args in (("show", "wgx-none"), ("--show", "--dev", "wgx-none")):
+        r = run(*args)
+        assert r.returncode == 1 and "no running wgtun for that device" in r.stderr
