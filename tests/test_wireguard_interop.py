@@ -8,6 +8,7 @@ process is ended by its PID; transfers are bounded."""
 import json
 import os
 import re
+import signal
 import time
 
 import pytest
@@ -98,6 +99,9 @@ def test_interop_with_wireguard_go(net, wgbuild, initiator):
     assert "latest handshake" in show and f"endpoint: 198.18.30.2:{PORT}" in show
     rx, tx = map(int, re.search(r"transfer: (\d+) B received, (\d+) B sent", show).groups())
     assert rx > 64 << 20 and tx > 64 << 20
+    a.proc.send_signal(signal.SIGTERM)   # a clean exit, the show socket removed
+    assert a.proc.wait(timeout=15) == 0 and a.text().rstrip().endswith("down"), a.text()[-500:]
+    assert not os.path.exists(f"/run/wgtun/{a.name}.sock")
 
 
 def test_rekey_with_wireguard_go(net, wgbuild):
