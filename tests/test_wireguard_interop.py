@@ -46,11 +46,14 @@ def ping(ns, n, addr, count=3, deadline=10):
     return ns.run(n, "ping", "-c", str(count), "-i", "0.2", "-W", "2", "-w", str(deadline), "-p", PATTERN, addr)
 
 
-def start_pair(net, wgbuild, *, go_endpoint=True, a_peer_key=None, a_psk=None, b_psk=None, timers=None):
+def start_pair(net, wgbuild, *, go_endpoint=True, a_peer_key=None, a_psk=None, b_psk=None, timers=None,
+               keepalive=None):
     """wgtun in n1 and wireguard-go in n2, peers of each other."""
     a_priv, a_pub = wg.keypair()
     b_priv, b_pub = wg.keypair()
     peer = {"PublicKey": a_peer_key or b_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": B_ALLOWED}
+    if keepalive:
+        peer["PersistentKeepalive"] = keepalive
     if a_psk:
         peer["PresharedKey"] = a_psk
     a = wg.Wgtun(net, net.n1, wgbuild, wg.config(a_priv, PORT, A_INNER, [peer]), timers=timers)
@@ -288,3 +291,16 @@ def test_roaming_client_moves_mid_transfer(net, wgbuild, server):
     else:
         assert f"198.18.30.11:{PORT}" in srv.wg("show", srv.name, "endpoints")
     assert ping(net, net.n2, "198.18.31.1").returncode == 0   # and the server reaches it there
+
+
+def test_persistent_keepalive_without_traffic(net, wgbuild):
+    """PersistentKeepalive = 1: wgtun makes a session at start and then
+    sends a keepalive every second while nothing else flows."""
+    a, b = start_pair(net, wgbuild, go_endpoint=False, keepalive=1)
+    def received():
+        m = re.search(r"\t(\d+)\t\d+$", b.wg("show", b.name, "transfer").strip())
+        return int(m.group(1)) if m else 0
+    assert wait_until(lambda: received() > 0, timeout=10), a.text()
+    first = received()
+    assert wait_until(lambda: received() >= first + 3 * 32, timeout=10), (first, received())   # empty messages
+    assert "latest handshake" in a.show()
