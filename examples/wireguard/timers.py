@@ -103,7 +103,7 @@ class PeerTimers:
                 out.append(INITIATE)
         elif not self.handshaking and self.session_at is not None:
             age = now - self.session_at
-            if (sent and self.initiator and age >= t.rekey_after_time) or c.send_counter >= t.rekey_after_messages:
+            if sent and ((self.initiator and age >= t.rekey_after_time) or c.send_counter >= t.rekey_after_messages):
                 out.append(INITIATE)     # keep the key fresh (sending)
             elif received and self.initiator and not self.last_minute_sent and \
                     age >= t.reject_after_time - t.keepalive_timeout - t.rekey_timeout:
