@@ -66,11 +66,11 @@ static const char *const counter_names[C_N] = {
     "tx_unanswered_ns", "send_counter", "current_index", "keepalives_rx", "staged",
 };
 /* Why a packet was dropped: ops.drop_reasons (tunpump counts each). */
-enum { R_SHORT, R_BAD_TYPE, R_NO_SESSION, R_EXPIRED, R_REPLAY, R_AUTH, R_KEEPALIVE, R_BAD_INNER,
-       R_SRC_FILTER, R_NO_ROUTE, R_TOO_BIG, R_N };
+enum { R_SHORT, R_BAD_TYPE, R_BAD_LENGTH, R_NO_SESSION, R_EXPIRED, R_REPLAY, R_AUTH, R_KEEPALIVE,
+       R_BAD_INNER, R_SRC_FILTER, R_NO_ROUTE, R_TOO_BIG, R_N };
 static const char *const reason_names[R_N + 1] = {   /* also ops.drop_reasons: NULL-terminated */
-    "short", "bad_type", "no_session", "expired", "replay", "auth", "keepalive", "bad_inner",
-    "src_filter", "no_route", "too_big", NULL,
+    "short", "bad_type", "bad_length", "no_session", "expired", "replay", "auth", "keepalive",
+    "bad_inner", "src_filter", "no_route", "too_big", NULL,
 };
 
 struct wg_allowed {
@@ -304,7 +304,9 @@ static void wg_out(struct wg_state *st, struct tunpump_pkt *p)
     if (!keepalive) {
         uint32_t tot;
         int off, fam = inner(p->data, p->len, &tot, &off);
-        peer = fam ? route(st->cfg, fam, p->data + off + (fam == 4 ? 4 : 16)) : -1;
+        if (!fam)
+            return drop(st, p, R_BAD_INNER);   /* not an IP packet: nothing to route by */
+        peer = route(st->cfg, fam, p->data + off + (fam == 4 ? 4 : 16));
     }
     if (peer < 0 || (uint32_t)peer >= st->cfg->npeers)
         return drop(st, p, R_NO_ROUTE);
@@ -396,7 +398,7 @@ static void wg_in(struct wg_state *st, struct tunpump_pkt *p)
     if (d[0] == 4)
         return wg_transport_in(st, p);
     if (p->len != sizes[d[0] - 1])
-        return drop(st, p, R_SHORT);
+        return drop(st, p, R_BAD_LENGTH);   /* handshake messages have one size each */
     p->outcome = TUNPUMP_TO_PYTHON;    /* a handshake message */
 }
 
