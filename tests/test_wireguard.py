@@ -374,8 +374,8 @@ def test_wgdata_counts_each_drop_reason(tmp_path):
     exe = _gcc_build(tmp_path, [str(src)], "check")
     got = dict(line.split("=") for line in _run_sanitized([exe]).split())
     assert {k: int(v) for k, v in got.items()} == {
-        "short": 1, "bad_type": 1, "bad_length": 0, "no_session": 0, "expired": 0, "replay": 1, "auth": 0, "keepalive": 1,
-        "bad_inner": 0, "src_filter": 1, "no_route": 0, "too_big": 0, "rx_data": 2, "keepalives_rx": 1,
+        "short": 1, "bad_type": 1, "bad_length": 0, "no_session": 0, "expired": 0, "replay": 1, "auth": 0,
+        "keepalive": 1, "bad_inner": 0, "src_filter": 1, "no_route": 0, "too_big": 0, "rx_data": 2, "keepalives_rx": 1,
         "staged": 1}
 
 

@@ -79,8 +79,11 @@ static struct tunpump_pkt run(void *st, enum tunpump_dir dir, uint8_t *slot, con
 
     memmove(slot + ROOM, data, len);
     wg_batch(st, dir, &p, 1);
-    require(p.outcome <= TUNPUMP_TO_PYTHON && p.drop_reason <= R_N && (p.outcome == TUNPUMP_DROP || !p.drop_reason));
-    require(!p.roam || (dir == TUNPUMP_DIR_TO_DEVICE && p.peer >= 0 && (uint32_t)p.peer < ((struct wg_state *)st)->cfg->npeers));
+    require(p.outcome <= TUNPUMP_TO_PYTHON && p.drop_reason <= R_N);
+    require(p.outcome == TUNPUMP_DROP || !p.drop_reason);
+    /* roam only for an authenticated datagram, naming a configured peer */
+    require(!p.roam || (dir == TUNPUMP_DIR_TO_DEVICE && p.peer >= 0 &&
+                        (uint32_t)p.peer < ((struct wg_state *)st)->cfg->npeers));
     if (p.outcome != TUNPUMP_DROP) {
         require(p.data >= slot && p.len <= SLOT && p.data + p.len <= slot + SLOT);
         if (dir == TUNPUMP_DIR_TO_DEVICE && p.outcome == TUNPUMP_PASS)
