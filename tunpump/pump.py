@@ -529,7 +529,10 @@ class Pump:
         choosing it, `inject(peer=index)`) goes to the new address from then
         on, and datagrams from it are accepted as that peer's. Raises
         RuntimeError when the pump is not running, ValueError for a bad
-        argument, a TCP / device endpoint, or one that learns its peer."""
+        argument, a TCP / device endpoint, or one that learns its peer;
+        TimeoutError if a worker has not applied the change within
+        PEER_APPLY_WAIT (5) seconds (it still applies it when it gets
+        there)."""
         ep = self._udp_endpoint("set_peer")
         index = self._peer_index(index)
         host, port = parse_address(address, "address")
