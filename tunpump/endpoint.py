@@ -123,12 +123,15 @@ class UDPEndpoint(_SocketEndpoint):
     or give ``remote``.
 
     ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
-    packets go to the first unless a flow's verdict is ``Verdict.route(i)``
+    packets go to the first unless a flow's verdict is ``Verdict.route(peer)``
     (or a transform picks the peer), and datagrams from any of them are
-    accepted. An empty list (``remote=[]``) starts with no peer: add them
-    while the pump runs with ``Pump.set_peer(i, address)`` (peer i is list
-    index i; ``remove_peer`` / ``set_peer`` work on a non-empty list too).
-    Until a packet's peer exists it is dropped as ``no_peer``."""
+    accepted. A peer is named by its index in ``peers`` everywhere:
+    ``Verdict.route(peer)``, ``Pump.inject(..., peer=i)``, ``Packet.peer``,
+    ``Decision.peer``, ``Pump.set_peer(i, address)``. An empty list
+    (``remote=[]``) starts with no peer: add them while the pump runs with
+    ``Pump.set_peer(i, address)`` (``remove_peer`` / ``set_peer`` work on a
+    non-empty list too). Until a packet's peer exists it is dropped as
+    ``no_peer``."""
 
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
@@ -166,9 +169,9 @@ class UDPEndpoint(_SocketEndpoint):
 
     @property
     def peers(self) -> List[Tuple[str, int]]:
-        """The peers a pump starts with; Verdict.route(i) picks peers[i].
-        While a pump runs, `Pump.peers()` has the live ones (set, removed,
-        learned, roamed)."""
+        """The peers a pump starts with; peer index i (Verdict.route(i),
+        inject(peer=i)) is peers[i]. While a pump runs, `Pump.peers()` has
+        the live ones (set, removed, learned, roamed)."""
         return list(self.remotes) if self.remotes else ([self.remote] if self.remote else [])
 
     def __repr__(self) -> str:

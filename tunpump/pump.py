@@ -6,14 +6,17 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, overload
 
 from . import _core
+from . import stats as _stats
 from . import transforms as _transforms
-from .control import Control, Event, EventStream, Flow, Packet, Verdict
+from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
 from .endpoint import Address, TCPEndpoint, UDPEndpoint, parse_address
 from .errors import PumpError
+from .prefix import check_flag as check_prefix_flag
+from .stats import Stats
 
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
 DEFAULT_BATCH = 64
@@ -40,13 +43,6 @@ def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
         raise ValueError(f"address={address!r}: the endpoint's socket is "
                          f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
     return family, raw, port
-
-
-def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for k, v in a.items():
-        out[k] = _sum(v, b[k]) if isinstance(v, dict) else v + b[k]
-    return out
 
 
 class _Run:
@@ -120,7 +116,8 @@ class Pump:
     Control plane (all optional; without `on_flow` no flow table exists and
     every packet forwards):
 
-    - `on_flow(flow) -> Verdict | None` for the first packet of each flow the
+    - `on_flow(flow) -> Verdict | Decision | None` (`Verdict.DROP`,
+      `Verdict.route(peer)`, `Verdict.FORWARD.with_ttl(30)`) for the first packet of each flow the
       device sends (device -> endpoint direction); None means the default.
     - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
       memoryview is valid during the call only.
@@ -148,7 +145,7 @@ class Pump:
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
-                 on_flow: Optional[Callable[[Flow], Optional[Verdict]]] = None,
+                 on_flow: Optional[Callable[[Flow], Union[Verdict, Decision, None]]] = None,
                  on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
                  on_event: Optional[Callable[[Event], None]] = None,
                  flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
@@ -177,7 +174,7 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
-        self._transform = None if transform is None else _transforms.as_capsule(transform)
+        self._transform = None if transform is None else _transforms.as_capsule(transform, endpoint)
         if default_verdict is None:
             default_verdict = Verdict.FORWARD if transform is None else Verdict.DROP
         elif transform is not None and default_verdict != Verdict.DROP:
@@ -380,17 +377,29 @@ class Pump:
             run.leave(tok)
         return None if err is None else self._worker_error(err)
 
-    def stats(self, per_queue: bool = False) -> Any:
-        """Counters summed over workers (or a list per queue): for each
-        direction (`to_endpoint`, `to_device`) packets and bytes in and out,
-        batches, read and write calls, drops by reason; plus wakeups and, for
-        TCP/UDP, connects, disconnects, protocol errors and learned peers.
-        For each direction, packets_in == packets_out + sum(drops) + punted
-        once the pump is stopped (while running, a batch may be in flight);
-        `punted` counts packets handed to Python (PUNT verdicts, a
-        transform's TO_PYTHON). `injected` (in the summed stats only, as
-        Python injects per pump) counts packets Python sent with inject();
-        they are not part of packets_in / packets_out."""
+    @overload
+    def stats(self, per_queue: Literal[False] = ...) -> Stats: ...
+
+    @overload
+    def stats(self, per_queue: Literal[True]) -> List[Stats]: ...
+
+    def stats(self, per_queue: bool = False) -> Union[Stats, List[Stats]]:
+        """The counters (tunpump.stats.Stats), summed over the workers, or
+        with `per_queue=True` a list with one per queue; read without
+        stopping the workers. `.to_dict()` gives them as plain dicts (JSON).
+
+        For each direction (`to_endpoint`, `to_device`): packets and bytes
+        in and out, batches, read and write calls, offload counters, drops
+        by reason; plus wakeups, TCP/UDP connection counters and the control
+        plane's flow counters. "packets" are wire packets (segments, never
+        super-packets) on every path. For each direction, packets_in ==
+        packets_out + dropped + punted once the pump is stopped (while
+        running, a batch may be in flight); `punted` counts packets handed
+        to Python (PUNT verdicts, a transform's TO_PYTHON). `injected` (in
+        the summed stats only, as Python injects per pump) counts packets
+        Python sent with inject(); they are not part of packets_in /
+        packets_out. Before the first start every counter is 0; after a
+        stop, the last run's final counters."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats
@@ -400,22 +409,23 @@ class Pump:
             finally:
                 run.leave(tok)
         if per_queue:
-            return per
+            if not per:
+                return [Stats.zero() for _ in range(self.device.queues or 1)]
+            return [Stats.from_dict(s) for s in per]
         if not per:
-            return {}
-        total = per[0]
-        for s in per[1:]:
-            total = _sum(total, s)
+            total = Stats.zero(injected=True).to_dict()
+        else:
+            total = _stats.total(per)
         with self._inject_lock:
             for direction, n in self._injected.items():
                 total[direction]["injected"] = n
-        return total
+        return Stats.from_dict(total)
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
                queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,
-               through_transform: bool = False) -> None:
+               through_transform: bool = False, prefix: bool = False) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
-        device; PI and vnet_hdr prefixes are added here) or out of the endpoint
+        device) or out of the endpoint
         (`to="endpoint"`: a relay's other device, or through queue `queue`'s
         UDP socket to peer `peer`, or to `address=(host, port)`, such as the
         source of a punted handshake message). Injected packets do not pass
@@ -428,7 +438,17 @@ class Pump:
         full. Each injected packet is counted in stats() as `injected` of
         its direction (to_device / to_endpoint). A TCP stream's framing
         belongs to its worker, so injecting into a TCP endpoint is refused
-        (through the transform it is accepted)."""
+        (through the transform it is accepted).
+
+        `prefix` says what `packet` is for a device, as in Device.read() and
+        write(): False (the default) a bare IP packet (TUN) or Ethernet frame
+        (TAP), before which the device's plain PI / vnet_hdr prefix is put
+        (tunpump.prefix.build: PI with the packet's EtherType, a vnet_hdr
+        asking for nothing); True, a frame that already starts with the
+        device's prefix (such as one Device.read() returned with its default
+        prefix=True), written as it is. Datagrams and packets for the
+        transform have no prefix: prefix=True is refused there."""
+        check_prefix_flag(prefix)
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -441,21 +461,20 @@ class Pump:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
         if address is not None and not isinstance(target, UDPEndpoint):
             raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
+        if prefix and not isinstance(target, Device):
+            raise ValueError("prefix=True: only for a device (datagrams have no PI / vnet_hdr prefix)")
         if through_transform:
+            if prefix:
+                raise ValueError("prefix=True: the transform takes bare device packets (prefix=False)")
             self._inject_through_transform(data, target, queue, peer, address)
             return
         if isinstance(target, Device):
-            if not 0 <= queue < target.queues:
+            if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
-            prefix = b""
-            if target.pi:
-                if target.mode == "tap":
-                    proto = data[12:14] if len(data) >= 14 else b"\0\0"
-                else:
-                    proto = b"\x86\xdd" if data[0] >> 4 == 6 else b"\x08\x00"
-                prefix += b"\0\0" + proto
-            prefix += bytes(target.vnet_hdr_size)
-            target.write(prefix + data, queue)
+            if prefix and len(data) <= target.prefix_size:
+                raise ValueError(f"packet: {len(data)} bytes with prefix=True, but {target.name}'s prefix "
+                                 f"alone is {target.prefix_size} bytes")
+            target.write(data, queue, prefix=prefix)   # prefix=False: tunpump.prefix.build, the one builder
             self._count_injected("to_device" if target is self.device else "to_endpoint")
             return
         if isinstance(target, TCPEndpoint):

@@ -87,6 +87,8 @@ int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *
 
     if (p->cfg.kind != TP_KIND_UDP || worker < 0 || worker >= p->nworkers)
         return -EINVAL;
+    if (__atomic_load_n(&p->stopped, __ATOMIC_ACQUIRE))
+        return -ESHUTDOWN;
     ep = p->w[worker].ep[TP_DIR_TO_DEV];
     return ep->ops->inject(ep, route, data, len);
 }
@@ -102,6 +104,8 @@ int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uin
         return -EINVAL;
     if (family != AF_INET && family != AF_INET6)
         return -EAFNOSUPPORT;
+    if (__atomic_load_n(&p->stopped, __ATOMIC_ACQUIRE))
+        return -ESHUTDOWN;
     to_len = tp_sockaddr_make(&to, family, addr, port);
     ep = p->w[worker].ep[TP_DIR_TO_DEV];
     return ep->ops->inject_to(ep, &to, to_len, data, len);

@@ -75,7 +75,9 @@ int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *
 /* A packet the transform sent to Python (TUNPUMP_TO_PYTHON): into the punt
  * ring with its direction, peer and source, or dropped as punt_full. */
 struct tunpump_pkt;
-void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st);
+/* segs: the wire packets x stands for (a super-packet passed whole: its segments). */
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                     unsigned segs);
 
 /* Once per loop turn: take verdicts (ctl_ready: the eventfd fired), evict
  * idle flows, and move decided pending packets into d (a new batch) when it

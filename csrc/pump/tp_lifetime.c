@@ -22,7 +22,7 @@
 
 /* tp_pump_stats copies the stats word by word. */
 _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
-               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT),
+               sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT + TP_XF_MAX_DROP_REASONS),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
                TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 15,
@@ -352,18 +352,20 @@ int tp_pump_stop(struct tp_pump *p)
 {
     uint64_t one = 1;
 
-    if (p->stopped)
+    if (__atomic_load_n(&p->stopped, __ATOMIC_ACQUIRE))
         return 0;
-    __atomic_store_n(&p->stopped, 1, __ATOMIC_RELEASE);   /* the control side's peer calls read it */
+    /* Injects see it from now on and refuse; the endpoints' fds stay open
+     * until tp_pump_free, so an inject already past that check (on another
+     * thread) still sends on its own socket, never on a closed fd or on
+     * whatever the kernel gave that fd number next. The control side's peer
+     * calls read it too. */
+    __atomic_store_n(&p->stopped, 1, __ATOMIC_RELEASE);
     if (p->stop_fd >= 0)
         (void)!write(p->stop_fd, &one, sizeof(one));
     for (int i = 0; i < p->nworkers; i++) {
         if (p->w[i].thread_started)
             pthread_join(p->w[i].thread, NULL);
         p->w[i].thread_started = 0;
-        for (int dir = 0; dir < TP_DIR__COUNT; dir++)
-            if (p->w[i].ep[dir])
-                p->w[i].ep[dir]->ops->close(p->w[i].ep[dir]);
     }
     return 0;
 }
@@ -383,6 +385,8 @@ void tp_pump_free(struct tp_pump *p)
     for (int i = 0; i < p->nworkers; i++) {
         struct tp__worker *w = &p->w[i];
         for (int dir = 0; dir < TP_DIR__COUNT; dir++) {
+            if (w->ep[dir])
+                w->ep[dir]->ops->close(w->ep[dir]);
             tp__dir_free(&w->d[dir]);
             if (w->ep[dir] && w->ep[dir]->ops->destroy)
                 w->ep[dir]->ops->destroy(w->ep[dir]);

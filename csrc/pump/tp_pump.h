@@ -114,11 +114,14 @@ enum tp_drop {
     TP_DROP__COUNT
 };
 extern const char *const tp_drop_names[TP_DROP__COUNT];
+/* A transform's own drop reasons (tunpump.h: TUNPUMP_MAX_DROP_REASONS). */
+#define TP_XF_MAX_DROP_REASONS 15
 
 /* Indexed by enum tp_dir. */
-/* Packets are counted as they cross: a super-packet passed through whole is
- * one, a split one is its segments, and a coalesced write counts the
- * packets it carries. */
+/* Packets are wire packets on every path: a GSO super-packet counts as its
+ * segments whether it is split, passed through whole (tp__pkt.segs) or
+ * dropped, and a coalesced write counts the packets it carries. Bytes are
+ * counted as they cross (a super-packet's headers once). */
 struct tp_dir_stats {
     uint64_t pkts_in, bytes_in, pkts_out, bytes_out;
     uint64_t batches, read_calls, write_calls;
@@ -130,6 +133,7 @@ struct tp_dir_stats {
     uint64_t punted;                    /* handed to Python (PUNT verdict, TUNPUMP_TO_PYTHON):
                                          * pkts_in == pkts_out + drops + punted */
     uint64_t drops[TP_DROP__COUNT];
+    uint64_t xf_drops[TP_XF_MAX_DROP_REASONS];  /* TUNPUMP_DROP with drop_reason k: xf_drops[k - 1] */
 };
 
 /* Every field is a uint64_t: tp_pump_stats copies it word by word

@@ -8,6 +8,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+_Static_assert(TP_XF_MAX_DROP_REASONS == TUNPUMP_MAX_DROP_REASONS,
+               "tp_dir_stats.xf_drops holds every reason a transform may name");
+
 void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
                  struct tp__ctl *ctl)
 {
@@ -18,6 +21,9 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
+    if (x->ops && x->ops->drop_reasons)
+        while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
+            x->ndrop_reasons++;
 }
 
 int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err)
@@ -129,6 +135,19 @@ static void tp__xf_roam(struct tp__xf *xf, struct tp__dir *d, enum tp_dir dir, c
         tp__ctl_peer_moved(xf->ctl, x->peer, &d->names[p->src]);
 }
 
+/* A TUNPUMP_DROP counted under the reason the transform named, or the
+ * generic "transform" for 0 or a number it does not name. */
+static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                              uint32_t segs)
+{
+    unsigned r = x->drop_reason;
+
+    if (r >= 1 && r <= xf->ndrop_reasons)
+        TP__ADD(st->xf_drops[r - 1], segs);
+    else
+        TP__ADD(st->drops[TP_DROP_TRANSFORM], segs);
+}
+
 /* After the batch function: keep what passes, count and take out the rest. */
 static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
 {
@@ -143,20 +162,20 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         if (x->roam)
             tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+            tp__xf_count_drop(xf, x, st, p->segs);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
-                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
             else
-                tp__ctl_punt_xf(xf->ctl, dir, x, st);
+                tp__ctl_punt_xf(xf->ctl, dir, x, st, p->segs);
         } else if (x->outcome != TUNPUMP_PASS) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);   /* not an outcome: fail closed */
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);   /* not an outcome: fail closed */
         } else if (!tp__xf_fits(x, lo, hi)) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
         } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
-            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* the endpoint skipped this check for us */
+            TP__ADD(st->drops[TP_DROP_MALFORMED], p->segs);   /* the endpoint skipped this check for us */
         } else if (dir == TP_DIR_TO_EP && xf->udp && (x->peer < 0 || x->peer >= xf->npeers)) {
-            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);     /* routed to a peer the endpoint lacks */
+            TP__ADD(st->drops[TP_DROP_NO_PEER], p->segs);     /* routed to a peer the endpoint lacks */
         } else {
             struct tp__pkt *q = &d->pkts[out++];
             *q = *p;
@@ -180,7 +199,7 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
     for (int i = 0; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
         if (tp__xf_copy(d, dir, p, &off, &xf->desc[n], xf) < 0) {
-            TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], p->segs);
             continue;
         }
         d->pkts[n] = *p;
@@ -202,6 +221,7 @@ void tp__xf_take_control(struct tp__xf *x)
     (void)!read(x->msg_fd, &junk, sizeof(junk));
     while ((m = tp_ring_peek(&x->msgs))) {
         x->ops->control(x->state, m->data, m->len);
+        explicit_bzero(m->data, m->len);   /* messages carry keys: none stays in the ring */
         tp_ring_release(&x->msgs);
     }
 }

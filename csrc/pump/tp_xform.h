@@ -43,6 +43,7 @@ struct tp__xf {
     struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
     struct tp_ring injects;     /* control -> worker: struct tp__xf_inject, sent through the transform */
     int msg_fd;                 /* eventfd: messages are waiting */
+    unsigned ndrop_reasons;     /* names in ops->drop_reasons (checked by the binding) */
 };
 
 /* Lifetime (caller's thread): init allocates nothing and sets msg_fd -1;

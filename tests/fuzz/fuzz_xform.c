@@ -58,15 +58,16 @@ static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* Stands in for the control plane's punt ring (tp_ctl_worker.c): takes the
  * bytes the way the real one does, so ASan sees the read. */
-void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                     unsigned segs)
 {
     static uint8_t slot[TUNPUMP_MAX_PACKET];
 
     (void)c;
     require(dir == g.dir && x->len <= sizeof(slot));
     memcpy(slot, x->data, x->len);
-    g.punted++;
-    TP__ADD(st->punted, 1);
+    g.punted += segs;
+    TP__ADD(st->punted, segs);
 }
 
 /* Stands in for the roam event (tp_ctl_worker.c): the stage here has no

@@ -17,7 +17,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from ..stats import Stats
 
 SCHEMA = "tunpump-bench/1"
 INNER_A, INNER_B = "198.18.31.1", "198.18.31.2"
@@ -38,6 +41,7 @@ class Scenario:
                            # or flows (64-byte datagrams, each to a new port: new flows)
     quick: bool = True     # part of --quick
     on_flow: bool = False  # install a trivial on_flow callback (the control plane's cost)
+    transform: str = ""    # "", "null" (transforms.Null) or an AEAD cipher ("aes-256-gcm", ...)
 
 
 SCENARIOS = [
@@ -53,6 +57,12 @@ SCENARIOS = [
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
     Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
+    Scenario("udp-null", "udp", "tunpump", True, transform="null", quick=False,
+             doc="udp-vnet through the null transform: what the transform hook costs"),
+    Scenario("udp-aead", "udp", "tunpump", True, transform="aes-256-gcm", quick=False,
+             doc="udp-vnet through the built-in AEAD (AES-256-GCM, pre-shared key)"),
+    Scenario("udp-aead-chacha", "udp", "tunpump", True, transform="chacha20-poly1305", quick=False,
+             doc="udp-vnet through the built-in AEAD with ChaCha20-Poly1305 (its default cipher)"),
     Scenario("udp-cli", "udp", "cli", True, quick=False,
              doc="`python -m tunpump tunnel` with no tuning flags (its defaults) at both ends"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
@@ -69,6 +79,8 @@ SCENARIOS = [
              doc="64-byte UDP through the relay"),
     Scenario("udp-vnet-u64", "udp", "tunpump", True, traffic="udp64", quick=False,
              doc="64-byte UDP through the UDP tunnel"),
+    Scenario("udp-aead-u64", "udp", "tunpump", True, traffic="udp64", transform="aes-256-gcm", quick=False,
+             doc="64-byte UDP through the AEAD tunnel (AES-256-GCM)"),
     Scenario("udp-vnet-u1400", "udp", "tunpump", True, traffic="udp1400", quick=False,
              doc="1400-byte UDP through the UDP tunnel (USO/UDP GRO coalescing)"),
     Scenario("wireguard-go", "udp", "wireguard-go", False, baseline=True, quick=False,
@@ -258,8 +270,11 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             if sc.endpoint == "relay":
                 pumps.append(Pump(a, b, batch=batch, **ctl))
             elif sc.endpoint == "udp":
-                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch))
-                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch))
+                xf = _transform_maker(sc)
+                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch,
+                                  transform=xf()))
+                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch,
+                                  transform=xf()))
             else:
                 pumps.append(Pump(a, TCPEndpoint.listen((UNDER_A, 7000), netns=n1), batch=batch))
                 pumps.append(Pump(b, TCPEndpoint.connect((UNDER_A, 7000), netns=n2), batch=batch))
@@ -270,7 +285,7 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
                 on_pumps(pumps)
             if sc.endpoint == "tcp":
                 deadline = time.monotonic() + 5
-                while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
+                while pumps[1].stats().connects < 1 and time.monotonic() < deadline:
                     time.sleep(0.02)
 
         if sc.traffic != "tcp":
@@ -299,7 +314,7 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             now = time.monotonic()
             rate = None
             if pumps:
-                nb = sum(p.stats()["to_endpoint"]["bytes_out"] for p in pumps)
+                nb = sum(p.stats().to_endpoint.bytes_out for p in pumps)
                 rate = (nb - last_bytes) * 8 / (now - last_t) / 1e9
                 last_bytes, last_t = nb, now
             progress(sc.name, now - t0, rate)
@@ -319,6 +334,21 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
         return _result(sc, received, wall, pumps, forwarders, cpu0, fcpu0)
     finally:
         w.close()
+
+
+def _transform_maker(sc: Scenario) -> Callable[[], Any]:
+    """Makes the scenario's transform for each end (None: no transform)."""
+    from .. import transforms
+    if not sc.transform:
+        return lambda: None
+    if sc.transform == "null":
+        return transforms.Null
+    key = os.urandom(32)   # one pre-shared key for both ends, made for this run only
+    try:
+        transforms.AEAD(key, sc.transform)
+    except transforms.AEADUnavailable as exc:
+        raise BenchError(f"{sc.name}: {exc}") from None
+    return lambda: transforms.AEAD(key, sc.transform)
 
 
 def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, seconds: float,
@@ -358,7 +388,7 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     res["loss"] = 1 - got["packets"] / sent["packets"] if sent["packets"] else None
     if sc.traffic == "flows":
         # what is measured is the decisions, not delivery (only port 5301 listens)
-        flows = sum(p.stats()["flows"]["verdicts"] for p in pumps)
+        flows = sum(p.stats().flows.verdicts for p in pumps)
         res["flows_per_second"] = flows / wall
         res["delivered_kpps"] = None
         res["loss"] = None
@@ -372,15 +402,15 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
     result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
               "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
               "traffic": sc.traffic, "delivered_kpps": None, "loss": None, "flows_per_second": None,
-              "on_flow": sc.on_flow,
+              "on_flow": sc.on_flow, "transform": sc.transform or None,
               "seconds": round(wall, 3), "bytes": received,
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
     if pumps:
-        stats = [p.stats() for p in pumps]
-        pk = sum(s[d]["packets_out"] for s in stats for d in ("to_endpoint", "to_device"))
-        by = sum(s[d]["bytes_out"] for s in stats for d in ("to_endpoint", "to_device"))
-        calls = sum(s[d]["read_calls"] + s[d]["write_calls"] for s in stats for d in ("to_endpoint", "to_device"))
+        dirs = [d for p in pumps for d in (p.stats().to_endpoint, p.stats().to_device)]
+        pk = sum(d.packets_out for d in dirs)
+        by = sum(d.bytes_out for d in dirs)
+        calls = sum(d.read_calls + d.write_calls for d in dirs)
         result["kpps"] = pk / wall / 1e3
         result["bytes_per_syscall"] = by / calls if calls else None
         # the bench process is idle apart from the pump's workers
@@ -420,10 +450,15 @@ def _ratios(results: List[dict]) -> None:
                 bases["without_on_flow"] = "relay-vnet"
             if r["forwarder"] == "cli":
                 bases["library"] = "udp-vnet"   # the same tunnel built with the Python API
-            if "aead" in r["scenario"]:
+            if r.get("transform"):
+                bases["udp_vnet"] = "udp-vnet"   # the same tunnel without the transform
+            if r.get("transform") not in (None, "", "null"):
                 bases["wireguard_go"] = "wireguard-go"
         else:
             bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
+            if r.get("transform") and r["traffic"] == "udp64":
+                bases["udp_vnet_u64"] = "udp-vnet-u64"
+
         for key, base in bases.items():
             if got.get(base) and metric(r) is not None:
                 r["ratios"][key] = metric(r) / got[base]
@@ -493,13 +528,13 @@ def _rss_kib() -> int:
     return 0
 
 
-def _unaccounted(stats: dict) -> Dict[str, int]:
+def _unaccounted(stats: "Stats") -> Dict[str, int]:
     """Per direction: packets in that went neither out nor to a drop reason
     nor to Python (punted)."""
     out = {}
     for d in ("to_endpoint", "to_device"):
-        s = stats[d]
-        out[d] = s["packets_in"] - s["packets_out"] - sum(s["drops"].values()) - s["punted"]
+        s = stats.direction(d)
+        out[d] = s.packets_in - s.packets_out - s.dropped - s.punted
     return out
 
 
@@ -547,7 +582,7 @@ def soak(args: argparse.Namespace) -> int:
     rss = [kib for _, kib in samples]
     doc = {"schema": "tunpump-soak/1", "version": _version(), "scenario": sc.name, "seconds": args.soak,
            "rss_kib": samples, "rss_growth_kib": rss[-1] - rss[0] if rss else 0,
-           "packets": sum(s[d]["packets_in"] for s in per_pump for d in ("to_endpoint", "to_device")),
+           "packets": sum(s.to_endpoint.packets_in + s.to_device.packets_in for s in per_pump),
            "unaccounted": unaccounted, "unaccounted_total": lost, "gbps": result["gbps"]}
     if args.json:
         print(json.dumps(doc, indent=2))

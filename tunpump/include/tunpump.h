@@ -52,6 +52,8 @@
 #define TUNPUMP_MAX_PACKET 65535
 /* The largest control message (tunpump_transform_ops.control). */
 #define TUNPUMP_CONTROL_MAX 1024
+/* The most drop reasons a transform may name (tunpump_transform_ops.drop_reasons). */
+#define TUNPUMP_MAX_DROP_REASONS 15
 
 /* Directions, as tunpump's stats name them. */
 enum tunpump_dir {
@@ -62,7 +64,7 @@ enum tunpump_dir {
 /* What happens to a packet after the batch function (pkt->outcome). */
 enum tunpump_outcome {
     TUNPUMP_PASS = 0,        /* go on (the preset value) */
-    TUNPUMP_DROP = 1,        /* dropped, counted under the drop reason "transform" */
+    TUNPUMP_DROP = 1,        /* dropped, counted under pkt->drop_reason's name (0: "transform") */
     TUNPUMP_TO_PYTHON = 2,   /* punted: Pump(on_punt=...) gets it (a handshake message) */
 };
 
@@ -99,6 +101,11 @@ struct tunpump_pkt {
      * (roaming); NULL otherwise. */
     const struct sockaddr *src;
     socklen_t src_len;
+    /* out, with TUNPUMP_DROP: why. 0 (preset): the generic reason
+     * "transform"; k >= 1: ops->drop_reasons[k - 1], counted in stats as
+     * "<ops->name>_<reason>". A k the transform does not name counts as
+     * "transform". */
+    uint8_t drop_reason;
     /* out, endpoint -> device from a UDP endpoint: 1 = this datagram
      * authenticated as coming from configured peer `peer` (set it too):
      * tunpump makes src that peer's address from now on (roaming) and tells
@@ -133,6 +140,12 @@ struct tunpump_transform_ops {
      * during the call only. Optional (without it control messages are
      * refused). */
     void (*control)(void *state, const uint8_t *msg, size_t len);
+    /* The transform's own drop reasons (pkt->drop_reason k >= 1 names
+     * drop_reasons[k - 1]): a NULL-terminated array of at most
+     * TUNPUMP_MAX_DROP_REASONS names of lowercase letters, digits and '_'
+     * (1 to 31 characters), shown by stats as "<name>_<reason>". NULL: none
+     * (every drop is "transform"). */
+    const char *const *drop_reasons;
 };
 
 /* What the capsule points at. */

@@ -19,6 +19,8 @@ config and changed by control messages (one byte), says what it does:
                     UNKNOWN_SOURCES) go to Python; the rest pass
  11 roam outbound   to_endpoint packets ask to roam (not allowed there)
  12 roam and drop   as 9, but the packet is dropped (a keepalive)
+ 13 named drop      to_endpoint packets are dropped with drop_reason 2 ("beta")
+ 14 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
 
 The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
 Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES.
@@ -107,6 +109,22 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].peer = 5
         elif mode == 8:
             pkts[i].peer = 1
+        elif mode == 13:
+            pkts[i].outcome = TUNPUMP_DROP
+            pkts[i].drop_reason = 2
+        elif mode == 14:
+            pkts[i].outcome = TUNPUMP_DROP
+            pkts[i].drop_reason = 7
+
+
+cdef const char *REASONS[3]
+REASONS[0] = b"alpha"
+REASONS[1] = b"beta"
+REASONS[2] = NULL
+
+cdef const char *BAD_REASONS[2]   # not a name stats can show
+BAD_REASONS[0] = b"Bad Reason"
+BAD_REASONS[1] = NULL
 
 
 cdef tunpump_transform_ops OPS
@@ -117,6 +135,7 @@ OPS.create = probe_create
 OPS.destroy = probe_destroy
 OPS.batch = probe_batch
 OPS.control = probe_control
+OPS.drop_reasons = REASONS
 
 cdef tunpump_transform_ops OPS_OLD_ABI
 OPS_OLD_ABI = OPS
@@ -129,6 +148,10 @@ OPS_WHOLE.flags = 0
 cdef tunpump_transform_ops OPS_UNKNOWN   # datagrams from strangers reach it
 OPS_UNKNOWN = OPS
 OPS_UNKNOWN.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES
+
+cdef tunpump_transform_ops OPS_BAD_REASONS
+OPS_BAD_REASONS = OPS
+OPS_BAD_REASONS.drop_reasons = BAD_REASONS
 
 
 cdef void _free_transform(object capsule) noexcept:
@@ -150,8 +173,10 @@ cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode, uint8_t arg
 class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
-    def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False):
+    def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False,
+                 bad_reasons=False):
         self.mode = mode
+        self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
         self.segments = segments
         self.arg = arg
@@ -162,4 +187,6 @@ class Probe:
             return _capsule(&OPS_OLD_ABI, self.mode)
         if self.unknown_sources:
             return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
+        if self.bad_reasons:
+            return _capsule(&OPS_BAD_REASONS, self.mode)
         return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode, self.arg)
