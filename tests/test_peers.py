@@ -366,6 +366,24 @@ def test_peer_changes_need_a_running_pump_with_set_peers(net, dev):
             p.peers()
 
 
+def test_local_address_of_an_ephemeral_port(net, dev):
+    """UDPEndpoint((addr, 0), ...): the port the kernel chose is readable, so
+    a peer can be told where to send."""
+    a = net.sock(1)
+    with Pump(dev, UDPEndpoint((net.addrs[0], 0), [_addr(a)], netns=net.netns)) as p:
+        host, port = p.local_address()
+        assert host == net.addrs[0] and port > 0
+        a.sendto(_in_packet(b"found you"), (host, port))
+        assert dev.recv() == _in_packet(b"found you")
+        with pytest.raises(ValueError, match="queue=1: expected 0..0"):
+            p.local_address(1)
+    with pytest.raises(RuntimeError, match="not running"):
+        p.local_address()
+    with Pump(dev, TCPEndpoint.listen((net.addrs[0], net.port()), netns=net.netns)) as p:
+        with pytest.raises(ValueError, match="local_address: the endpoint is TCPEndpoint"):
+            p.local_address()
+
+
 def test_udp_endpoint_with_an_empty_remote_list():
     ep = UDPEndpoint(("198.18.20.1", 7000), [])
     assert ep.peers == [] and not ep.learn_peer

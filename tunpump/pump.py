@@ -604,6 +604,18 @@ class Pump:
             return out
         return self._with_core(read)
 
+    def local_address(self, queue: int = 0) -> Tuple[str, int]:
+        """`(host, port)` queue `queue`'s UDP socket is bound to: with
+        `UDPEndpoint(("0.0.0.0", 0), ...)`, the port the kernel chose (each
+        queue's socket gets its own; with a fixed port P, queue i has P + i).
+        RuntimeError when the pump is not running."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            raise ValueError(f"local_address: the endpoint is {self.endpoint!r}; only for a UDPEndpoint")
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+        family, raw, port = self._with_core(lambda core: core.local_addr(queue))
+        return socket.inet_ntop(family, raw), port
+
     def _count_injected(self, direction: str) -> None:
         with self._inject_lock:
             self._injected[direction] += 1

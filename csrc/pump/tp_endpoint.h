@@ -117,6 +117,8 @@ struct tp_ep_ops {
      * authenticated a datagram from `from` as peer idx (roaming). 1: the
      * peer moved there; 0: it was there; -EINVAL: no such peer. */
     int (*roam)(struct tp_ep *ep, int idx, const struct sockaddr_storage *from);
+    /* Optional, control thread: the address its socket is bound to. */
+    int (*local_addr)(struct tp_ep *ep, struct sockaddr_storage *out);
     int owns_buffer;                  /* read() points into its own buffer: no d->bufs */
     const char *read_where;           /* names a read error when it is the far end */
 };

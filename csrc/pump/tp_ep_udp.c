@@ -609,6 +609,14 @@ static int udp_inject_to(struct tp_ep *ep, const struct sockaddr_storage *to, so
     return r < 0 ? -errno : 0;
 }
 
+/* Control thread: the socket stays open until the pump is freed. */
+static int udp_local_addr(struct tp_ep *ep, struct sockaddr_storage *out)
+{
+    socklen_t len = sizeof(*out);
+
+    return getsockname(((struct tp_ep_udp *)ep)->fd, (struct sockaddr *)out, &len) < 0 ? -errno : 0;
+}
+
 const struct tp_ep_ops tp_ep_udp_ops = {
     .open = udp_open,
     .close = udp_close,
@@ -622,5 +630,6 @@ const struct tp_ep_ops tp_ep_udp_ops = {
     .peers_unapplied = udp_peers_unapplied,
     .get_peer = udp_get_peer,
     .roam = udp_roam,
+    .local_addr = udp_local_addr,
     .read_where = "endpoint read",
 };
