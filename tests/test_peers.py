@@ -318,7 +318,7 @@ def test_set_peer_index_checked(net, dev, index):
 
 
 @pytest.mark.parametrize("address, match", [
-    (("fd00::1", 7000), "the endpoint's socket is IPv4"),
+    (("fd00::1", 7000), "not the same IP version as the socket's local address"),
     (("198.18.20.2", 0), "port must be 1..65535|expected a port"),
     (("198.18.20.2", 70000), "expected a port from 0 to 65535"),
     ("nonsense", "not an IP address or a known host name|expected"),
@@ -394,6 +394,54 @@ def test_udp_endpoint_with_an_empty_remote_list():
         UDPEndpoint(("198.18.20.1", 7000), None, learn_peer=False)
     with pytest.raises(ValueError, match="a list of 0 to 16 peers, got 17"):
         UDPEndpoint(("198.18.20.1", 7000), [("198.18.20.2", 7000 + i) for i in range(17)])
+
+
+def test_dual_stack_endpoint_arguments():
+    from tunpump.endpoint import V4_MAPPED
+    mixed = UDPEndpoint(remote=[("198.18.0.2", 7000), ("fd00::2", 7000)])
+    assert mixed.local == ("::", 0)     # an IPv6 peer: a dual-stack socket
+    cfg = mixed.sock_cfg(1)
+    assert cfg["remotes"][0][0] == V4_MAPPED + socket.inet_aton("198.18.0.2")
+    assert UDPEndpoint(("::", 7000), [("198.18.0.2", 7000)]).local == ("::", 7000)
+    assert UDPEndpoint(remote=("198.18.0.2", 7000)).local == ("0.0.0.0", 0)
+    with pytest.raises(ValueError, match="remote=.*not the same IP version as the socket's local address 'fd00::1'"):
+        UDPEndpoint(("fd00::1", 7000), [("198.18.0.2", 7000)]).sock_cfg(1)
+
+
+def test_dual_stack_socket_takes_ipv4_and_ipv6_peers(ns, dev):
+    """A socket bound to "::" has IPv4 and IPv6 peers at once (as a
+    WireGuard interface does): Python gives and sees plain IPv4 addresses
+    (the socket's v4-mapped ones never show)."""
+    n = ns.make()
+    ns.run(n, "ip", "addr", "add", "198.18.20.2/32", "dev", "lo")
+    ns.run(n, "ip", "addr", "add", "fd00:20::2/128", "dev", "lo")
+    with entered(n):
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s4.bind(("198.18.20.2", 0))
+        s6.bind(("fd00:20::2", 0))
+        a4, a6 = _addr(s4), _addr(s6)
+        route = lambda f: Verdict.route(0 if f.dport == 9000 else 1)   # noqa: E731
+        with Pump(dev, UDPEndpoint(("::", 6000), [], netns=n), on_flow=route) as p:
+            p.set_peer(0, a4)
+            p.set_peer(1, a6)
+            assert p.peers() == {0: a4, 1: a6}
+            assert p.local_address() == ("::", 6000)
+            dev.send(_out_packet(b"v4", dport=9000))
+            assert _recv(s4) == _out_packet(b"v4", dport=9000)
+            dev.send(_out_packet(b"v6", dport=9001))
+            assert _recv(s6) == _out_packet(b"v6", dport=9001)
+            s4.sendto(_in_packet(b"from v4"), ("198.18.20.2", 6000))
+            assert dev.recv() == _in_packet(b"from v4")
+            s6.sendto(_in_packet(b"from v6"), ("fd00:20::2", 6000))
+            assert dev.recv() == _in_packet(b"from v6")
+            p.inject(b"to v4", "endpoint", address=a4)
+            assert _recv(s4) == b"to v4"
+            assert _drops(p, "to_device", "unknown_peer") == 0
+    finally:
+        s4.close()
+        s6.close()
 
 
 # ---- a transform: unknown sources and roaming -------------------------------------------

@@ -363,11 +363,14 @@ static int udp_group(const struct tp_ep_udp *u, const struct tp__dir *d, int i)
 {
     const struct tp__pkt *p = &d->pkts[i];
     uint32_t size = p->hdrlen + p->len, total = size;
-    uint32_t max = u->family == AF_INET ? TP__UDP4_MAX_PAYLOAD : TP__UDP6_MAX_PAYLOAD;
+    uint32_t max = TP__UDP4_MAX_PAYLOAD;
     int k = i + 1;
 
     if (!u->udp_gso || p->group < 0)
         return 1;
+    if (u->family == AF_INET6 &&   /* an IPv4 peer of a dual-stack socket: IPv4's limit */
+        !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&u->peers[p->route])->sin6_addr))
+        max = TP__UDP6_MAX_PAYLOAD;
     while (k < d->n && k - i < TP__UDP_MAX_SEGS) {
         const struct tp__pkt *q = &d->pkts[k];
         uint32_t qs = q->hdrlen + q->len;
