@@ -228,16 +228,17 @@ def test_bench_script_runs(privileged, wgbuild):
 
 
 def test_two_peers_on_one_socket(net, wgbuild):
-    """wgtun with two wireguard-go peers (n2 and a third namespace) on its
-    one UDP socket: the destination picks the peer (cryptokey routing), and
-    each peer's packets come back through its own session."""
+    """wgtun with two wireguard-go peers on its one (dual-stack) UDP socket,
+    n2 over the IPv4 underlay and a third namespace over IPv6: the
+    destination picks the peer (cryptokey routing), and each peer's packets
+    come back through its own session."""
     n3 = net.make()
-    net.veth(net.n1, n3, "198.18.33.1/24", "198.18.33.3/24")
+    net.veth(net.n1, n3, "fd00:33::1/64", "fd00:33::3/64")
     a_priv, a_pub = wg.keypair()
     (b_priv, b_pub), (c_priv, c_pub) = wg.keypair(), wg.keypair()
     a = wg.Wgtun(net, net.n1, wgbuild, wg.config(a_priv, PORT, A_INNER, [
         {"PublicKey": b_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": "198.18.31.2/32"},
-        {"PublicKey": c_pub, "Endpoint": f"198.18.33.3:{PORT}", "AllowedIPs": "198.18.31.3/32, fd00:31::3/128"}]))
+        {"PublicKey": c_pub, "Endpoint": f"[fd00:33::3]:{PORT}", "AllowedIPs": "198.18.31.3/32, fd00:31::3/128"}]))
     wg.WireguardGo(net, net.n2, wgbuild, b_priv, PORT, ["198.18.31.2/24"], a_pub, None, "198.18.31.1/32")
     wg.WireguardGo(net, n3, wgbuild, c_priv, PORT, ["198.18.31.3/24", "fd00:31::3/64"], a_pub, None,
                    "198.18.31.1/32,fd00:31::1/128")
@@ -246,7 +247,8 @@ def test_two_peers_on_one_socket(net, wgbuild):
         assert r.returncode == 0, (addr, r.stdout, a.text())
     assert ping(net, n3, "198.18.31.1").returncode == 0
     show = a.show()
-    assert show.count("latest handshake") == 2, show
+    assert show.count("latest handshake") == 2 and f"endpoint: [fd00:33::3]:{PORT}" in show, show
+    assert f"listening port: {PORT}" in show
     res = net.transfer(n3, net.n1, "198.18.31.1", 8 << 20, timeout=60)
     assert res["received"]["sha256"] == res["sent"]["sha256"]
     assert ping(net, net.n1, "fd00:31::2", count=1, deadline=2).returncode != 0   # in no peer's AllowedIPs
@@ -266,9 +268,11 @@ def test_roaming_client_moves_mid_transfer(net, wgbuild, server):
             {"PublicKey": c_pub, "AllowedIPs": A_ALLOWED}]))
     else:
         srv = wg.WireguardGo(net, net.n2, wgbuild, s_priv, PORT, B_INNER, c_pub, None, A_ALLOWED)
-    cli = wg.Wgtun(net, net.n1, wgbuild, wg.config(c_priv, PORT, A_INNER, [
+    cli = wg.Wgtun(net, net.n1, wgbuild, wg.config(c_priv, None, A_INNER, [   # no ListenPort: any port
         {"PublicKey": s_pub, "Endpoint": f"198.18.30.2:{PORT}", "AllowedIPs": B_ALLOWED}]))
     assert ping(net, net.n1, "198.18.31.2").returncode == 0, cli.text()
+    port = int(re.search(r"listening port: (\d+)", cli.show()).group(1))
+    assert port > 0
     r, w = os.pipe()
     sink = net.python(net.n2, "-m", "tunpump.bench.traffic", "sink", "--port", "5301", "--timeout", "60",
                       "--ready-fd", str(w), pass_fds=(w,))
@@ -287,10 +291,10 @@ def test_roaming_client_moves_mid_transfer(net, wgbuild, server):
     sent, got = json.loads(s_out), json.loads(k_out)
     assert got["bytes"] == sent["bytes"] > 0 and got["sha256"] == sent["sha256"]
     if server == "wgtun":
-        assert f"endpoint: 198.18.30.11:{PORT}" in srv.show()
+        assert f"endpoint: 198.18.30.11:{port}" in srv.show()
         assert re.search(r"peer 0 roamed to 198\.18\.30\.11:", srv.text()), srv.text()
     else:
-        assert f"198.18.30.11:{PORT}" in srv.wg("show", srv.name, "endpoints")
+        assert f"198.18.30.11:{port}" in srv.wg("show", srv.name, "endpoints")
     assert ping(net, net.n2, "198.18.31.1").returncode == 0   # and the server reaches it there
 
 

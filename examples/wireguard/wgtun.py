@@ -89,14 +89,9 @@ class Tunnel:
                            int(self.t.reject_after_time * 1e9), self.t.reject_after_messages) + b"".join(entries)
 
     def _endpoint(self, netns: Optional[str]) -> UDPEndpoint:
-        """One socket for every peer; peers get their address from Pump.set_peer (at
-        start from Endpoint, later from handshakes and roaming). The socket's family is
-        IPv4 unless an Endpoint is IPv6 (tunpump's socket serves one family)."""
-        v6 = {":" in p.endpoint[0] for p in self.peers if p.endpoint}
-        if len(v6) > 1:
-            raise ValueError("config: Endpoints mix IPv4 and IPv6; one socket serves one family here")
-        local = ("::" if v6 == {True} else "0.0.0.0", self.cfg.listen_port or 0)
-        return UDPEndpoint(local, [], netns=netns)
+        """One dual-stack socket for every peer; peers get their address from
+        Pump.set_peer (at start from Endpoint, later from handshakes and roaming)."""
+        return UDPEndpoint(("::", self.cfg.listen_port or 0), [], netns=netns)
 
     def _setup_link(self) -> None:
         link = self.device.link
@@ -299,7 +294,7 @@ class Tunnel:
         """The state, as `wg show` prints it."""
         b64 = base64.b64encode
         out = [f"interface: {self.name}", f"  public key: {b64(self.static.public).decode()}",
-               f"  listening port: {self.cfg.listen_port or 'any'}"]
+               f"  listening port: {self.pump.local_address(0)[1]}"]
         st = self.pump.stats()   # wgdata's reasons are named "wireguard_<reason>" there
         drops = collections.Counter(st.to_endpoint.drops) + collections.Counter(st.to_device.drops)
         if drops:

@@ -56,9 +56,11 @@ def keypair() -> tuple:
     return base64.b64encode(raw).decode(), base64.b64encode(pub).decode()
 
 
-def config(private: str, port: int, addresses: List[str], peers: List[dict]) -> str:
-    out = ["[Interface]", f"PrivateKey = {private}", f"ListenPort = {port}",
-           f"Address = {', '.join(addresses)}"]
+def config(private: str, port: Optional[int], addresses: List[str], peers: List[dict]) -> str:
+    """wg-quick text; port None leaves ListenPort out (the kernel picks one)."""
+    out = ["[Interface]", f"PrivateKey = {private}", f"Address = {', '.join(addresses)}"]
+    if port is not None:
+        out.append(f"ListenPort = {port}")
     for p in peers:
         out += ["", "[Peer]"] + [f"{k} = {v}" for k, v in p.items()]
     return "\n".join(out) + "\n"
