@@ -101,10 +101,12 @@ class Wgtun:
         assert r.returncode == 0, r.stderr
         return r.stdout
 
+    def drops(self) -> dict:
+        """What tunpump counted as dropped by wgdata, by reason (stats: wireguard_<reason>)."""
+        return {k: int(v) for k, v in re.findall(r"\bwireguard_(\w+) (\d+)", self.show())}
+
     def dropped(self, reason: str) -> int:
-        """Packets tunpump counted as dropped by wgdata for `reason` (stats: wireguard_<reason>)."""
-        m = re.search(rf"\bwireguard_{reason} (\d+)", self.show())
-        return int(m.group(1)) if m else 0
+        return self.drops().get(reason, 0)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
