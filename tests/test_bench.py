@@ -10,14 +10,10 @@ import time
 import jsonschema
 import pytest
 
+from helpers.benchleft import leftovers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench", "schema.json")))
-
-
-def leftovers():
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    mine = [ln.split()[0] for ln in ns.splitlines() if ln.startswith("tpb")]
-    return mine
 
 
 def test_quick_json_validates(privileged):
