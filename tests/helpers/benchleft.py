@@ -14,6 +14,12 @@ def _live_pids():
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
+def namespaces_of(pid):
+    """The namespaces bench process `pid` has made so far."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.startswith(f"tpb{pid}x")]
+
+
 def leftovers():
     live = _live_pids()
     out = []
