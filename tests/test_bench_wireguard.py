@@ -12,17 +12,12 @@ import sys
 import jsonschema
 import pytest
 
+from helpers.benchleft import leftovers
 from helpers.nettest import CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench", "schema.json")))
 HAVE_WG = bool(shutil.which("wireguard-go") and shutil.which("wg"))
-
-
-def leftovers():
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    socks = os.listdir("/var/run/wireguard") if os.path.isdir("/var/run/wireguard") else []
-    return [ln.split()[0] for ln in ns.splitlines() if ln.startswith("tpb")] + [s for s in socks if s.startswith("tpbw")]
 
 
 def _bench_wireguard_go():
