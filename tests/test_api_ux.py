@@ -52,3 +52,22 @@ def test_prefix_true_is_refused_where_there_is_no_prefix():
         pump = Pump(a, ep)
         with pytest.raises(ValueError, match="prefix=True: only for a device"):
             pump.inject(b"x", to="endpoint", prefix=True)
+
+
+def test_a_tuple_is_one_peer_and_a_list_several():
+    one = UDPEndpoint(("198.18.0.1", 7000), ("198.18.0.2", 7000))
+    assert one.peers == [("198.18.0.2", 7000)]
+    assert UDPEndpoint(("198.18.0.1", 7000), "198.18.0.2:7000").peers == one.peers
+    assert UDPEndpoint(("198.18.0.1", 7000), [("198.18.0.2", 7000)]).peers == one.peers
+    two = UDPEndpoint(("198.18.0.1", 7000), [("198.18.0.2", 7000), "198.18.0.3:7001"])
+    assert two.peers == [("198.18.0.2", 7000), ("198.18.0.3", 7001)]
+    with pytest.raises(ValueError, match=r"a list is several peers; one peer is a tuple"):
+        UDPEndpoint(("198.18.0.1", 7000), ["198.18.0.2", 7000])
+    with pytest.raises(ValueError, match=r"a tuple is one peer \(host, port\); give several peers as a list"):
+        UDPEndpoint(("198.18.0.1", 7000), (("198.18.0.2", 7000), ("198.18.0.3", 7000)))
+    with pytest.raises(ValueError, match="expected one peer"):
+        UDPEndpoint(("198.18.0.1", 7000), {("198.18.0.2", 7000)})
+    with pytest.raises(ValueError, match="a TCP endpoint has one peer"):
+        TCPEndpoint.connect([("198.18.0.2", 7000)])
+    with pytest.raises(ValueError, match="a tuple is one peer"):
+        TCPEndpoint.listen(("198.18.0.1", 7000), remote=(("198.18.0.2", 1), ("198.18.0.3", 1)))
