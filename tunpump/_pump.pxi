@@ -281,7 +281,7 @@ cdef class CorePump:
         elif etype == TP_EV_PACKET:
             view = PyMemoryView_FromMemory(<char *>data, ev.len, PyBUF_READ)
             try:
-                handler.on_packet(worker, view, flow, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
+                handler.on_packet(worker, view, flow, gen, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
             finally:
                 view.release()
         elif etype == TP_EV_EVICTED:
@@ -293,7 +293,7 @@ cdef class CorePump:
         elif etype == TP_EV_ERROR:
             handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
         elif etype == TP_EV_PUNT:
-            handler.on_punt(worker, ev.dir, ev.peer, flow, ev.family,
+            handler.on_punt(worker, ev.dir, ev.peer, flow, gen, ev.family,
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port, (<const char *>data)[:ev.len])
         if self.p != p:
             return False

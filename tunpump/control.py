@@ -123,8 +123,17 @@ class Decision:
         return f"<Verdict.{self.verdict.name}{peer}{ttl}>"
 
 
+def flow_uid(queue: int, slot: int, gen: int) -> int:
+    """Flow.id: the queue, the flow table slot and the slot's generation
+    (bumped each time the slot is reused), so an id never repeats within a
+    pump's run, even after the flow was evicted and its slot reused."""
+    return (gen << 48) | (queue << 32) | slot
+
+
 class Flow:
-    """A flow as a worker saw it: kind ("ip", "fragment", "arp", "nd",
+    """A flow as a worker saw it (`id`: unique within the pump's run, see
+    flow_uid; the same for every event of the flow, and never given to
+    another flow once its table slot is reused): kind ("ip", "fragment", "arp", "nd",
     "other", "unparsed"), IP version, protocol, addresses, ports (or the ICMP
     echo id), VLAN, the queue it arrived on and its counters at the time of
     the event.
@@ -263,7 +272,7 @@ class Packet:
     queue: the worker; peer: the UDP peer index it was going to / came
     from (None: unknown or not UDP); source: (host, port) of the datagram
     for "to_device" from a UDP endpoint (None otherwise); flow: the
-    flow-table id when verdicts are on (None otherwise)."""
+    flow's Flow.id when verdicts are on (None otherwise)."""
     direction: str
     queue: int
     peer: Optional[int]
@@ -395,7 +404,7 @@ class Control:
         if self.on_flow_cb is None or self._stopping():
             return self.default
         try:
-            v = self.on_flow_cb(Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+            v = self.on_flow_cb(Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes))
             if v is None:
                 return self.default
             if not isinstance(v, (Verdict, Decision)):
@@ -408,19 +417,19 @@ class Control:
             self._failed("on_flow")
             return self.default
 
-    def on_packet(self, queue, view, flow_id, key, packets, nbytes) -> None:
+    def on_packet(self, queue, view, flow_id, gen, key, packets, nbytes) -> None:
         if self.on_packet_cb is None or self._stopping():
             return
         try:
-            self.on_packet_cb(view, Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+            self.on_packet_cb(view, Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes))
         except BaseException:
             self._failed("on_packet")
 
-    def on_punt(self, queue, direction, peer, flow_id, family, addr, port, data) -> None:
+    def on_punt(self, queue, direction, peer, flow_id, gen, family, addr, port, data) -> None:
         source = (_host(family, addr), port) if family else None
         self._punts.append(Packet("to_endpoint" if direction == 0 else "to_device", queue,
                                   None if peer < 0 else peer, source, data,
-                                  None if flow_id < 0 else (queue << 32) | flow_id))
+                                  None if flow_id < 0 else flow_uid(queue, flow_id, gen)))
 
     def _flush_punts(self) -> None:
         """One on_punt call per dispatch round, with every packet it brought."""
@@ -435,7 +444,7 @@ class Control:
             self._failed("on_punt")
 
     def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
-        flow = Flow(queue, (queue << 32) | flow_id, key, packets, nbytes)
+        flow = Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes)
         self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
     def on_peer(self, queue, up, family, addr, port) -> None:

@@ -265,6 +265,8 @@ void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pk
     ev->type = TP_EV_PUNT;
     ev->worker = (uint16_t)c->idx;
     ev->flow = x->flow;
+    if (x->flow >= 0 && (uint32_t)x->flow < c->flows.cap)
+        ev->gen = c->flows.e[x->flow].gen;   /* Python's flow id holds the slot's generation */
     ev->len = x->len;
     ev->dir = (uint8_t)dir;
     ev->peer = x->peer;
