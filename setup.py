@@ -8,9 +8,10 @@ Environment knobs (documented in README.md):
   TUNPUMP_OPT=-O3        optimisation flags (default -O2; never -march=native)
   TUNPUMP_SANITIZE=1     ASan + UBSan build (run with libasan preloaded)
   TUNPUMP_WERROR=1       warnings are errors (on by default when CI is set)
-The AEAD transform (csrc/transform/tp_aead.c) uses OpenSSL 3 libcrypto when
-<openssl/evp.h> compiles and links (TP_HAVE_LIBCRYPTO, -lcrypto); without it
-the build still succeeds and the AEAD reports itself unavailable.
+The AEAD transform (csrc/transform/tp_aead.c, in _core through its adapter
+tp_aead_xf.c) uses OpenSSL 3 libcrypto when <openssl/evp.h> compiles and links
+(TP_HAVE_LIBCRYPTO, -lcrypto); without it the build still succeeds and
+tunpump.transforms.AEAD raises an error saying what to install.
 """
 import glob
 import os
@@ -36,14 +37,12 @@ def _c(*patterns: str) -> list:
 
 # The C files compiled into each extension.
 C_SOURCES = {
-    # The AEAD (tp_aead.c) joins _core with its transform adapter; until then
-    # only the tools extension (its tests and fuzz target) builds it.
-    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c", "csrc/transform/tp_null.c"),
+    "tunpump._core": _c("csrc/packet/*.c", "csrc/os/*.c", "csrc/pump/*.c", "csrc/transform/*.c"),
     "tunpump.bench._tools": _c("csrc/tools/*.c", "csrc/packet/*.c", "csrc/pump/tp_ring.c",
                                "csrc/os/tp_sockaddr.c", "csrc/transform/*.c"),
 }
 # Extensions holding the AEAD: built with libcrypto when its headers are here.
-USES_LIBCRYPTO = {"tunpump.bench._tools"}
+USES_LIBCRYPTO = {"tunpump._core", "tunpump.bench._tools"}
 LIBCRYPTO_PROBE = """#include <openssl/evp.h>
 #if !defined(OPENSSL_VERSION_MAJOR) || OPENSSL_VERSION_MAJOR < 3
 #error "OpenSSL 3 is needed"

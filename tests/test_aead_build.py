@@ -32,9 +32,18 @@ try:
     t.Aead("aes-256-gcm", 0, 1)
 except RuntimeError as e:
     print("RuntimeError:", e)
+from tunpump import transforms
+try:
+    transforms.AEAD(bytes(32))
+except transforms.AEADUnavailable as e:
+    print("AEADUnavailable:", e)
 """], cwd=src, env=dict(os.environ, PYTHONPATH=str(src)), capture_output=True, text=True, timeout=60)
     lines = check.stdout.splitlines()
-    assert len(lines) == 3 and lines[0].startswith(str(src)), check.stdout + check.stderr
+    assert len(lines) == 4 and lines[0].startswith(str(src)), check.stdout + check.stderr
     assert lines[1] == "False"
     assert lines[2].startswith("RuntimeError: tunpump was built without OpenSSL 3 libcrypto headers")
     assert "apt-get install libssl-dev" in lines[2]
+    # the library's AEAD transform (in _core) says the same, before any pump is made
+    assert lines[3].startswith("AEADUnavailable: the AEAD transform needs OpenSSL 3 libcrypto, and tunpump was "
+                               "built without OpenSSL 3 libcrypto headers"), lines[3]
+    assert "apt-get install libssl-dev" in lines[3]

@@ -1,4 +1,5 @@
-"""The AEAD transform's C core (csrc/transform/tp_aead.c, tp_replay.c): the
+"""The AEAD transform's C core (csrc/transform/tp_aead.c, tp_replay.c) and
+its adapter to tunpump.h (tp_aead_xf.c, tests/c/test_aead_xf.c): the
 unit tests of tests/c/test_aead.c built with ASan + UBSan and -Werror, once
 with OpenSSL 3 libcrypto (known answers, round trips, drop reasons, rekey,
 counter exhaustion) and once as a build without libcrypto headers sees it (a
@@ -38,11 +39,11 @@ def _have_libcrypto_headers(gcc, tmp_path):
                           capture_output=True).returncode == 0
 
 
-def _build_and_run(gcc, tmp_path, extra):
-    exe = tmp_path / "test_aead"
+def _build_and_run(gcc, tmp_path, extra, test="test_aead.c"):
+    exe = tmp_path / test[:-2]
     cmd = [gcc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Werror",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-           *extra[0], "-I", TRANSFORM, os.path.join(ROOT, "tests", "c", "test_aead.c"),
+           *extra[0], "-I", TRANSFORM, os.path.join(ROOT, "tests", "c", test),
            *AEAD_SOURCES, *extra[1], "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
@@ -64,6 +65,19 @@ def test_aead_unit_tests_with_libcrypto(tmp_path):
             pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")
         pytest.skip("no OpenSSL libcrypto headers here (libssl-dev)")
     assert _build_and_run(gcc, tmp_path, (["-DTP_HAVE_LIBCRYPTO"], ["-lcrypto"])) > 20000
+
+
+def test_aead_transform_adapter(tmp_path):
+    """tests/c/test_aead_xf.c: the adapter through its tunpump.h ops (seal and
+    open in the hook's room, each drop reason, rekey by control message)."""
+    gcc = _gcc()
+    if not _have_libcrypto_headers(gcc, tmp_path):
+        if CI:
+            pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")
+        pytest.skip("no OpenSSL libcrypto headers here (libssl-dev)")
+    assert _build_and_run(gcc, tmp_path, (["-DTP_HAVE_LIBCRYPTO", "-I", os.path.join(ROOT, "tunpump", "include")],
+                                          [os.path.join(TRANSFORM, "tp_aead_xf.c"), "-lcrypto"]),
+                          test="test_aead_xf.c") > 30
 
 
 def test_aead_without_libcrypto_says_unavailable(tmp_path):

@@ -143,14 +143,60 @@ def test_ratios_pair_each_result_with_its_baselines():
           res("py-udp", "udp", "python", 1.0), res("relay-vnet", "relay", "tunpump", 12.0),
           res("relay-vnet-flow", "relay", "tunpump", 11.0, on_flow=True), res("udp-vnet", "udp", "tunpump", 8.0),
           res("veth-u64", "veth", "kernel", 0, traffic="udp64", kpps=200.0),
-          res("relay-u64", "relay", "tunpump", 0, traffic="udp64", kpps=100.0)]
+          res("relay-u64", "relay", "tunpump", 0, traffic="udp64", kpps=100.0),
+          res("udp-cli", "udp", "cli", 6.0), res("wireguard-go", "udp", "wireguard-go", 0.5),
+          res("udp-vnet-u64", "udp", "tunpump", 0, traffic="udp64", kpps=80.0),
+          dict(res("udp-null", "udp", "tunpump", 7.6), transform="null"),
+          dict(res("udp-aead", "udp", "tunpump", 5.0), transform="aes-256-gcm"),
+          dict(res("udp-aead-u64", "udp", "tunpump", 0, traffic="udp64", kpps=72.0), transform="aes-256-gcm")]
     _ratios(rs)
     by = {r["scenario"]: r["ratios"] for r in rs}
     assert by["relay-vnet"] == {"veth": 0.6, "python": 6.0, "python_vnet": 1.2, "pytun": 12.0}
     assert by["relay-vnet-flow"]["without_on_flow"] == pytest.approx(11 / 12)
     assert by["udp-vnet"] == {"veth": 0.4, "python": 8.0}
     assert by["relay-u64"] == {"veth": 0.5}
+    assert by["udp-cli"] == {"veth": 0.3, "python": 6.0, "library": 0.75}
     assert by["veth"] == {} and by["py-relay"] == {}
+    # a transform's figures against the same tunnel without it, the AEAD's also against wireguard-go
+    assert by["udp-null"] == {"veth": pytest.approx(0.38), "python": 7.6, "udp_vnet": pytest.approx(0.95)}
+    assert by["udp-aead"] == {"veth": 0.25, "python": 5.0, "udp_vnet": 0.625, "wireguard_go": 10.0}
+    assert by["udp-aead-u64"] == {"veth": 0.36, "udp_vnet_u64": 0.9}
+
+
+def test_aead_scenarios_run(privileged):
+    """udp-null and udp-aead(-u64): the transforms' tunnels carry the
+    traffic, reported with their ratios to the plain tunnel of the same run."""
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.4",
+                        "--scenario", "udp-vnet", "--scenario", "udp-null", "--scenario", "udp-aead",
+                        "--scenario", "udp-vnet-u64", "--scenario", "udp-aead-u64"],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    by = {x["scenario"]: x for x in doc["results"]}
+    assert by["udp-null"]["transform"] == "null" and by["udp-aead"]["transform"] == "aes-256-gcm"
+    for name in ("udp-null", "udp-aead"):
+        assert by[name]["bytes"] > 0
+        assert by[name]["ratios"]["udp_vnet"] == pytest.approx(by[name]["gbps"] / by["udp-vnet"]["gbps"])
+    u64 = by["udp-aead-u64"]
+    assert u64["delivered_kpps"] > 0
+    assert u64["ratios"]["udp_vnet_u64"] == pytest.approx(u64["delivered_kpps"] / by["udp-vnet-u64"]["delivered_kpps"])
+    assert leftovers() == []
+
+
+def test_cli_scenario_runs_the_tunnel_command(privileged):
+    """udp-cli: two `tunpump tunnel` processes on their defaults carry the
+    traffic, and the figure comes with its ratio to the library's udp-vnet."""
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
+                        "--scenario", "udp-vnet", "--scenario", "udp-cli"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    lib, cli = doc["results"]
+    assert cli["forwarder"] == "cli" and cli["bytes"] > 0 and cli["cpu_percent"] > 0
+    assert cli["ratios"]["library"] == pytest.approx(cli["gbps"] / lib["gbps"])
+    assert leftovers() == []
 
 
 def test_pytun_baseline(privileged):

@@ -9,15 +9,10 @@ import sys
 import pytest
 
 from helpers.nettest import unique
-from helpers.cli import start, stop, underlay
+from helpers.cli import scrape, start, status, stop, underlay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_DIR = "/run/tunpump"
-
-
-def status(*args):
-    return subprocess.run([sys.executable, "-m", "tunpump", "status", *args], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT)
 
 
 def pair(ns, *extra):
@@ -88,13 +83,6 @@ def test_stats_line_names_drop_reasons(ns):
     assert any("| drops " in ln and "(no_peer " in ln for ln in out.splitlines()), out
     last = out.strip().splitlines()[-1]
     assert last.startswith("total: ") and "bytes" in last and "no_peer" in last, last
-
-
-def scrape(ns, n, url):
-    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-    r = ns.run(n, sys.executable, "-c", code)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def test_metrics(ns):

@@ -409,7 +409,7 @@ def test_worker_error_event_when_the_device_goes(world):
         p1.start()
         os.close(world.a.fds[0])          # the device's fd vanishes under the worker
         world.a._fds = []
-        world.ns.ping(world.n2, "198.18.11.1", count=1)
+        world.ns.ping(world.n2, "198.18.11.1", count=1, timeout=1)   # only to wake the worker
         with pytest.raises(PumpError, match="device (read|write)"):
             p1.run()
     errs = [e for e in events if isinstance(e, WorkerError)]

@@ -108,7 +108,8 @@ def probe(tmp_path_factory):
 
 
 def _ping(world, ok=True):
-    r = world.ns.ping(world.n1, "198.18.11.2")
+    # an expected failure needs no 10-second deadline: the 3 probes leave within 0.4 s
+    r = world.ns.ping(world.n1, "198.18.11.2", timeout=10 if ok else 2)
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
 
 
@@ -129,6 +130,28 @@ def test_probe_bad_results_counted_and_dropped(world, probe, mode, reason):
         assert p1.stats().to_endpoint.packets_out == 0
         assert p2.stats().to_device.packets_in == 0   # nothing left n1
     assert_stats_add_up(p1.stats())
+
+
+@pytest.mark.parametrize("mode,reason", [(13, "probe_beta"), (14, "transform")], ids=["named", "out-of-range"])
+def test_probe_drop_reasons_counted_by_name(world, probe, mode, reason):
+    # drop_reason k names ops->drop_reasons[k - 1], shown as "<transform>_<reason>";
+    # a k the transform does not name counts as the generic "transform"
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(mode)) as p1, Pump(world.b, e2, transform=probe.Probe(0)):
+        _ping(world, ok=False)
+        drops = p1.stats().to_endpoint.drops
+        assert drops[reason] > 0, drops
+        assert {"probe_alpha", "probe_beta"} <= set(drops)
+        assert sum(drops.values()) == drops[reason], drops
+        assert p1.stats().to_device.drops["probe_beta"] == 0
+    assert_stats_add_up(p1.stats())
+    assert transforms.drop_reasons(probe.Probe(0)) == ("alpha", "beta")
+
+
+def test_probe_bad_drop_reason_name_refused(world, probe):
+    e1, _ = _udp(world)
+    with pytest.raises(ValueError, match=r"drop_reasons\[0\] = 'Bad Reason': expected 1 to 31 characters"):
+        Pump(world.a, e1, transform=probe.Probe(0, bad_reasons=True))
 
 
 def test_probe_wrong_abi_refused(world, probe):
@@ -260,12 +283,12 @@ def test_transform_chooses_the_peer(world, probe):
     assert listener.stdout.readline().strip() == "ready"
     two = UDPEndpoint(("198.18.10.1", 6000), [("198.18.10.2", 6000), ("198.18.10.2", 7002)], netns=world.n1)
     with Pump(world.a, two, transform=probe.Probe(8)) as p:
-        world.ns.ping(world.n1, "198.18.11.2", count=1)
+        world.ns.ping(world.n1, "198.18.11.2", count=1, timeout=1)   # nobody answers: only its sending counts
         out, err = listener.communicate(timeout=15)
         pkt = bytes.fromhex(out.strip())
         assert pkt[0] >> 4 in (4, 6), err
         p.transform_control(b"\x07")     # peer 5: not there
-        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1),
+        assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1, timeout=1),
                                    p.stats().to_endpoint.drops["no_peer"])[1] > 0)
     assert_stats_add_up(p.stats())
 

@@ -71,7 +71,8 @@ cdef extern from "tp_flow.h":
 cdef extern from "tunpump.h":
     # The public transform ABI (tunpump/include/tunpump.h): what the binding checks.
     enum:
-        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS, TUNPUMP_UNKNOWN_SOURCES
+        TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM
     const char *TUNPUMP_TRANSFORM_CAPSULE
     struct tunpump_transform_ops:
@@ -80,6 +81,7 @@ cdef extern from "tunpump.h":
         const char *name
         void *batch
         void *control
+        const char **drop_reasons
     struct tunpump_transform:
         const tunpump_transform_ops *ops
         const void *config
@@ -98,6 +100,7 @@ cdef extern from "tp_pump.h":
         TP_KIND_TUN, TP_KIND_UDP, TP_KIND_TCP
     enum:
         TP_DROP__COUNT     # enum tp_drop: the number of drop reasons
+        TP_XF_MAX_DROP_REASONS
     struct tp_fmt:
         int pi
         int vnet_hdr_sz
@@ -146,13 +149,16 @@ cdef extern from "tp_pump.h":
         uint64_t gso_split, gso_passed, gro_built, gso_fallbacks
         uint64_t punted
         uint64_t drops[TP_DROP__COUNT]
+        uint64_t xf_drops[TP_XF_MAX_DROP_REASONS]
     struct tp_worker_stats:
         tp_dir_stats dir[2]
         uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned
         uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
         uint64_t refused_connections
+        uint64_t peers_moved, roams_refused
     enum tp_event_type:
         TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR, TP_EV_PUNT
+        TP_EV_PEER_MOVED
     enum:
         TP_EVICT_IDLE, TP_EVICT_FULL
     struct tp_event:
@@ -193,6 +199,9 @@ cdef extern from "tp_pump.h":
                                 const uint8_t *data, size_t len) nogil
     int tp_pump_inject_transform(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
     int tp_pump_transform_control(tp_pump *p, int worker, const uint8_t *msg, size_t len) nogil
+    int tp_pump_set_peer(tp_pump *p, int idx, int family, const uint8_t *addr, unsigned port) nogil
+    int tp_pump_peers_pending(tp_pump *p) nogil
+    int tp_pump_get_peer(tp_pump *p, int worker, int idx, int *family, uint8_t *addr, unsigned *port) nogil
 
 
 cdef extern from "tp_ring.h":
@@ -245,3 +254,54 @@ cdef extern from "<linux/virtio_net.h>":
     # Only its size is used: the shortest vnet header a device reads and writes.
     struct virtio_net_hdr:
         uint8_t flags
+
+
+cdef extern from "tp_aead.h":
+    # The built-in AEAD's core (the binding's transform, the bench's tools).
+    enum:
+        TP_AEAD_KEY_LEN
+        TP_AEAD_HEADER_LEN
+        TP_AEAD_TAG_LEN
+        TP_AEAD_OVERHEAD
+        TP_AEAD_MAX_PLAIN
+        TP_AEAD_NREASONS
+        TP_AEAD_OK
+    enum:
+        TP_AEAD_AES_256_GCM
+        TP_AEAD_CHACHA20_POLY1305
+    struct tp_aead_cfg:
+        int cipher
+        uint32_t tx_sender
+        uint32_t rx_sender
+        uint64_t counter_start
+        uint64_t grace_ns
+    struct tp_aead:
+        pass
+    int tp_aead_available()
+    const char *tp_aead_unavailable_reason()
+    const char *tp_aead_reason_name(int reason)
+    uint64_t tp_aead_counter_start_now()
+    int tp_aead_new(const tp_aead_cfg *cfg, tp_aead **out)
+    void tp_aead_free(tp_aead *st)
+    int tp_aead_stage_key(tp_aead *st, unsigned char id, const unsigned char *key, uint64_t now_ns,
+                          uint64_t switch_ns)
+    int tp_aead_set_key(tp_aead *st, unsigned char id, const unsigned char *key, uint64_t now_ns)
+    void tp_aead_tick(tp_aead *st, uint64_t now_ns)
+    uint64_t tp_aead_next_counter(const tp_aead *st)
+    int tp_aead_seal(tp_aead *st, unsigned char *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
+                     unsigned char **out, uint32_t *out_len)
+    int tp_aead_open(tp_aead *st, unsigned char *data, uint32_t len, unsigned char **out, uint32_t *out_len)
+
+
+cdef extern from "tp_aead_xf.h":
+    # The AEAD as a transform (csrc/transform/tp_aead_xf.h).
+    struct tp_aead_xf_cfg:
+        int32_t cipher
+        uint32_t side
+        uint64_t grace_ns
+        uint8_t key_id
+        uint8_t key[TP_AEAD_KEY_LEN]
+    enum:
+        TP_AEAD_XF_REKEY, TP_AEAD_XF_REKEY_LEN
+    tunpump_transform *tp_aead_xf_make(const tp_aead_xf_cfg *cfg)
+    void tp_aead_xf_release(tunpump_transform *t)

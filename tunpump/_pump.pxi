@@ -9,8 +9,15 @@ cdef extern from "poll.h":
     enum:
         POLLIN
 
+cdef extern from "<string.h>":
+    size_t strnlen(const char *s, size_t maxlen) nogil
+
 cdef extern from "unistd.h":
     ssize_t read(int fd, void *buf, size_t count) nogil
+
+cdef extern from "sys/socket.h":
+    enum:
+        AF_INET
 
 
 cdef int _poll_in(int fd, int timeout_ms) noexcept nogil:
@@ -77,8 +84,8 @@ cdef void _set_ctl(tp_ctl_cfg *c, dict ctl) except *:
     c.punt_ring = ctl.get("punt_ring", TP_DEFAULT_PUNT_RING)
 
 
-cdef dict _dir_dict(tp_dir_stats *d):
-    return {
+cdef dict _dir_dict(tp_dir_stats *d, tuple xf_reasons):
+    out = {
         "packets_in": d.pkts_in, "bytes_in": d.bytes_in,
         "packets_out": d.pkts_out, "bytes_out": d.bytes_out,
         "batches": d.batches, "read_calls": d.read_calls, "write_calls": d.write_calls,
@@ -87,15 +94,19 @@ cdef dict _dir_dict(tp_dir_stats *d):
         "gso_fallbacks": d.gso_fallbacks, "punted": d.punted,
         "drops": {DROP_REASONS[i]: d.drops[i] for i in range(TP_DROP__COUNT)},
     }
+    for i, name in enumerate(xf_reasons):   # the transform's own: "<transform>_<reason>"
+        out["drops"][name] = d.xf_drops[i]
+    return out
 
 
-cdef dict _worker_dict(tp_worker_stats *st):
+cdef dict _worker_dict(tp_worker_stats *st, tuple xf_reasons):
     return {
-        "to_endpoint": _dir_dict(&st.dir[0]),
-        "to_device": _dir_dict(&st.dir[1]),
+        "to_endpoint": _dir_dict(&st.dir[0], xf_reasons),
+        "to_device": _dir_dict(&st.dir[1], xf_reasons),
         "wakeups": st.wakeups, "connects": st.connects,
         "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
         "peers_learned": st.peer_learned, "refused_connections": st.refused_connections,
+        "peers_moved": st.peers_moved, "roams_refused": st.roams_refused,
         "flows": {"new": st.flows_new, "evicted": st.flows_evicted, "active": st.flows_active,
                   "verdicts": st.verdicts, "decision_timeouts": st.decision_timeouts,
                   "events_lost": st.events_lost, "punted": st.punted},
@@ -114,11 +125,13 @@ cdef class CorePump:
     cdef tp_pump *dead     # closed while in use: freed by the last user
     cdef int users
     cdef object transform  # the capsule the workers' cfg.xf points into: kept while they may run
+    cdef tuple xf_reasons  # the transform's drop reasons as stats names them
 
     def __cinit__(self):
         self.p = NULL
         self.dead = NULL
         self.users = 0
+        self.xf_reasons = ()
 
     cdef tp_pump *_acquire(self) noexcept:
         if self.p != NULL:
@@ -164,6 +177,7 @@ cdef class CorePump:
                 _set_ctl(&cfg.ctl, ctl)
             if transform is not None:
                 cfg.xf = _transform_ptr(transform)
+                self.xf_reasons = _transform_drop_names(cfg.xf)
             with nogil:
                 rc = tp_pump_start(&cfg, &out, &err)
         finally:
@@ -223,7 +237,7 @@ cdef class CorePump:
         try:
             for i in range(tp_pump_nworkers(p)):
                 tp_pump_stats(p, i, &st)
-                out.append(_worker_dict(&st))
+                out.append(_worker_dict(&st, self.xf_reasons))
         finally:
             self._release()
         return out
@@ -290,6 +304,8 @@ cdef class CorePump:
         elif etype == TP_EV_PEER_UP or etype == TP_EV_PEER_DOWN:
             handler.on_peer(worker, etype == TP_EV_PEER_UP, ev.family,
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
+        elif etype == TP_EV_PEER_MOVED:
+            handler.on_peer_moved(worker, ev.peer, ev.family, (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
         elif etype == TP_EV_ERROR:
             handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
         elif etype == TP_EV_PUNT:
@@ -353,6 +369,50 @@ cdef class CorePump:
             self._release()
         _check(rc, "transform control")
 
+    def set_peer(self, int idx, int family, bytes addr, unsigned port):
+        """Post peer idx's new address (addr b"": remove it) to every worker;
+        peers_pending() says when they applied it."""
+        cdef int rc
+        cdef unsigned char a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            memset(a, 0, sizeof(a))
+            _copy_addr(a, sizeof(a), addr, "address")
+            # Under the GIL: one producer at a time on each worker's ring.
+            rc = tp_pump_set_peer(p, idx, family, a if len(addr) else NULL, port)
+        finally:
+            self._release()
+        _check(rc, "set peer")
+
+    def peers_pending(self):
+        """Workers that have not applied every peer change yet."""
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            return 0
+        try:
+            return tp_pump_peers_pending(p)
+        finally:
+            self._release()
+
+    def get_peer(self, int worker, int idx):
+        """(family, address bytes, port) of worker's peer idx now, or None."""
+        cdef int rc, family = 0
+        cdef unsigned port = 0
+        cdef uint8_t a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            rc = tp_pump_get_peer(p, worker, idx, &family, a, &port)
+        finally:
+            self._release()
+        if rc == -ENOENT:
+            return None
+        _check(rc, "get peer")
+        return family, (<const char *>a)[:4 if family == AF_INET else 16], port
+
     def close(self):
         """Stop and free the pump (at once, or when the last method still
         using it on another thread returns). Idempotent."""
@@ -413,16 +473,59 @@ cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
     if t.ops.abi != TUNPUMP_TRANSFORM_ABI:
         raise ValueError(f"transform: built for ABI version {t.ops.abi}, this tunpump speaks "
                          f"{TRANSFORM_ABI} (rebuild it against tunpump.get_include())")
-    if t.ops.flags & ~TUNPUMP_NEEDS_SEGMENTS:
+    if t.ops.flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES):
         raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows "
-                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x})")
+                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, "
+                         f"UNKNOWN_SOURCES={TUNPUMP_UNKNOWN_SOURCES:#x})")
+    _transform_drop_names(t)
     return t
+
+
+cdef str _transform_name(const tunpump_transform *t):
+    return (t.ops.name or b"?").decode(errors="replace")
+
+
+cdef tuple _transform_drop_reasons(const tunpump_transform *t):
+    """The transform's own drop reasons, checked: at most
+    TUNPUMP_MAX_DROP_REASONS names of [a-z0-9_], 1 to 31 characters."""
+    cdef const char *r
+    cdef size_t n
+    out = []
+    if t.ops.drop_reasons == NULL:
+        return ()
+    while t.ops.drop_reasons[len(out)] != NULL:
+        if len(out) == TUNPUMP_MAX_DROP_REASONS:
+            raise ValueError(f"transform {_transform_name(t)!r}: more than {TUNPUMP_MAX_DROP_REASONS} drop "
+                             f"reasons (drop_reasons must be NULL-terminated)")
+        r = t.ops.drop_reasons[len(out)]
+        n = strnlen(r, 32)
+        raw = r[:n]
+        name = raw.decode("ascii", errors="replace")
+        if not 1 <= len(raw) <= 31 or not all(c in _REASON_CHARS for c in name):
+            raise ValueError(f"transform {_transform_name(t)!r}: drop_reasons[{len(out)}] = {name[:31]!r}: "
+                             f"expected 1 to 31 characters of a-z, 0-9 and '_'")
+        out.append(name)
+    return tuple(out)
+
+
+_REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+cdef tuple _transform_drop_names(const tunpump_transform *t):
+    """The stats names of the transform's drop reasons: "<name>_<reason>"."""
+    name = _transform_name(t)
+    return tuple(f"{name}_{r}" for r in _transform_drop_reasons(t))
 
 
 def transform_info(capsule):
     """(name, flags, has_control) of a transform capsule, checked as start() would."""
     cdef const tunpump_transform *t = _transform_ptr(capsule)
-    return ((t.ops.name or b"?").decode(errors="replace"), t.ops.flags, t.ops.control != NULL)
+    return (_transform_name(t), t.ops.flags, t.ops.control != NULL)
+
+
+def transform_drop_reasons(capsule):
+    """The transform's own drop reasons (as it names them, without its name)."""
+    return _transform_drop_reasons(_transform_ptr(capsule))
 
 
 def null_transform():

@@ -251,9 +251,11 @@ def _tunnel(args: argparse.Namespace) -> int:
         ep = UDPEndpoint(args.listen, args.remote, peer_timeout=args.peer_timeout)
     else:
         ep = UDPEndpoint(args.local or ("0.0.0.0", 0), args.connect)
+    aead = _aead_of(args)
     with _open_device(args.dev, mode, queues=args.queues, offloads=not args.no_offloads, netns=None,
                       tun_path=args.tun_path) as dev:
-        derived = tunnel_mtu("tcp" if args.tcp else "udp", ep.local, ep.remote, exclude=dev.name)
+        derived = tunnel_mtu("tcp" if args.tcp else "udp", ep.local, ep.remote, exclude=dev.name,
+                             transform_overhead=aead.OVERHEAD if aead else 0)
         if mode == "tap":
             derived["mtu"] -= 14   # the Ethernet header rides inside the tunnel too
         mtu = args.mtu or derived["mtu"]
@@ -270,8 +272,22 @@ def _tunnel(args: argparse.Namespace) -> int:
                        peer=args.peer)
         mon = Monitor(None, kind="tunnel", name=args.name or dev.name, offloads=_offloads_in_force(dev),
                       config={"mtu": dev.link.info()["mtu"], "derived_mtu": derived["mtu"]})
-        mon.pump = Pump(dev, ep, batch=args.batch, on_event=mon.on_event)
+        mon.pump = Pump(dev, ep, batch=args.batch, on_event=mon.on_event, transform=aead)
         return _serve(mon.pump, args, mon)
+
+
+def _aead_of(args: argparse.Namespace):
+    """--key-file: the AEAD transform (the server is side 1, the client 0), or None."""
+    from .keyfile import read_key_file
+    from .transforms import AEAD
+    if args.key_file is None:
+        if args.cipher is not None:
+            raise ValueError(f"--cipher {args.cipher}: only with --key-file (the pre-shared key)")
+        return None
+    aead = AEAD(read_key_file(args.key_file), args.cipher or "chacha20-poly1305", side=1 if args.listen else 0)
+    log.info("encrypted with %s under the pre-shared key in %s (no handshake, no forward secrecy)",
+             aead.cipher, args.key_file)
+    return aead
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -383,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--mtu", type=int, help="the device's MTU (default: the underlay's MTU toward the peer "
                                             "minus the encapsulation; a larger one is warned about)")
     tun.add_argument("--queues", type=int, default=1, help="worker i uses port PORT+i")
+    tun.add_argument("--key-file", metavar="FILE",
+                     help="encrypt and authenticate every packet with the pre-shared 32-byte key in FILE (64 hex "
+                          "digits or base64; mode 600): the same file on both ends. No handshake, no forward "
+                          "secrecy. Make one: (umask 077; openssl rand -hex 32 > FILE)")
+    tun.add_argument("--cipher", choices=("chacha20-poly1305", "aes-256-gcm"),
+                     help="with --key-file: the AEAD (default chacha20-poly1305; aes-256-gcm is faster on CPUs "
+                          "with AES instructions); both ends must agree")
     tun.add_argument("--no-configure", action="store_true",
                      help="leave the link as it is (no MTU, addresses or up): root configured it")
     _run_options(tun)

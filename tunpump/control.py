@@ -251,6 +251,17 @@ class PeerDown:
 
 
 @dataclass(frozen=True)
+class PeerMoved:
+    """UDP peer `peer` of queue `queue` now sends from (and is sent to)
+    `address`: the transform authenticated a datagram from there (roaming,
+    TUNPUMP_UNKNOWN_SOURCES / pkt->roam in tunpump.h). Only that queue's
+    worker moved it; `Pump.set_peer` moves it on every queue."""
+    queue: int
+    peer: int
+    address: Tuple[str, int]
+
+
+@dataclass(frozen=True)
 class WorkerError:
     queue: int
     errno: int
@@ -410,8 +421,9 @@ class Control:
             if not isinstance(v, (Verdict, Decision)):
                 raise TypeError(f"on_flow returned {v!r}: expected a tunpump.Verdict (Verdict.FORWARD, "
                                 f"Verdict.route(peer), ...) or None")
-            if isinstance(v, Decision) and v.verdict is Verdict.ROUTE and v.peer >= self.pump._npeers:
-                raise ValueError(f"on_flow returned {v!r}: the endpoint has {self.pump._npeers} peer(s)")
+            if isinstance(v, Decision) and v.verdict is Verdict.ROUTE and not self.pump._has_peer(queue, v.peer):
+                raise ValueError(f"on_flow returned {v!r}: queue {queue} has no peer {v.peer} "
+                                 f"(peers: {self.pump._peer_list(queue)})")
             return v._code()
         except BaseException:
             self._failed("on_flow")
@@ -450,6 +462,9 @@ class Control:
     def on_peer(self, queue, up, family, addr, port) -> None:
         host = _host(family, addr)
         self._event((PeerUp if up else PeerDown)(queue, (host, port)))
+
+    def on_peer_moved(self, queue, peer, family, addr, port) -> None:
+        self._event(PeerMoved(queue, peer, (_host(family, addr), port)))
 
     def on_error(self, queue, err, where) -> None:
         self._event(WorkerError(queue, err, where))

@@ -144,11 +144,16 @@ class UDPEndpoint(_SocketEndpoint):
     ``remote`` is one peer as a tuple ``(host, port)`` or a string
     ``"HOST:PORT"``, or several as a list of those (even a list of one);
     a value that could be read either way (a list ``[host, port]``, a tuple
-    of tuples) raises ValueError. A list (at most ``MAX_PEERS``, 16) shares the one socket:
-    packets go to the first unless a flow's verdict is ``Verdict.route(peer)``,
-    and datagrams from any of them are accepted. A peer is named by its
-    index in ``peers`` everywhere: ``Verdict.route(peer)``,
-    ``Pump.inject(..., peer=i)``, ``Packet.peer``, ``Decision.peer``."""
+    of tuples) raises ValueError. A list (at most ``MAX_PEERS``, 16) shares
+    the one socket: packets go to the first unless a flow's verdict is
+    ``Verdict.route(peer)`` (or a transform picks the peer), and datagrams
+    from any of them are accepted. A peer is named by its index in
+    ``peers`` everywhere: ``Verdict.route(peer)``, ``Pump.inject(...,
+    peer=i)``, ``Packet.peer``, ``Decision.peer``, ``Pump.set_peer(i,
+    address)``. An empty list (``remote=[]``) starts with no peer: add them
+    while the pump runs with ``Pump.set_peer(i, address)`` (``remove_peer``
+    / ``set_peer`` work on a non-empty list too). Until a packet's peer
+    exists it is dropped as ``no_peer``."""
 
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
@@ -157,19 +162,21 @@ class UDPEndpoint(_SocketEndpoint):
         loc = parse_address(local, "local", 0)
         remotes: Tuple[Tuple[str, int], ...] = ()
         many = _one_or_many(remote)
+        later = many is not None and not many   # peers come from Pump.set_peer
         if many is not None:
-            if not 1 <= len(many) <= MAX_PEERS:
-                raise ValueError(f"remote: a list of 1 to {MAX_PEERS} peers, got {len(many)}")
+            if len(many) > MAX_PEERS:
+                raise ValueError(f"remote: a list of 0 to {MAX_PEERS} peers, got {len(many)}")
             remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(many))
-        one = remotes[0] if remotes else remote
+        one = remotes[0] if remotes else (None if many is not None else remote)
         assert not isinstance(one, list)
         rem = parse_address(one, "remote") if one is not None else None
         if learn_peer is None:
-            learn_peer = rem is None
-        if rem is None and not learn_peer:
-            raise ValueError("remote=None: give the peer's address, or learn_peer=True to take the first sender")
-        if rem is not None and learn_peer:
-            raise ValueError("learn_peer=True: only without a remote address")
+            learn_peer = rem is None and not later
+        if rem is None and not learn_peer and not later:
+            raise ValueError("remote=None: give the peer's address, remote=[] to add peers with "
+                             "Pump.set_peer, or learn_peer=True to take the first sender")
+        if (rem is not None or later) and learn_peer:
+            raise ValueError("learn_peer=True: only without a remote address (remote=None)")
         if learn_peer and loc[1] == 0:
             raise ValueError("local: a server that learns its peer needs a fixed local port")
         if rem is not None and loc[0] in ("0.0.0.0", "::"):
@@ -186,11 +193,13 @@ class UDPEndpoint(_SocketEndpoint):
 
     @property
     def peers(self) -> List[Tuple[str, int]]:
-        """The configured peers; peer index i (Verdict.route(i), inject(peer=i)) is peers[i]."""
+        """The peers a pump starts with; peer index i (Verdict.route(i),
+        inject(peer=i)) is peers[i]. While a pump runs, `Pump.peers()` has
+        the live ones (set, removed, learned, roamed)."""
         return list(self.remotes) if self.remotes else ([self.remote] if self.remote else [])
 
     def __repr__(self) -> str:
-        remote = list(self.remotes) if self.remotes else self.remote
+        remote = list(self.remotes) if self.remotes or not self.learn_peer else self.remote
         return f"UDPEndpoint(local={self.local!r}, remote={remote!r}, learn_peer={self.learn_peer})"
 
     def sock_cfg(self, queues: int) -> dict:

@@ -5,14 +5,15 @@ import errno
 import os
 import socket
 import threading
-from typing import Any, Callable, List, Literal, Optional, Tuple, Union, overload
+import time
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, overload
 
 from . import _core
 from . import stats as _stats
 from . import transforms as _transforms
 from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
-from .endpoint import TCPEndpoint, UDPEndpoint
+from .endpoint import Address, TCPEndpoint, UDPEndpoint, parse_address
 from .errors import PumpError
 from .prefix import check_flag as check_prefix_flag
 from .stats import Stats
@@ -20,6 +21,7 @@ from .stats import Stats
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
 DEFAULT_BATCH = 64
 STOP_CALLBACK_WAIT = 2.0   # seconds stop() waits for a running callback to return
+PEER_APPLY_WAIT = 5.0      # seconds set_peer / remove_peer wait for every worker to apply the change
 
 
 def _fmt(dev: Device) -> tuple:
@@ -119,7 +121,8 @@ class Pump:
       device sends (device -> endpoint direction); None means the default.
     - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
       memoryview is valid during the call only.
-    - `on_event(event)`: PeerUp, PeerDown, WorkerError, FlowEvicted, StatsTick.
+    - `on_event(event)`: PeerUp, PeerDown, PeerMoved, WorkerError, FlowEvicted,
+      StatsTick.
     - `flow_table_size` per queue (LRU eviction when full), `flow_idle_timeout`
       seconds, `decision_timeout` seconds after which `default_verdict`
       (FORWARD: fail-open, DROP: fail-closed) applies, `pending_limit` packets
@@ -135,6 +138,10 @@ class Pump:
     defaults to DROP and FORWARD is refused, so nothing leaves untransformed
     because Python was slow. `transform_control(msg)` hands the transform's
     workers a message (new keys) between batches.
+
+    UDP peers change while the pump runs: `set_peer(i, address)`,
+    `remove_peer(i)`, `peers(queue)`; a transform may move a peer to the
+    source of a datagram it authenticated (roaming: a `PeerMoved` event).
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
@@ -167,7 +174,7 @@ class Pump:
             if endpoint.queues != device.queues:
                 raise ValueError(f"endpoint: {endpoint.name} has {endpoint.queues} queues and "
                                  f"{device.name} {device.queues}; a relay pairs queue i with queue i")
-        self._transform = None if transform is None else _transforms.as_capsule(transform)
+        self._transform = None if transform is None else _transforms.as_capsule(transform, endpoint)
         if default_verdict is None:
             default_verdict = Verdict.FORWARD if transform is None else Verdict.DROP
         elif transform is not None and default_verdict != Verdict.DROP:
@@ -216,7 +223,7 @@ class Pump:
         self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval, on_punt)
         self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval,
                                                           transform))
-        self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
+        self._peer_lock = threading.Lock()   # one peer change at a time, each waited for
         self._run: Optional[_Run] = None
         self._start_lock = threading.RLock()
         self._stop_requested = False
@@ -479,8 +486,7 @@ class Pump:
             family, raw, port = _inet(address, target)
             self._with_core(lambda core: core.inject_udp_addr(queue, family, raw, port, data))
         else:
-            if not 0 <= peer < self._npeers:
-                raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+            self._check_peer_arg(queue, peer)
             self._with_core(lambda core: core.inject_udp(queue, peer, data))
         self._count_injected("to_endpoint")
 
@@ -494,10 +500,106 @@ class Pump:
             raise ValueError(f"packet: {len(data)} bytes, at most 65535")
         if not 0 <= queue < self.device.queues:
             raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
-        if not 0 <= peer < self._npeers:
-            raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+        self._check_peer_arg(queue, peer)
         self._with_core(lambda core: core.inject_transform(queue, peer, data))
         self._count_injected("to_endpoint")
+
+    def _check_peer_arg(self, queue: int, peer: Any) -> None:
+        """`peer` must name a peer queue `queue` has now (ValueError otherwise)."""
+        if isinstance(peer, bool) or not isinstance(peer, int) or not 0 <= peer < _core.MAX_PEERS:
+            raise ValueError(f"peer={peer!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
+        if not self._has_peer(queue, peer):
+            raise ValueError(f"peer={peer!r}: queue {queue} has no peer {peer} (peers: {self._peer_list(queue)})")
+
+    def _has_peer(self, queue: int, peer: int) -> bool:
+        """Whether queue `queue` has peer `peer` now (a device or TCP endpoint: peer 0 only)."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            return peer == 0
+        return self._with_core(lambda core: core.get_peer(queue, peer)) is not None
+
+    def _peer_list(self, queue: int) -> List[int]:
+        if not isinstance(self.endpoint, UDPEndpoint):
+            return [0]
+        return sorted(self.peers(queue))
+
+    # ---- UDP peers -----------------------------------------------------------------
+    def _udp_endpoint(self, what: str) -> UDPEndpoint:
+        ep = self.endpoint
+        if not isinstance(ep, UDPEndpoint):
+            raise ValueError(f"{what}: the endpoint is {ep!r}; peers can change only on a UDPEndpoint")
+        if ep.learn_peer:
+            raise ValueError(f"{what}: the endpoint learns its peer (learn_peer=True); for peers set from "
+                             f"Python use UDPEndpoint(local, remote=[...]) (an empty list is fine)")
+        return ep
+
+    @staticmethod
+    def _peer_index(index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < _core.MAX_PEERS:
+            raise ValueError(f"index={index!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
+        return index
+
+    def set_peer(self, index: int, address: Address) -> None:
+        """Make UDP peer `index` (0 to MAX_PEERS - 1) `address` (`(host, port)`
+        or "host:port", the socket's IP version), adding it if it was not
+        there, while the pump runs. Like `UDPEndpoint(remote=[...])`, the
+        port is queue 0's: queue i sends to port + i. Each worker applies the
+        change between two batches; this returns once every worker has, so
+        a packet routed to the peer (a `Verdict.route(index)`, a transform
+        choosing it, `inject(peer=index)`) goes to the new address from then
+        on, and datagrams from it are accepted as that peer's. Raises
+        RuntimeError when the pump is not running, ValueError for a bad
+        argument, a TCP / device endpoint, or one that learns its peer."""
+        ep = self._udp_endpoint("set_peer")
+        index = self._peer_index(index)
+        host, port = parse_address(address, "address")
+        family, raw, port = _inet((host, port), ep)
+        if port + self.device.queues - 1 > 65535:
+            raise ValueError(f"address={address!r}: ports {port}..{port + self.device.queues - 1} "
+                             f"(one per queue) run past 65535")
+        self._change_peer("set_peer", lambda core: core.set_peer(index, family, raw, port))
+
+    def remove_peer(self, index: int) -> None:
+        """Remove UDP peer `index` while the pump runs: packets routed to it
+        are dropped (counted as `no_peer`), datagrams from its address as
+        `unknown_peer` (or, for a transform with TUNPUMP_UNKNOWN_SOURCES,
+        reach it as a stranger). Returns once every worker applied it.
+        ValueError if no queue has that peer."""
+        ep = self._udp_endpoint("remove_peer")
+        index = self._peer_index(index)
+        if not any(self._has_peer(q, index) for q in range(self.device.queues)):
+            raise ValueError(f"index={index!r}: there is no peer {index} (peers: {self._peer_list(0)})")
+        family = socket.AF_INET6 if ":" in ep.local[0] else socket.AF_INET
+        self._change_peer("remove_peer", lambda core: core.set_peer(index, family, b"", 0))
+
+    def _change_peer(self, what: str, post: Callable[[Any], None]) -> None:
+        with self._peer_lock:
+            self._with_core(post)
+            deadline = time.monotonic() + PEER_APPLY_WAIT
+            while self._with_core(lambda core: core.peers_pending()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what}: the workers did not apply the change within "
+                                       f"{PEER_APPLY_WAIT} s")
+                time.sleep(0.0005)
+
+    def peers(self, queue: int = 0) -> Dict[int, Tuple[str, int]]:
+        """The UDP peers queue `queue`'s worker uses now, `{index: (host,
+        port)}`: as set (queue i: the given port + i), learned, or roamed to
+        (a roam moves a peer on the queue that received the datagram only).
+        RuntimeError when the pump is not running."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            raise ValueError(f"peers: the endpoint is {self.endpoint!r}; only a UDPEndpoint has peers")
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+
+        def read(core: Any) -> Dict[int, Tuple[str, int]]:
+            out = {}
+            for i in range(_core.MAX_PEERS):
+                got = core.get_peer(queue, i)
+                if got is not None:
+                    family, raw, port = got
+                    out[i] = (socket.inet_ntop(family, raw), port)
+            return out
+        return self._with_core(read)
 
     def _count_injected(self, direction: str) -> None:
         with self._inject_lock:

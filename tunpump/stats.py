@@ -133,6 +133,8 @@ class Stats:
     protocol_errors: int = 0       # bad TCP frames (each closes the connection)
     peers_learned: int = 0         # UDP peers learned (learn_peer)
     refused_connections: int = 0   # TCP server: connections not from `remote`, closed
+    peers_moved: int = 0           # UDP peers moved to a new address by a transform's roam
+    roams_refused: int = 0         # roam requests that could not apply (no such peer, wrong way)
     flows: FlowStats = field(default_factory=FlowStats)
 
     def direction(self, name: str) -> DirectionStats:

@@ -125,6 +125,20 @@ void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storag
     tp__ctl_post(c, &ev);
 }
 
+void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_storage *ss)
+{
+    struct tp_event ev;
+
+    TP__ADD(c->st->peers_moved, 1);
+    if (!c->events.slots)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = TP_EV_PEER_MOVED;
+    ev.peer = (int16_t)peer;
+    tp__ctl_event_addr(&ev, ss);
+    tp__ctl_post(c, &ev);
+}
+
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where)
 {
     struct tp_event ev;

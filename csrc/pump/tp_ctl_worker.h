@@ -63,6 +63,8 @@ void tp__ctl_free(struct tp__ctl *c);
 /* Events for the control thread; one eventfd write per loop turn (notify). */
 void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storage *ss);
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where);
+/* A transform's roam moved UDP peer `peer` to ss: counted, and an event. */
+void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_storage *ss);
 void tp__ctl_notify(struct tp__ctl *c);
 
 /* Look the packet's flow up (making it on first sight) and apply its

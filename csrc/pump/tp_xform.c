@@ -8,6 +8,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+_Static_assert(TP_XF_MAX_DROP_REASONS == TUNPUMP_MAX_DROP_REASONS,
+               "tp_dir_stats.xf_drops holds every reason a transform may name");
+
 void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue, int udp, int npeers,
                  struct tp__ctl *ctl)
 {
@@ -18,6 +21,9 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
+    if (x->ops && x->ops->drop_reasons)
+        while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
+            x->ndrop_reasons++;
 }
 
 int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, int nqueues, const char **err)
@@ -82,7 +88,7 @@ static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt 
     x->headroom = TUNPUMP_MIN_HEADROOM;
     x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
     x->queue = (uint16_t)xf->queue;
-    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) ? p->route : -1);
+    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) && p->route < TP_MAX_PEERS ? p->route : -1);
     x->flow = p->flow;
     if (dir == TP_DIR_TO_DEV && p->src >= 0) {
         x->src = (const struct sockaddr *)&d->names[p->src];
@@ -108,6 +114,40 @@ static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uin
     return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
 }
 
+/* pkt->roam (tunpump.h): the transform authenticated datagram p as coming
+ * from peer x->peer, which moves to the datagram's source (whatever the
+ * outcome: a keepalive the transform drops still moves its peer). The
+ * source is the one the socket gave (d->names), never x->src, which the
+ * transform could have changed. A request that cannot apply is counted. */
+static void tp__xf_roam(struct tp__xf *xf, struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p,
+                        const struct tunpump_pkt *x)
+{
+    const struct tp_ep *far = xf->far;
+    int rc = -EINVAL;
+
+    if (!far || !xf->ctl)
+        return;   /* no endpoint behind the stage (the fuzz target) */
+    if (dir == TP_DIR_TO_DEV && p->src >= 0 && far->ops->roam)
+        rc = far->ops->roam(xf->far, x->peer, &d->names[p->src]);
+    if (rc < 0)
+        TP__ADD(xf->ctl->st->roams_refused, 1);
+    else if (rc > 0)
+        tp__ctl_peer_moved(xf->ctl, x->peer, &d->names[p->src]);
+}
+
+/* A TUNPUMP_DROP counted under the reason the transform named, or the
+ * generic "transform" for 0 or a number it does not name. */
+static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                              uint32_t segs)
+{
+    unsigned r = x->drop_reason;
+
+    if (r >= 1 && r <= xf->ndrop_reasons)
+        TP__ADD(st->xf_drops[r - 1], segs);
+    else
+        TP__ADD(st->drops[TP_DROP_TRANSFORM], segs);
+}
+
 /* After the batch function: keep what passes, count and take out the rest. */
 static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st, int n)
 {
@@ -119,8 +159,10 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         struct tp__pkt *p = &d->pkts[i];
         const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
 
+        if (x->roam)
+            tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);
+            tp__xf_count_drop(xf, x, st, p->segs);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
                 TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
@@ -179,6 +221,7 @@ void tp__xf_take_control(struct tp__xf *x)
     (void)!read(x->msg_fd, &junk, sizeof(junk));
     while ((m = tp_ring_peek(&x->msgs))) {
         x->ops->control(x->state, m->data, m->len);
+        explicit_bzero(m->data, m->len);   /* messages carry keys: none stays in the ring */
         tp_ring_release(&x->msgs);
     }
 }

@@ -108,7 +108,10 @@ struct tp_aead {
     struct tp_aead_cfg cfg;
     EVP_CIPHER *cipher;
     uint64_t counter;               /* next to send */
-    int cur;                        /* keys[cur] current, keys[!cur] previous */
+    int cur;                        /* keys[cur] current, keys[!cur] previous (or staged) */
+    int staged;                     /* keys[!cur] is a staged key: accepted, not yet sent with */
+    uint64_t switch_at;             /* staged: sending switches to it at this time */
+    uint64_t now;                   /* the last tick's time */
     struct tp_aead_key keys[2];
 };
 
@@ -205,12 +208,12 @@ static void key_forget(struct tp_aead_key *k)
     EVP_CIPHER_CTX_reset(k->dec);
 }
 
-int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns)
+/* keys[!cur] := key `id`, accepted on receive until `until`. -EIO. */
+static int key_install(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t until)
 {
-    struct tp_aead_key *cur = &st->keys[st->cur], *next = &st->keys[!st->cur];
+    struct tp_aead_key *next = &st->keys[!st->cur];
 
-    if (cur->valid && cur->id == id)
-        return -EEXIST;
+    st->staged = 0;
     key_forget(next);
     if (EVP_EncryptInit_ex2(next->enc, st->cipher, key, NULL, NULL) != 1 ||
         EVP_DecryptInit_ex2(next->dec, st->cipher, key, NULL, NULL) != 1) {
@@ -219,11 +222,56 @@ int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KE
     }
     next->id = id;
     next->valid = 1;
+    next->until = until;
     tp_replay_reset(&next->win);
-    cur->until = now_ns + st->cfg.grace_ns < now_ns ? UINT64_MAX : now_ns + st->cfg.grace_ns;
+    return 0;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+/* Send with keys[!cur] from now on; the current key becomes the previous,
+ * accepted until now + grace. */
+static void key_switch(struct tp_aead *st, uint64_t now_ns)
+{
+    struct tp_aead_key *cur = &st->keys[st->cur];
+
+    st->staged = 0;
+    cur->until = sat_add(now_ns, st->cfg.grace_ns);
     st->cur = !st->cur;
     if (cur->valid && st->cfg.grace_ns == 0)
         key_forget(cur);
+}
+
+int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns)
+{
+    struct tp_aead_key *cur = &st->keys[st->cur];
+    int rc;
+
+    if (cur->valid && cur->id == id)
+        return -EEXIST;
+    if ((rc = key_install(st, id, key, UINT64_MAX)) < 0)
+        return rc;
+    key_switch(st, now_ns);
+    return 0;
+}
+
+int tp_aead_stage_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns,
+                      uint64_t switch_ns)
+{
+    struct tp_aead_key *cur = &st->keys[st->cur];
+    int rc;
+
+    if (!cur->valid)
+        return tp_aead_set_key(st, id, key, now_ns);   /* nothing to keep sending with */
+    if (cur->id == id)
+        return -EEXIST;
+    if ((rc = key_install(st, id, key, UINT64_MAX)) < 0)
+        return rc;
+    st->staged = 1;
+    st->switch_at = sat_add(now_ns, switch_ns);
     return 0;
 }
 
@@ -231,8 +279,20 @@ void tp_aead_tick(struct tp_aead *st, uint64_t now_ns)
 {
     struct tp_aead_key *prev = &st->keys[!st->cur];
 
-    if (prev->valid && now_ns >= prev->until)
+    st->now = now_ns;
+    if (st->staged) {
+        if (now_ns >= st->switch_at)
+            key_switch(st, now_ns);
+    } else if (prev->valid && now_ns >= prev->until) {
         key_forget(prev);
+    }
+}
+
+int tp_aead_sending_key(const struct tp_aead *st)
+{
+    const struct tp_aead_key *cur = &st->keys[st->cur];
+
+    return cur->valid ? cur->id : -1;
 }
 
 uint64_t tp_aead_next_counter(const struct tp_aead *st)
@@ -302,9 +362,25 @@ int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out,
     if (aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, plain, plen, plain + plen) != 0)
         return TP_AEAD_DROP_AUTH;
     tp_replay_mark(&k->win, counter);
+    if (st->staged && k == &st->keys[!st->cur])
+        key_switch(st, st->now);    /* the peer sends with the staged key: it has it, so can we */
     *out = plain;
     *out_len = plen;
     return TP_AEAD_OK;
+}
+
+int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len)
+{
+    struct tp_aead_key *k;
+    uint32_t plen;
+
+    if (len < TP_AEAD_OVERHEAD || data[0] != TP_AEAD_TYPE_DATA_V1 || data[2] || data[3])
+        return 0;
+    plen = len - TP_AEAD_OVERHEAD;
+    if (plen > TP_AEAD_MAX_PLAIN || !(k = key_for(st, data[1])))
+        return 0;
+    return aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, data + TP_AEAD_HEADER_LEN, plen,
+                      data + TP_AEAD_HEADER_LEN + plen) == 0;
 }
 
 #else   /* built without libcrypto headers: the AEAD says so and makes no state */
@@ -335,7 +411,14 @@ int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KE
     (void)st; (void)id; (void)key; (void)now_ns;
     return -ENOTSUP;
 }
+int tp_aead_stage_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns,
+                      uint64_t switch_ns)
+{
+    (void)st; (void)id; (void)key; (void)now_ns; (void)switch_ns;
+    return -ENOTSUP;
+}
 void tp_aead_tick(struct tp_aead *st, uint64_t now_ns) { (void)st; (void)now_ns; }
+int tp_aead_sending_key(const struct tp_aead *st) { (void)st; return -1; }
 uint64_t tp_aead_next_counter(const struct tp_aead *st) { (void)st; return 0; }
 int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
                  uint8_t **out, uint32_t *out_len)
@@ -347,6 +430,11 @@ int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out,
 {
     (void)st; (void)data; (void)len; (void)out; (void)out_len;
     return TP_AEAD_DROP_GARBAGE;
+}
+int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len)
+{
+    (void)st; (void)data; (void)len;
+    return 0;
 }
 int tp_aead_oneshot(int cipher, int enc, const uint8_t key[TP_AEAD_KEY_LEN], const uint8_t nonce[12],
                     const uint8_t *aad, uint32_t aad_len, uint8_t *buf, uint32_t len, uint8_t tag[TP_AEAD_TAG_LEN])

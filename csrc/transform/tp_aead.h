@@ -41,7 +41,10 @@
  * Rekey: tp_aead_set_key installs a new key; sending switches at once; the
  * previous key stays accepted on receive for cfg.grace_ns after the install
  * (time is given by the caller: tp_aead_tick once per batch), then it is
- * forgotten and its datagrams are refused as unknown_key.
+ * forgotten and its datagrams are refused as unknown_key. tp_aead_stage_key
+ * (what the transform's rekey uses) first accepts the new key on receive
+ * and switches sending later, so two ends rekeyed a little apart lose
+ * nothing.
  *
  * Threads: one state serves both directions of one worker; every call on it
  * (seal, open, set_key, tick) is made from that worker's thread, never two at
@@ -119,8 +122,22 @@ void tp_aead_free(struct tp_aead *st);
  * the current key's, -EIO if libcrypto refuses. A previous key with the same
  * id is replaced. */
 int tp_aead_set_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns);
-/* Forget the previous key once its grace period is over. */
+/* Stage key `id` for a rekey without loss: it is accepted on receive at
+ * once, and sending switches to it (the current key then becoming the
+ * previous, in grace as above) at now_ns + switch_ns at the latest (on the
+ * first tick after), or as soon as a datagram under it authenticates (the
+ * peer has the key). With both ends staging the same key within switch_ns
+ * of each other, neither ever receives a key it does not know. Staging
+ * replaces a previous key still in grace (and a key staged before). With no
+ * current key it is set_key. -EEXIST if id is the current key's, -EIO. */
+int tp_aead_stage_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_KEY_LEN], uint64_t now_ns,
+                      uint64_t switch_ns);
+/* Time passes (once per batch, a coarse clock is fine): a staged key whose
+ * time has come is switched to; a previous key whose grace is over is
+ * forgotten. */
 void tp_aead_tick(struct tp_aead *st, uint64_t now_ns);
+/* The id of the key sealing uses, -1 if none. */
+int tp_aead_sending_key(const struct tp_aead *st);
 /* The next counter seal will use. */
 uint64_t tp_aead_next_counter(const struct tp_aead *st);
 
@@ -133,6 +150,13 @@ int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headr
 /* Open in place: on TP_AEAD_OK, *out, *out_len is the plaintext (data + 16,
  * len - 32); otherwise the reason to drop it (the buffer may be garbled). */
 int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out, uint32_t *out_len);
+
+/* Whether the datagram's tag verifies under the key it names, whatever its
+ * sender and counter (no replay window is consulted or moved): to tell a
+ * datagram sealed with our key by the wrong sender (the other end chose our
+ * side) from a stranger's. Decrypts in place (the buffer is garbled): only
+ * for datagrams about to be dropped. 1 or 0. */
+int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len);
 
 /* The AEAD primitive seal and open use, once, with a context made for the
  * call (allocates: for known-answer tests and tools, never per packet):

@@ -433,6 +433,61 @@ static void test_rekey_grace(int cipher)
     tp_aead_free(b);
 }
 
+/* Staged rekey: the new key is accepted at once, sending switches when the
+ * peer is seen using it or when the switch time comes; nothing either end
+ * sends in between is refused. */
+static void test_rekey_staged(int cipher)
+{
+    const uint64_t S = 1000000000ull;
+    struct tp_aead *a, *b;
+    uint8_t plain[32] = { 5 }, back[32];
+    uint32_t blen;
+    int rc;
+
+    make_pair(cipher, &a, &b, 2 * S);
+    tp_aead_tick(a, 10 * S);
+    tp_aead_tick(b, 10 * S);
+    CHECK(tp_aead_stage_key(a, 1, KEY2, 10 * S, S) == -EEXIST, "staging the current id is refused");
+    CHECK(tp_aead_stage_key(a, 2, KEY2, 10 * S, 3 * S) == 0, "a stages key 2");
+    struct dgram a_old = seal_new(a, plain, sizeof(plain), &rc);
+    CHECK(rc == 0 && a_old.data[1] == 1 && tp_aead_sending_key(a) == 1, "a still sends with key 1");
+    CHECK(open_copy(b, &a_old, back, &blen) == TP_AEAD_OK, "b (not rekeyed) takes a's key 1");
+    /* b stages a second later, and its switch time has already passed: it sends key 2 */
+    CHECK(tp_aead_stage_key(b, 2, KEY2, 11 * S, 0) == 0, "b stages key 2");
+    tp_aead_tick(b, 11 * S);
+    CHECK(tp_aead_sending_key(b) == 2, "b switched at its switch time");
+    struct dgram b_new = seal_new(b, plain, sizeof(plain), &rc);
+    CHECK(rc == 0 && b_new.data[1] == 2, "b sends key 2");
+    CHECK(open_copy(a, &b_new, back, &blen) == TP_AEAD_OK, "a takes key 2 while staged");
+    CHECK(tp_aead_sending_key(a) == 2, "a switched on seeing key 2 from b");
+    struct dgram a_new = seal_new(a, plain, sizeof(plain), &rc);
+    CHECK(rc == 0 && a_new.data[1] == 2, "a sends key 2");
+    CHECK(open_copy(b, &a_new, back, &blen) == TP_AEAD_OK, "b takes a's key 2");
+    /* key 1 stays accepted for the grace after each end's switch, then goes */
+    tp_aead_tick(b, 12 * S);
+    CHECK(open_copy(b, &a_old, back, &blen) == TP_AEAD_DROP_REPLAY, "key 1 still known (in grace)");
+    tp_aead_tick(b, 13 * S + 1);
+    CHECK(open_copy(b, &a_old, back, &blen) == TP_AEAD_DROP_UNKNOWN_KEY, "key 1 gone after grace");
+    free(a_old.block);
+    free(b_new.block);
+    free(a_new.block);
+
+    /* a staged key whose switch time passes without the peer: switch anyway */
+    CHECK(tp_aead_stage_key(a, 3, KEY1, 20 * S, S) == 0, "a stages key 3");
+    tp_aead_tick(a, 20 * S + S / 2);
+    CHECK(tp_aead_sending_key(a) == 2, "not yet");
+    tp_aead_tick(a, 21 * S);
+    CHECK(tp_aead_sending_key(a) == 3, "switched at the switch time");
+    tp_aead_free(a);
+    tp_aead_free(b);
+
+    /* the first key of a state is set at once */
+    a = make(cipher, 1, 2, 0, S);
+    CHECK(tp_aead_sending_key(a) == -1, "no key yet");
+    CHECK(tp_aead_stage_key(a, 4, KEY1, 0, S) == 0 && tp_aead_sending_key(a) == 4, "first key at once");
+    tp_aead_free(a);
+}
+
 static void test_seal_errors_and_exhaustion(int cipher)
 {
     struct tp_aead *st = make(cipher, 1, 2, UINT64_MAX - 2, 0);
@@ -623,6 +678,7 @@ int main(int argc, char **argv)
         test_drop_reasons(CIPHERS[c]);
         test_replay_and_reorder(CIPHERS[c]);
         test_rekey_grace(CIPHERS[c]);
+        test_rekey_staged(CIPHERS[c]);
         test_seal_errors_and_exhaustion(CIPHERS[c]);
         test_batches(CIPHERS[c]);
         test_random_garbage(CIPHERS[c]);

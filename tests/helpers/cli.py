@@ -1,6 +1,8 @@
 """Running `python -m tunpump tunnel/relay` as processes in namespaces."""
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -39,3 +41,17 @@ def underlay(ns, mtu=1500, v6=False):
 def tun_info(n, dev):
     info = ip_link_json(n, dev)
     return info["mtu"], info["linkinfo"]["info_data"]
+
+
+def status(*args):
+    """`python -m tunpump status ARGS` (from the root namespace: the socket is a file)."""
+    return subprocess.run([sys.executable, "-m", "tunpump", "status", *args], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT)
+
+
+def scrape(ns, n, url):
+    """The text at url, fetched from inside namespace n (a --metrics endpoint)."""
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    r = ns.run(n, sys.executable, "-c", code)
+    assert r.returncode == 0, r.stderr
+    return r.stdout

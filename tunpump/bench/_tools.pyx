@@ -231,38 +231,7 @@ def _ring_loop(int records, int iterations):
 
 # ---- the AEAD transform's core (csrc/transform/tp_aead.h) ---------------------
 
-cdef extern from "tp_aead.h":
-    enum:
-        TP_AEAD_KEY_LEN
-        TP_AEAD_HEADER_LEN
-        TP_AEAD_TAG_LEN
-        TP_AEAD_OVERHEAD
-        TP_AEAD_MAX_PLAIN
-        TP_AEAD_NREASONS
-        TP_AEAD_OK
-    enum:
-        TP_AEAD_AES_256_GCM
-        TP_AEAD_CHACHA20_POLY1305
-    struct tp_aead_cfg:
-        int cipher
-        uint32_t tx_sender
-        uint32_t rx_sender
-        uint64_t counter_start
-        uint64_t grace_ns
-    struct tp_aead:
-        pass
-    int tp_aead_available()
-    const char *tp_aead_unavailable_reason()
-    const char *tp_aead_reason_name(int reason)
-    uint64_t tp_aead_counter_start_now()
-    int tp_aead_new(const tp_aead_cfg *cfg, tp_aead **out)
-    void tp_aead_free(tp_aead *st)
-    int tp_aead_set_key(tp_aead *st, unsigned char id, const unsigned char *key, uint64_t now_ns)
-    void tp_aead_tick(tp_aead *st, uint64_t now_ns)
-    uint64_t tp_aead_next_counter(const tp_aead *st)
-    int tp_aead_seal(tp_aead *st, unsigned char *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
-                     unsigned char **out, uint32_t *out_len)
-    int tp_aead_open(tp_aead *st, unsigned char *data, uint32_t len, unsigned char **out, uint32_t *out_len)
+# (declared in tunpump/_capi.pxd)
 
 AEAD_CIPHERS = {"aes-256-gcm": TP_AEAD_AES_256_GCM, "chacha20-poly1305": TP_AEAD_CHACHA20_POLY1305}
 AEAD_HEADER_LEN = TP_AEAD_HEADER_LEN

@@ -31,7 +31,7 @@ UNDER_A, UNDER_B = "198.18.30.1", "198.18.30.2"
 class Scenario:
     name: str
     endpoint: str      # veth | relay | udp | tcp
-    forwarder: str     # kernel | tunpump | python
+    forwarder: str     # kernel | tunpump | cli (the `tunnel` command) | python | pytun | wireguard-go
     offloads: bool
     queues: int = 1
     streams: int = 1
@@ -41,6 +41,7 @@ class Scenario:
                            # or flows (64-byte datagrams, each to a new port: new flows)
     quick: bool = True     # part of --quick
     on_flow: bool = False  # install a trivial on_flow callback (the control plane's cost)
+    transform: str = ""    # "", "null" (transforms.Null) or an AEAD cipher ("aes-256-gcm", ...)
 
 
 SCENARIOS = [
@@ -56,6 +57,14 @@ SCENARIOS = [
     Scenario("py-udp", "udp", "python", False, baseline=True, doc="Python UDP tunnel loop"),
     Scenario("udp-vnet", "udp", "tunpump", True, doc="tunpump UDP tunnel: GSO split, UDP GSO/GRO, coalesce"),
     Scenario("udp", "udp", "tunpump", False, doc="tunpump UDP tunnel, offloads off"),
+    Scenario("udp-null", "udp", "tunpump", True, transform="null", quick=False,
+             doc="udp-vnet through the null transform: what the transform hook costs"),
+    Scenario("udp-aead", "udp", "tunpump", True, transform="aes-256-gcm", quick=False,
+             doc="udp-vnet through the built-in AEAD (AES-256-GCM, pre-shared key)"),
+    Scenario("udp-aead-chacha", "udp", "tunpump", True, transform="chacha20-poly1305", quick=False,
+             doc="udp-vnet through the built-in AEAD with ChaCha20-Poly1305 (its default cipher)"),
+    Scenario("udp-cli", "udp", "cli", True, quick=False,
+             doc="`python -m tunpump tunnel` with no tuning flags (its defaults) at both ends"),
     Scenario("tcp-vnet", "tcp", "tunpump", True, doc="tunpump TCP tunnel with offloads"),
     Scenario("tcp", "tcp", "tunpump", False, doc="tunpump TCP tunnel (simpletun framing), offloads off"),
     Scenario("relay-vnet-flow", "relay", "tunpump", True, on_flow=True, quick=False,
@@ -70,6 +79,8 @@ SCENARIOS = [
              doc="64-byte UDP through the relay"),
     Scenario("udp-vnet-u64", "udp", "tunpump", True, traffic="udp64", quick=False,
              doc="64-byte UDP through the UDP tunnel"),
+    Scenario("udp-aead-u64", "udp", "tunpump", True, traffic="udp64", transform="aes-256-gcm", quick=False,
+             doc="64-byte UDP through the AEAD tunnel (AES-256-GCM)"),
     Scenario("udp-vnet-u1400", "udp", "tunpump", True, traffic="udp1400", quick=False,
              doc="1400-byte UDP through the UDP tunnel (USO/UDP GRO coalescing)"),
     Scenario("wireguard-go", "udp", "wireguard-go", False, baseline=True, quick=False,
@@ -166,6 +177,25 @@ def _wait_ready(p: subprocess.Popen) -> None:
         raise BenchError(f"the Python forwarder did not start: {line}{p.stderr.read()}")
 
 
+def _cli_tunnels(w: "World", n1: str, n2: str, seconds: float) -> List[subprocess.Popen]:
+    """The two ends as a user starts them: `tunnel` with addresses and no
+    tuning flags, so offloads, MTU and batch are the CLI's defaults."""
+    ends = [(n1, "tpba", ["--listen", f"{UNDER_A}:7000", "--remote", f"{UNDER_B}:7000"], INNER_A, INNER_B),
+            (n2, "tpbb", ["--connect", f"{UNDER_A}:7000", "--local", f"{UNDER_B}:7000"], INNER_B, INNER_A)]
+    procs = [w.spawn(ns, "-m", "tunpump", "tunnel", "--dev", dev, "--udp", *role, "--address", f"{me}/32",
+                     "--peer", peer, "--no-status", "-q")
+             for ns, dev, role, me, peer in ends]
+    deadline = time.monotonic() + 15
+    for (ns, dev, _, me, _), p in zip(ends, procs):
+        while me not in subprocess.run(["ip", "-n", ns, "-o", "addr", "show", "dev", dev],
+                                       capture_output=True, text=True).stdout:
+            if p.poll() is not None or time.monotonic() > deadline:
+                p.kill()
+                raise BenchError(f"udp-cli: `tunpump tunnel` did not come up: {p.communicate()[1].strip()[-300:]}")
+            time.sleep(0.05)
+    return procs
+
+
 def _iperf3(w: "World", n1: str, n2: str, target: str, seconds: float, streams: int) -> int:
     """Bytes an iperf3 client in n1 got to a one-off server in n2."""
     server = subprocess.Popen(["ip", "netns", "exec", n2, "iperf3", "-s", "-1", "-p", "5301"],
@@ -210,6 +240,8 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
                                                       (n2, f"tpbw{os.getpid() % 10000}b", UNDER_B, INNER_B)], mtu))
             except RuntimeError as exc:
                 raise BenchError(f"{sc.name}: {exc}") from None
+        elif sc.forwarder == "cli":
+            forwarders.extend(_cli_tunnels(w, n1, n2, seconds))
         elif sc.forwarder == "python":
             if sc.endpoint == "relay":
                 args = ["-m", "tunpump.bench.pyforward", "relay", "tpba", n1, "tpbb", n2, "--seconds", str(seconds + 30)]
@@ -238,8 +270,11 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             if sc.endpoint == "relay":
                 pumps.append(Pump(a, b, batch=batch, **ctl))
             elif sc.endpoint == "udp":
-                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch))
-                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch))
+                xf = _transform_maker(sc)
+                pumps.append(Pump(a, UDPEndpoint((UNDER_A, 7000), (UNDER_B, 7000), netns=n1), batch=batch,
+                                  transform=xf()))
+                pumps.append(Pump(b, UDPEndpoint((UNDER_B, 7000), (UNDER_A, 7000), netns=n2), batch=batch,
+                                  transform=xf()))
             else:
                 pumps.append(Pump(a, TCPEndpoint.listen((UNDER_A, 7000), netns=n1), batch=batch))
                 pumps.append(Pump(b, TCPEndpoint.connect((UNDER_A, 7000), netns=n2), batch=batch))
@@ -301,6 +336,21 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
         w.close()
 
 
+def _transform_maker(sc: Scenario) -> Callable[[], Any]:
+    """Makes the scenario's transform for each end (None: no transform)."""
+    from .. import transforms
+    if not sc.transform:
+        return lambda: None
+    if sc.transform == "null":
+        return transforms.Null
+    key = os.urandom(32)   # one pre-shared key for both ends, made for this run only
+    try:
+        transforms.AEAD(key, sc.transform)
+    except transforms.AEADUnavailable as exc:
+        raise BenchError(f"{sc.name}: {exc}") from None
+    return lambda: transforms.AEAD(key, sc.transform)
+
+
 def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, seconds: float,
                  pumps, forwarders, progress) -> dict:
     """Small-packet UDP from the C generator: delivered packets per second."""
@@ -352,7 +402,7 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
     result = {"scenario": sc.name, "endpoint": sc.endpoint, "forwarder": sc.forwarder,
               "offloads": sc.offloads, "queues": sc.queues, "streams": sc.streams,
               "traffic": sc.traffic, "delivered_kpps": None, "loss": None, "flows_per_second": None,
-              "on_flow": sc.on_flow,
+              "on_flow": sc.on_flow, "transform": sc.transform or None,
               "seconds": round(wall, 3), "bytes": received,
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
@@ -366,7 +416,7 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
         # the bench process is idle apart from the pump's workers
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         result["cpu_percent"] = 100 * cpu / wall
-    elif sc.forwarder == "wireguard-go":
+    elif sc.forwarder in ("wireguard-go", "cli"):
         result["cpu_percent"] = 100 * (fcpu1 - fcpu0) / wall
     elif forwarders:
         for f in forwarders:
@@ -386,7 +436,7 @@ def _ratios(results: List[dict]) -> None:
 
     got = {r["scenario"]: metric(r) for r in results}
     for r in results:
-        if r["forwarder"] != "tunpump":
+        if r["forwarder"] not in ("tunpump", "cli"):
             continue
         if r["traffic"] == "flows":
             bases = {}
@@ -398,10 +448,17 @@ def _ratios(results: List[dict]) -> None:
                 bases.update({"python": "py-udp"})
             if r["on_flow"]:
                 bases["without_on_flow"] = "relay-vnet"
-            if "aead" in r["scenario"]:
+            if r["forwarder"] == "cli":
+                bases["library"] = "udp-vnet"   # the same tunnel built with the Python API
+            if r.get("transform"):
+                bases["udp_vnet"] = "udp-vnet"   # the same tunnel without the transform
+            if r.get("transform") not in (None, "", "null"):
                 bases["wireguard_go"] = "wireguard-go"
         else:
             bases = {"veth": "veth-u64", "python": "py-relay-u64"} if r["traffic"] == "udp64" else {}
+            if r.get("transform") and r["traffic"] == "udp64":
+                bases["udp_vnet_u64"] = "udp-vnet-u64"
+
         for key, base in bases.items():
             if got.get(base) and metric(r) is not None:
                 r["ratios"][key] = metric(r) / got[base]

@@ -52,6 +52,8 @@
 #define TUNPUMP_MAX_PACKET 65535
 /* The largest control message (tunpump_transform_ops.control). */
 #define TUNPUMP_CONTROL_MAX 1024
+/* The most drop reasons a transform may name (tunpump_transform_ops.drop_reasons). */
+#define TUNPUMP_MAX_DROP_REASONS 15
 
 /* Directions, as tunpump's stats name them. */
 enum tunpump_dir {
@@ -62,7 +64,7 @@ enum tunpump_dir {
 /* What happens to a packet after the batch function (pkt->outcome). */
 enum tunpump_outcome {
     TUNPUMP_PASS = 0,        /* go on (the preset value) */
-    TUNPUMP_DROP = 1,        /* dropped, counted under the drop reason "transform" */
+    TUNPUMP_DROP = 1,        /* dropped, counted under pkt->drop_reason's name (0: "transform") */
     TUNPUMP_TO_PYTHON = 2,   /* punted: Pump(on_punt=...) gets it (a handshake message) */
 };
 
@@ -72,6 +74,11 @@ enum tunpump_outcome {
  * are coalesced only after the endpoint -> device stage. Encryption needs it:
  * without it a transform may see GSO super-packets (pkt->gso). */
 #define TUNPUMP_NEEDS_SEGMENTS 0x1u
+/* Datagrams from a source that is no configured UDP peer reach the endpoint
+ * -> device batch with peer = -1 and their src (a handshake initiation, a
+ * peer that roamed), instead of being dropped as "unknown_peer". The
+ * transform must authenticate them: whatever it passes goes to the device. */
+#define TUNPUMP_UNKNOWN_SOURCES 0x2u
 
 /* One packet, as the batch function sees it. */
 struct tunpump_pkt {
@@ -84,7 +91,8 @@ struct tunpump_pkt {
                              * verdict's, else 0); the transform may change it (cryptokey
                              * routing), a peer the endpoint lacks drops the packet as
                              * "no_peer". endpoint -> device: the configured peer it came
-                             * from. -1: not a UDP endpoint */
+                             * from; -1: a stranger (TUNPUMP_UNKNOWN_SOURCES) or not a
+                             * UDP endpoint. With roam, the transform sets it (below) */
     int32_t flow;           /* the flow table entry (verdicts on), -1: none */
     uint8_t gso;            /* 1: a GSO super-packet (never with TUNPUMP_NEEDS_SEGMENTS) */
     uint8_t outcome;        /* out: enum tunpump_outcome; preset to TUNPUMP_PASS */
@@ -93,6 +101,19 @@ struct tunpump_pkt {
      * (roaming); NULL otherwise. */
     const struct sockaddr *src;
     socklen_t src_len;
+    /* out, with TUNPUMP_DROP: why. 0 (preset): the generic reason
+     * "transform"; k >= 1: ops->drop_reasons[k - 1], counted in stats as
+     * "<ops->name>_<reason>". A k the transform does not name counts as
+     * "transform". */
+    uint8_t drop_reason;
+    /* out, endpoint -> device from a UDP endpoint: 1 = this datagram
+     * authenticated as coming from configured peer `peer` (set it too):
+     * tunpump makes src that peer's address from now on (roaming) and tells
+     * Python (a PeerMoved event). Honoured whatever the outcome (a keepalive
+     * that is dropped still moves its peer). A peer index the endpoint has
+     * no peer for, or roam elsewhere, is counted ("roams_refused") and
+     * ignored. Preset to 0. */
+    uint8_t roam;
 };
 
 /* The transform's functions. Unused optional ones are NULL. None of them
@@ -119,6 +140,12 @@ struct tunpump_transform_ops {
      * during the call only. Optional (without it control messages are
      * refused). */
     void (*control)(void *state, const uint8_t *msg, size_t len);
+    /* The transform's own drop reasons (pkt->drop_reason k >= 1 names
+     * drop_reasons[k - 1]): a NULL-terminated array of at most
+     * TUNPUMP_MAX_DROP_REASONS names of lowercase letters, digits and '_'
+     * (1 to 31 characters), shown by stats as "<name>_<reason>". NULL: none
+     * (every drop is "transform"). */
+    const char *const *drop_reasons;
 };
 
 /* What the capsule points at. */

@@ -19,7 +19,9 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_MIN_TAILROOM
         TUNPUMP_MAX_PACKET
         TUNPUMP_CONTROL_MAX
+        TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_UNKNOWN_SOURCES
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
     enum tunpump_dir:
@@ -44,6 +46,8 @@ cdef extern from "tunpump.h" nogil:
         uint16_t gso_size
         const sockaddr *src
         socklen_t src_len
+        uint8_t drop_reason
+        uint8_t roam
 
     struct tunpump_transform_ops:
         uint32_t abi
@@ -53,6 +57,7 @@ cdef extern from "tunpump.h" nogil:
         void (*destroy)(void *state)
         void (*batch)(void *state, tunpump_dir dir, tunpump_pkt *pkts, unsigned n)
         void (*control)(void *state, const uint8_t *msg, size_t len)
+        const char *const *drop_reasons
 
     struct tunpump_transform:
         const tunpump_transform_ops *ops
