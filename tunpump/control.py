@@ -16,6 +16,7 @@ import collections
 import enum
 import errno as _errno
 import logging
+import os
 import socket
 import threading
 import time
@@ -262,6 +263,25 @@ class PeerMoved:
 
 
 @dataclass(frozen=True)
+class PeerUnreachable:
+    """A peer could not be reached from queue `queue`: `what` is "send" (the
+    kernel refused a datagram to `address` with ECONNREFUSED, EHOSTUNREACH
+    or ENETUNREACH: no route, an unreachable route; such datagrams are
+    dropped as `unreachable`) or "connect" (a TCP client's connect failed,
+    e.g. ECONNREFUSED; it retries with backoff, each try counted in
+    `connect_attempts`). Posted at most once a second per queue, however
+    often it happens."""
+    queue: int
+    address: Tuple[str, int]
+    what: str
+    errno: int
+
+    @property
+    def reason(self) -> str:
+        return os.strerror(self.errno)
+
+
+@dataclass(frozen=True)
 class WorkerError:
     queue: int
     errno: int
@@ -465,6 +485,9 @@ class Control:
 
     def on_peer_moved(self, queue, peer, family, addr, port) -> None:
         self._event(PeerMoved(queue, peer, (_host(family, addr), port)))
+
+    def on_unreachable(self, queue, what, err, family, addr, port) -> None:
+        self._event(PeerUnreachable(queue, (_host(family, addr), port), what, err))
 
     def on_error(self, queue, err, where) -> None:
         self._event(WorkerError(queue, err, where))
