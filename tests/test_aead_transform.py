@@ -109,9 +109,9 @@ def test_bad_datagrams_counted_by_reason(world):
                 peer.sendto(d, ("198.18.10.1", 6100))
         want = {f"aead_{k}": len(v) - (k == "replay") for k, v in sends.items()}
         assert wait_until(lambda: _aead_drops(p1.stats()) == want, timeout=5), (_aead_drops(p1.stats()), want)
-        assert p1.stats().to_dict()["to_device"]["packets_out"] == 1      # only the valid echo
+        assert p1.stats().to_device.packets_out == 1      # only the valid echo
         peer.sendto(good.seal(echo), ("198.18.10.1", 6100))    # the worker goes on as before
-        assert wait_until(lambda: p1.stats().to_dict()["to_device"]["packets_out"] == 2, timeout=5)
+        assert wait_until(lambda: p1.stats().to_device.packets_out == 2, timeout=5)
         # the kernel's echo replies came back sealed for the peer
         peer.settimeout(5)
         back = _tools.Aead("chacha20-poly1305", 1 << 16, 0)   # p1's worker 0 is side 0, queue 0
@@ -127,9 +127,9 @@ def test_wrong_key_delivers_nothing(world):
     with Pump(world.a, e1, transform=transforms.AEAD(KEY)) as p1, \
             Pump(world.b, e2, transform=transforms.AEAD(KEY2)) as p2:
         _ping(world, ok=False)
-        sent = p1.stats().to_dict()["to_endpoint"]["packets_out"]
+        sent = p1.stats().to_endpoint.packets_out
         assert sent > 0
-        assert p2.stats().to_dict()["to_device"]["packets_out"] == 0
+        assert p2.stats().to_device.packets_out == 0
         assert wait_until(lambda: _aead_drops(p2.stats()) == {"aead_auth_failed": sent}), _aead_drops(p2.stats())
     assert_stats_add_up(p2.stats())
 
@@ -160,7 +160,7 @@ def test_rekey_under_load_loses_nothing(world):
 
         t = threading.Thread(target=load)
         t.start()
-        assert wait_until(lambda: p1.stats().to_dict()["to_endpoint"]["packets_out"] > 2000, timeout=30)
+        assert wait_until(lambda: p1.stats().to_endpoint.packets_out > 2000, timeout=30)
         a1.rekey(p1, KEY2, 1)        # the two ends a little apart, as two operators would
         t0 = time.monotonic()
         time.sleep(0.3)

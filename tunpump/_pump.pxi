@@ -416,6 +416,21 @@ cdef class CorePump:
         _check(rc, "get peer")
         return family, (<const char *>a)[:4 if family == AF_INET else 16], port
 
+    def local_addr(self, int worker):
+        """(family, address bytes, port) worker's UDP socket is bound to."""
+        cdef int rc, family = 0
+        cdef unsigned port = 0
+        cdef uint8_t a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            rc = tp_pump_local_addr(p, worker, &family, a, &port)
+        finally:
+            self._release()
+        _check(rc, "getsockname")
+        return family, (<const char *>a)[:4 if family == AF_INET else 16], port
+
     def close(self):
         """Stop and free the pump (at once, or when the last method still
         using it on another thread returns). Idempotent."""
