@@ -52,3 +52,45 @@ def test_prefix_true_is_refused_where_there_is_no_prefix():
         pump = Pump(a, ep)
         with pytest.raises(ValueError, match="prefix=True: only for a device"):
             pump.inject(b"x", to="endpoint", prefix=True)
+
+
+def test_a_tuple_is_one_peer_and_a_list_several():
+    one = UDPEndpoint(("198.18.0.1", 7000), ("198.18.0.2", 7000))
+    assert one.peers == [("198.18.0.2", 7000)]
+    assert UDPEndpoint(("198.18.0.1", 7000), "198.18.0.2:7000").peers == one.peers
+    assert UDPEndpoint(("198.18.0.1", 7000), [("198.18.0.2", 7000)]).peers == one.peers
+    two = UDPEndpoint(("198.18.0.1", 7000), [("198.18.0.2", 7000), "198.18.0.3:7001"])
+    assert two.peers == [("198.18.0.2", 7000), ("198.18.0.3", 7001)]
+    with pytest.raises(ValueError, match=r"a list is several peers; one peer is a tuple"):
+        UDPEndpoint(("198.18.0.1", 7000), ["198.18.0.2", 7000])
+    with pytest.raises(ValueError, match=r"a tuple is one peer \(host, port\); give several peers as a list"):
+        UDPEndpoint(("198.18.0.1", 7000), (("198.18.0.2", 7000), ("198.18.0.3", 7000)))
+    with pytest.raises(ValueError, match="expected one peer"):
+        UDPEndpoint(("198.18.0.1", 7000), {("198.18.0.2", 7000)})
+    with pytest.raises(ValueError, match="a TCP endpoint has one peer"):
+        TCPEndpoint.connect([("198.18.0.2", 7000)])
+    with pytest.raises(ValueError, match="a tuple is one peer"):
+        TCPEndpoint.listen(("198.18.0.1", 7000), remote=(("198.18.0.2", 1), ("198.18.0.3", 1)))
+
+
+def test_flow_id_never_repeats_when_a_slot_is_reused():
+    """Regression: Flow.id was (queue, slot), so a flow that took an evicted
+    flow's slot had its id. Now the slot's generation is part of it."""
+    from helpers.nettest import wait_until
+    from tunpump import FlowEvicted, Verdict
+    seen, evicted = [], []
+    a, b = FakeDevice("fa"), FakeDevice("fb")
+    with a, b:
+        pump = Pump(a, b, flow_table_size=1, on_flow=lambda f: seen.append((f.dport, f.id)) or Verdict.FORWARD,
+                    on_event=lambda e: evicted.append(e) if isinstance(e, FlowEvicted) else None)
+        with pump:
+            for i, port in enumerate((7001, 7002, 7001)):   # each evicts the other from the one slot
+                a.send(udp_packet(*V4, 40000, port, b"x", ident=i + 1))
+                assert wait_until(lambda: len(seen) == i + 1)
+                assert b.recv()
+            assert wait_until(lambda: len(evicted) == 2)
+        ids = [fid for _, fid in seen]
+        assert [p for p, _ in seen] == [7001, 7002, 7001]
+        assert len(set(ids)) == 3, ids                     # the same slot, three flows, three ids
+        assert [e.flow.id for e in evicted] == ids[:2]     # an event names the flow by the same id
+        assert all(fid & 0xFFFFFFFF == ids[0] & 0xFFFFFFFF for fid in ids)   # one slot

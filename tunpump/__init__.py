@@ -26,7 +26,8 @@ _check_extension()
 
 import os as _os
 
-from .control import Decision, Flow, FlowEvicted, Packet, PeerDown, PeerMoved, PeerUp, StatsTick, Verdict, WorkerError
+from .control import (Decision, Flow, FlowEvicted, Packet, PeerDown, PeerMoved, PeerUnreachable, PeerUp,
+                      StatsTick, Verdict, WorkerError)
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError, SuperPacketError,
                      TunpumpError, TunUnavailableError)
@@ -47,7 +48,7 @@ def get_include() -> str:
 __all__ = [
     "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
     "Stats", "DirectionStats", "FlowStats",
-    "Flow", "Verdict", "Decision", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "PeerMoved",
+    "Flow", "Verdict", "Decision", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "PeerUnreachable", "PeerMoved",
     "StatsTick", "WorkerError",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
     "SuperPacketError",

@@ -156,11 +156,14 @@ cdef extern from "tp_pump.h":
         uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
         uint64_t refused_connections
         uint64_t peers_moved, roams_refused
+        uint64_t connect_attempts
     enum tp_event_type:
         TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR, TP_EV_PUNT
-        TP_EV_PEER_MOVED
+        TP_EV_PEER_MOVED, TP_EV_UNREACHABLE
     enum:
         TP_EVICT_IDLE, TP_EVICT_FULL
+    enum:
+        TP_UNREACH_SEND, TP_UNREACH_CONNECT
     struct tp_event:
         uint8_t type
         uint8_t reason

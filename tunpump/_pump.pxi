@@ -103,7 +103,7 @@ cdef dict _worker_dict(tp_worker_stats *st, tuple xf_reasons):
     return {
         "to_endpoint": _dir_dict(&st.dir[0], xf_reasons),
         "to_device": _dir_dict(&st.dir[1], xf_reasons),
-        "wakeups": st.wakeups, "connects": st.connects,
+        "wakeups": st.wakeups, "connects": st.connects, "connect_attempts": st.connect_attempts,
         "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
         "peers_learned": st.peer_learned, "refused_connections": st.refused_connections,
         "peers_moved": st.peers_moved, "roams_refused": st.roams_refused,
@@ -295,7 +295,7 @@ cdef class CorePump:
         elif etype == TP_EV_PACKET:
             view = PyMemoryView_FromMemory(<char *>data, ev.len, PyBUF_READ)
             try:
-                handler.on_packet(worker, view, flow, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
+                handler.on_packet(worker, view, flow, gen, _flow_key_raw(&ev.key), ev.packets, ev.bytes)
             finally:
                 view.release()
         elif etype == TP_EV_EVICTED:
@@ -306,10 +306,13 @@ cdef class CorePump:
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
         elif etype == TP_EV_PEER_MOVED:
             handler.on_peer_moved(worker, ev.peer, ev.family, (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
+        elif etype == TP_EV_UNREACHABLE:
+            handler.on_unreachable(worker, "connect" if ev.reason == TP_UNREACH_CONNECT else "send", ev.err,
+                                   ev.family, (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
         elif etype == TP_EV_ERROR:
             handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
         elif etype == TP_EV_PUNT:
-            handler.on_punt(worker, ev.dir, ev.peer, flow, ev.family,
+            handler.on_punt(worker, ev.dir, ev.peer, flow, gen, ev.family,
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port, (<const char *>data)[:ev.len])
         if self.p != p:
             return False

@@ -16,6 +16,7 @@ import collections
 import enum
 import errno as _errno
 import logging
+import os
 import socket
 import threading
 import time
@@ -123,8 +124,17 @@ class Decision:
         return f"<Verdict.{self.verdict.name}{peer}{ttl}>"
 
 
+def flow_uid(queue: int, slot: int, gen: int) -> int:
+    """Flow.id: the queue, the flow table slot and the slot's generation
+    (bumped each time the slot is reused), so an id never repeats within a
+    pump's run, even after the flow was evicted and its slot reused."""
+    return (gen << 48) | (queue << 32) | slot
+
+
 class Flow:
-    """A flow as a worker saw it: kind ("ip", "fragment", "arp", "nd",
+    """A flow as a worker saw it (`id`: unique within the pump's run, see
+    flow_uid; the same for every event of the flow, and never given to
+    another flow once its table slot is reused): kind ("ip", "fragment", "arp", "nd",
     "other", "unparsed"), IP version, protocol, addresses, ports (or the ICMP
     echo id), VLAN, the queue it arrived on and its counters at the time of
     the event.
@@ -253,6 +263,25 @@ class PeerMoved:
 
 
 @dataclass(frozen=True)
+class PeerUnreachable:
+    """A peer could not be reached from queue `queue`: `what` is "send" (the
+    kernel refused a datagram to `address` with ECONNREFUSED, EHOSTUNREACH
+    or ENETUNREACH: no route, an unreachable route; such datagrams are
+    dropped as `unreachable`) or "connect" (a TCP client's connect failed,
+    e.g. ECONNREFUSED; it retries with backoff, each try counted in
+    `connect_attempts`). Posted at most once a second per queue, however
+    often it happens."""
+    queue: int
+    address: Tuple[str, int]
+    what: str
+    errno: int
+
+    @property
+    def reason(self) -> str:
+        return os.strerror(self.errno)
+
+
+@dataclass(frozen=True)
 class WorkerError:
     queue: int
     errno: int
@@ -274,7 +303,7 @@ class Packet:
     queue: the worker; peer: the UDP peer index it was going to / came
     from (None: unknown or not UDP); source: (host, port) of the datagram
     for "to_device" from a UDP endpoint (None otherwise); flow: the
-    flow-table id when verdicts are on (None otherwise)."""
+    flow's Flow.id when verdicts are on (None otherwise)."""
     direction: str
     queue: int
     peer: Optional[int]
@@ -411,7 +440,7 @@ class Control:
         if self.on_flow_cb is None or self._stopping():
             return self.default
         try:
-            v = self.on_flow_cb(Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+            v = self.on_flow_cb(Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes))
             if v is None:
                 return self.default
             if not isinstance(v, (Verdict, Decision)):
@@ -425,19 +454,19 @@ class Control:
             self._failed("on_flow")
             return self.default
 
-    def on_packet(self, queue, view, flow_id, key, packets, nbytes) -> None:
+    def on_packet(self, queue, view, flow_id, gen, key, packets, nbytes) -> None:
         if self.on_packet_cb is None or self._stopping():
             return
         try:
-            self.on_packet_cb(view, Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
+            self.on_packet_cb(view, Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes))
         except BaseException:
             self._failed("on_packet")
 
-    def on_punt(self, queue, direction, peer, flow_id, family, addr, port, data) -> None:
+    def on_punt(self, queue, direction, peer, flow_id, gen, family, addr, port, data) -> None:
         source = (host_of(family, addr), port) if family else None
         self._punts.append(Packet("to_endpoint" if direction == 0 else "to_device", queue,
                                   None if peer < 0 else peer, source, data,
-                                  None if flow_id < 0 else (queue << 32) | flow_id))
+                                  None if flow_id < 0 else flow_uid(queue, flow_id, gen)))
 
     def _flush_punts(self) -> None:
         """One on_punt call per dispatch round, with every packet it brought."""
@@ -452,7 +481,7 @@ class Control:
             self._failed("on_punt")
 
     def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
-        flow = Flow(queue, (queue << 32) | flow_id, key, packets, nbytes)
+        flow = Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes)
         self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
     def on_peer(self, queue, up, family, addr, port) -> None:
@@ -461,6 +490,9 @@ class Control:
 
     def on_peer_moved(self, queue, peer, family, addr, port) -> None:
         self._event(PeerMoved(queue, peer, (host_of(family, addr), port)))
+
+    def on_unreachable(self, queue, what, err, family, addr, port) -> None:
+        self._event(PeerUnreachable(queue, (host_of(family, addr), port), what, err))
 
     def on_error(self, queue, err, where) -> None:
         self._event(WorkerError(queue, err, where))

@@ -57,6 +57,25 @@ def parse_address(value: Address, arg: str, default_port: Optional[int] = None) 
     return host, port
 
 
+def _one_or_many(remote: Any) -> Optional[List[Address]]:
+    """`remote` as a list of peers (a list given), or None for one peer (a
+    tuple or a string) or no peer; ValueError for a value that could be
+    read either way."""
+    if isinstance(remote, list):
+        if len(remote) == 2 and isinstance(remote[0], str) and isinstance(remote[1], int) \
+                and not isinstance(remote[1], bool):
+            raise ValueError(f"remote={remote!r}: a list is several peers; one peer is a tuple (host, port) "
+                             f"or 'HOST:PORT' (for a list of one peer: [(host, port)])")
+        return remote
+    if isinstance(remote, tuple) and any(isinstance(x, (tuple, list)) for x in remote):
+        raise ValueError(f"remote={remote!r}: a tuple is one peer (host, port); give several peers as a "
+                         f"list [(host, port), ...]")
+    if remote is not None and not isinstance(remote, (tuple, str)):
+        raise ValueError(f"remote={remote!r}: expected one peer, (host, port) or 'HOST:PORT', or a list of "
+                         f"peers")
+    return None
+
+
 def _packed(host: str) -> Tuple[int, bytes]:
     ip = ipaddress.ip_address(host)
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), ip.packed
@@ -142,16 +161,19 @@ class UDPEndpoint(_SocketEndpoint):
     tunnel that only receives looks silent); authenticate with a transform,
     or give ``remote``.
 
-    ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
-    packets go to the first unless a flow's verdict is ``Verdict.route(peer)``
-    (or a transform picks the peer), and datagrams from any of them are
-    accepted. A peer is named by its index in ``peers`` everywhere:
-    ``Verdict.route(peer)``, ``Pump.inject(..., peer=i)``, ``Packet.peer``,
-    ``Decision.peer``, ``Pump.set_peer(i, address)``. An empty list
-    (``remote=[]``) starts with no peer: add them while the pump runs with
-    ``Pump.set_peer(i, address)`` (``remove_peer`` / ``set_peer`` work on a
-    non-empty list too). Until a packet's peer exists it is dropped as
-    ``no_peer``."""
+    ``remote`` is one peer as a tuple ``(host, port)`` or a string
+    ``"HOST:PORT"``, or several as a list of those (even a list of one);
+    a value that could be read either way (a list ``[host, port]``, a tuple
+    of tuples) raises ValueError. A list (at most ``MAX_PEERS``, 16) shares
+    the one socket: packets go to the first unless a flow's verdict is
+    ``Verdict.route(peer)`` (or a transform picks the peer), and datagrams
+    from any of them are accepted. A peer is named by its index in
+    ``peers`` everywhere: ``Verdict.route(peer)``, ``Pump.inject(...,
+    peer=i)``, ``Packet.peer``, ``Decision.peer``, ``Pump.set_peer(i,
+    address)``. An empty list (``remote=[]``) starts with no peer: add them
+    while the pump runs with ``Pump.set_peer(i, address)`` (``remove_peer``
+    / ``set_peer`` work on a non-empty list too). Until a packet's peer
+    exists it is dropped as ``no_peer``."""
 
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
@@ -159,13 +181,15 @@ class UDPEndpoint(_SocketEndpoint):
                  sock_buf: int = DEFAULT_SOCK_BUF, peer_timeout: Optional[float] = None) -> None:
         loc = parse_address(local, "local", 0)
         remotes: Tuple[Tuple[str, int], ...] = ()
-        later = isinstance(remote, list) and not remote   # peers come from Pump.set_peer
-        if isinstance(remote, list):
-            if len(remote) > MAX_PEERS:
-                raise ValueError(f"remote: a list of 0 to {MAX_PEERS} peers, got {len(remote)}")
-            remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(remote))
-            remote = remotes[0] if remotes else None
-        rem = parse_address(remote, "remote") if remote is not None else None
+        many = _one_or_many(remote)
+        later = many is not None and not many   # peers come from Pump.set_peer
+        if many is not None:
+            if len(many) > MAX_PEERS:
+                raise ValueError(f"remote: a list of 0 to {MAX_PEERS} peers, got {len(many)}")
+            remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(many))
+        one = remotes[0] if remotes else (None if many is not None else remote)
+        assert not isinstance(one, list)
+        rem = parse_address(one, "remote") if one is not None else None
         if learn_peer is None:
             learn_peer = rem is None and not later
         if rem is None and not learn_peer and not later:
@@ -224,6 +248,9 @@ class TCPEndpoint(_SocketEndpoint):
                  netns: Optional[str] = None, sock_buf: int = DEFAULT_SOCK_BUF,
                  max_frame: int = 65535) -> None:
         loc = parse_address(local, "local", SIMPLETUN_PORT if listen else 0)
+        if isinstance(remote, list):
+            raise ValueError(f"remote={remote!r}: a TCP endpoint has one peer, (host, port) or 'HOST:PORT'")
+        _one_or_many(remote)
         # A server's remote is its client: without a port, any source port.
         rem = parse_address(remote, "remote", 0 if listen else SIMPLETUN_PORT) if remote is not None else None
         if isinstance(max_frame, bool) or not isinstance(max_frame, int) or not 1 <= max_frame <= 65535:

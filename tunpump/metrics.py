@@ -37,6 +37,7 @@ _DIR_COUNTERS = (
 )
 _QUEUE_COUNTERS = (
     ("connects", "tunpump_connects", "TCP connections made or accepted, UDP peers taken"),
+    ("connect_attempts", "tunpump_connect_attempts", "TCP connects begun by a client (retries included)"),
     ("disconnects", "tunpump_disconnects", "Connections lost"),
     ("protocol_errors", "tunpump_protocol_errors", "Bad frames (each closes a TCP connection)"),
     ("peers_learned", "tunpump_peers_learned", "UDP peers learned"),

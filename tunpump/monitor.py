@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .control import FlowEvicted, PeerDown, PeerUp, StatsTick, WorkerError
+from .control import FlowEvicted, PeerDown, PeerUnreachable, PeerUp, StatsTick, WorkerError
 from .stats import Stats
 
 log = logging.getLogger("tunpump")
@@ -83,8 +83,22 @@ class Monitor:
             gone = " (the device is gone)" if ev.device_gone else ""
             self._limit(f"err{ev.queue}", logging.ERROR, "queue %d: worker error in %s: errno %d%s",
                         ev.queue, ev.where, ev.errno, gone)
+        elif isinstance(ev, PeerUnreachable):
+            self._unreachable(ev)
         elif isinstance(ev, (FlowEvicted, StatsTick)):
             pass
+
+    def _unreachable(self, ev: PeerUnreachable) -> None:
+        host, port = ev.address
+        if ev.what == "connect":
+            tries = self.pump.stats().connect_attempts
+            self._limit(f"connect{ev.queue}", logging.WARNING,
+                        "queue %d: connecting to %s:%d failed: %s (%d attempt(s) so far; retrying with backoff)",
+                        ev.queue, host, port, ev.reason, tries)
+        else:
+            self._limit(f"unreach{ev.queue}", logging.WARNING,
+                        "queue %d: peer %s:%d unreachable: %s (its datagrams are dropped as 'unreachable')",
+                        ev.queue, host, port, ev.reason)
 
     def _peer(self, queue: int, addr: Tuple[str, int], up: bool) -> None:
         now = time.time()

@@ -129,6 +129,7 @@ class Stats:
     to_device: DirectionStats = field(default_factory=DirectionStats)
     wakeups: int = 0
     connects: int = 0              # TCP connections made or accepted, UDP peers taken
+    connect_attempts: int = 0      # TCP client: connects begun (each retry too)
     disconnects: int = 0
     protocol_errors: int = 0       # bad TCP frames (each closes the connection)
     peers_learned: int = 0         # UDP peers learned (learn_peer)

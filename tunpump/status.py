@@ -187,6 +187,10 @@ def format_status(st: Dict[str, Any]) -> str:
     for i, q in enumerate(st.get("queues") or []):
         lines.append(f"  queue {i}: " + ", ".join(
             f"{d} {q[d]['packets_out']} packets {q[d]['bytes_out']} bytes" for d in ("to_endpoint", "to_device")))
+    if total.get("connect_attempts") or total.get("connects") or total.get("disconnects"):
+        tries = total.get("connect_attempts", 0)
+        lines.append(f"  connections: {total.get('connects', 0)} made"
+                     + (f" of {tries} attempt(s)" if tries else "") + f", {total.get('disconnects', 0)} lost")
     drops = {k: v for k, v in (st.get("drops") or {}).items() if v}
     lines.append("  drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1]))
                                 if drops else "none"))

@@ -139,6 +139,21 @@ void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_stora
     tp__ctl_post(c, &ev);
 }
 
+void tp__ctl_post_unreachable(struct tp__ctl *c, int reason, const struct sockaddr_storage *ss, int err)
+{
+    struct tp_event ev;
+
+    if (!c->events.slots)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = TP_EV_UNREACHABLE;
+    ev.reason = (uint8_t)reason;
+    ev.err = err;
+    if (ss)
+        tp__ctl_event_addr(&ev, ss);
+    tp__ctl_post(c, &ev);
+}
+
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where)
 {
     struct tp_event ev;
@@ -279,6 +294,8 @@ void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pk
     ev->type = TP_EV_PUNT;
     ev->worker = (uint16_t)c->idx;
     ev->flow = x->flow;
+    if (x->flow >= 0 && (uint32_t)x->flow < c->flows.cap)
+        ev->gen = c->flows.e[x->flow].gen;   /* Python's flow id holds the slot's generation */
     ev->len = x->len;
     ev->dir = (uint8_t)dir;
     ev->peer = x->peer;

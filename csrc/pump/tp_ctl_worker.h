@@ -62,6 +62,8 @@ void tp__ctl_free(struct tp__ctl *c);
 
 /* Events for the control thread; one eventfd write per loop turn (notify). */
 void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storage *ss);
+/* TP_EV_UNREACHABLE: reason TP_UNREACH_*, err a positive errno. */
+void tp__ctl_post_unreachable(struct tp__ctl *c, int reason, const struct sockaddr_storage *ss, int err);
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where);
 /* A transform's roam moved UDP peer `peer` to ss: counted, and an event. */
 void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_storage *ss);

@@ -33,10 +33,20 @@ enum tp_ep_note {
                                * timeout, gives way to a new one (TP_EP_LEARNED follows);
                                * nothing queued is lost */
     TP_EP_REFUSED,            /* a connection from addr, not the configured peer, was closed */
+    TP_EP_CONNECTING,         /* a stream client starts a connect to addr (counted) */
+};
+
+/* What failed on the way to a peer (sink.fail, with the errno). */
+enum tp_ep_fail {
+    TP_EP_UNREACHABLE,        /* the kernel refused a datagram to addr (ECONNREFUSED, EHOSTUNREACH,
+                               * ENETUNREACH); the endpoint dropped it as unreachable */
+    TP_EP_CONNECT_FAILED,     /* a connect to addr failed; the client retries with backoff */
 };
 
 struct tp_ep_sink {
     void (*note)(void *ctx, enum tp_ep_note what, const struct sockaddr_storage *addr);
+    /* Called per failure (per refused batch): the worker rate-limits the event. */
+    void (*fail)(void *ctx, enum tp_ep_fail what, const struct sockaddr_storage *addr, int err);
     void *ctx;
 };
 

@@ -154,12 +154,20 @@ static void tcp_retry_later(struct tp_ep_tcp *t)
     t->backoff_ms = t->backoff_ms * 2 > TP__BACKOFF_MAX_MS ? TP__BACKOFF_MAX_MS : t->backoff_ms * 2;
 }
 
+static void tcp_connect_failed(struct tp_ep_tcp *t, int err)
+{
+    t->base.sink.fail(t->base.sink.ctx, TP_EP_CONNECT_FAILED, &t->peer, err);
+    tcp_retry_later(t);
+}
+
 static void tcp_connect(struct tp_ep_tcp *t)
 {
-    int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd;
 
+    t->base.sink.note(t->base.sink.ctx, TP_EP_CONNECTING, &t->peer);
+    fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        tcp_retry_later(t);
+        tcp_connect_failed(t, errno);
         return;
     }
     tcp_sockbufs(fd, t->sock_buf);
@@ -174,8 +182,9 @@ static void tcp_connect(struct tp_ep_tcp *t)
         t->fd = fd;
         t->state = TP__TCP_CONNECTING;
     } else {
+        int err = errno;
         close(fd);
-        tcp_retry_later(t);
+        tcp_connect_failed(t, err);
     }
 }
 
@@ -192,7 +201,7 @@ static void tcp_connected(struct tp_ep_tcp *t)
     }
     close(t->fd);
     t->fd = -1;
-    tcp_retry_later(t);
+    tcp_connect_failed(t, err);
 }
 
 /* Close the connection; the worker drops what was queued to or from it. */

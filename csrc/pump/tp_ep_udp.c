@@ -433,7 +433,17 @@ static int udp_refused(struct tp_ep_udp *u, struct tp__dir *d, int count, struct
         TP__ADD(st->gso_fallbacks, 1);
         return 1;
     }
-    /* This message was refused (EMSGSIZE, ENOBUFS, unreachable, ...): drop it. */
+    if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+        /* No route, an unreachable route, or an ICMP error the kernel kept
+         * for the socket: counted, and the worker tells Python (rate-limited). */
+        int err = errno;
+        TP__ADD(st->drops[TP_DROP_UNREACHABLE], count);
+        u->base.sink.fail(u->base.sink.ctx, TP_EP_UNREACHABLE,
+                          (const struct sockaddr_storage *)d->msgs[0].msg_hdr.msg_name, err);
+        d->next += count;
+        return 0;
+    }
+    /* This message was refused (EMSGSIZE, ENOBUFS, ...): drop it. */
     TP__ADD(st->drops[errno == EMSGSIZE ? TP_DROP_TOO_BIG :
                       errno == ENOBUFS ? TP_DROP_ENOBUFS : TP_DROP_WRITE_ERROR], count);
     d->next += count;

@@ -25,7 +25,7 @@ _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
                sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT + TP_XF_MAX_DROP_REASONS),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
-               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 15,
+               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 16,
                "struct tp_worker_stats must be uint64_t fields only");
 _Static_assert(_Alignof(struct tp_worker_stats) == _Alignof(uint64_t),
                "struct tp_worker_stats must be uint64_t fields only");
@@ -46,6 +46,7 @@ const char *const tp_drop_names[TP_DROP__COUNT] = {
     [TP_DROP_TOO_MANY_SEGS] = "too_many_segments",
     [TP_DROP_TRANSFORM] = "transform",
     [TP_DROP_TRANSFORM_OVERFLOW] = "transform_overflow",
+    [TP_DROP_UNREACHABLE] = "unreachable",
 };
 
 #define TP__PORT_MAX 65535
@@ -235,7 +236,7 @@ static int tp__pump_new(const struct tp_pump_cfg *cfg, struct tp_pump **out)
 static int tp__open_eps(struct tp_pump *p, const struct tp_pump_cfg *cfg, int i)
 {
     struct tp__worker *w = &p->w[i];
-    struct tp_ep_sink sink = { tp__worker_note, w };
+    struct tp_ep_sink sink = { .note = tp__worker_note, .fail = tp__worker_fail, .ctx = w };
     struct tp_ep_args dev = { .idx = i, .fd = cfg->dev.fds[i], .fmt = &p->cfg.dev.fmt, .sink = sink };
     struct tp_ep_args far = {
         .idx = i, .fd = cfg->kind == TP_KIND_TUN ? cfg->peer_dev.fds[i] : -1, .fmt = &p->cfg.peer_dev.fmt,

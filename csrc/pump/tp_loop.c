@@ -66,7 +66,24 @@ void tp__worker_note(void *ctx, enum tp_ep_note what, const struct sockaddr_stor
     case TP_EP_REFUSED:
         TP__ADD(w->st.refused_connections, 1);   /* no event: a flood of them must not fill the ring */
         break;
+    case TP_EP_CONNECTING:
+        TP__ADD(w->st.connect_attempts, 1);
+        break;
     }
+}
+
+void tp__worker_fail(void *ctx, enum tp_ep_fail what, const struct sockaddr_storage *addr, int err)
+{
+    struct tp__worker *w = ctx;
+    int64_t now = tp__now_ns();
+
+    /* A tunnel sending into an unreachable peer fails every batch: one
+     * event a second tells Python (the drops count every datagram). */
+    if (now < w->fail_next_ns)
+        return;
+    w->fail_next_ns = now + TP__NS_PER_S;
+    tp__ctl_post_unreachable(&w->ctl, what == TP_EP_UNREACHABLE ? TP_UNREACH_SEND : TP_UNREACH_CONNECT,
+                             addr, err);
 }
 
 /* Send what is left of a direction's batch; when it is all out, the source

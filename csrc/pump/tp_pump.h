@@ -111,6 +111,7 @@ enum tp_drop {
     TP_DROP_TOO_MANY_SEGS,    /* a UDP_GRO read carried more segments than the batch holds */
     TP_DROP_TRANSFORM,        /* the transform said TUNPUMP_DROP */
     TP_DROP_TRANSFORM_OVERFLOW, /* the transform left a packet outside its room */
+    TP_DROP_UNREACHABLE,      /* the kernel refused a datagram: peer unreachable (TP_EV_UNREACHABLE) */
     TP_DROP__COUNT
 };
 extern const char *const tp_drop_names[TP_DROP__COUNT];
@@ -146,6 +147,7 @@ struct tp_worker_stats {
     uint64_t refused_connections;       /* TCP server: a connection not from the configured peer, closed */
     uint64_t peers_moved;               /* UDP: a transform's roam moved a peer (TP_EV_PEER_MOVED) */
     uint64_t roams_refused;             /* a transform's roam for no peer / not from a UDP source */
+    uint64_t connect_attempts;          /* TCP client: connects begun (connects counts those that worked) */
 };
 
 /* Events a worker posts for the control side (fixed-size records). */
@@ -159,7 +161,10 @@ enum tp_event_type {
     TP_EV_PUNT = 7,        /* a packet the transform sent to Python: dir, peer, addr;
                             * the next punt slot holds it */
     TP_EV_PEER_MOVED = 8,  /* UDP peer `peer` of this worker roamed to addr (a transform's roam) */
+    TP_EV_UNREACHABLE = 9, /* addr could not be reached: reason TP_UNREACH_*, err the errno;
+                            * at most one a second per worker */
 };
+enum { TP_UNREACH_SEND = 1, TP_UNREACH_CONNECT = 2 };
 enum { TP_EVICT_IDLE = 1, TP_EVICT_FULL = 2 };
 
 struct tp_event {

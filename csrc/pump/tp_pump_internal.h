@@ -27,6 +27,7 @@ struct tp__worker {
 
     int err;                        /* -errno of the error that ended the worker */
     const char *err_where;
+    int64_t fail_next_ns;           /* no TP_EV_UNREACHABLE before then (one a second) */
 } __attribute__((aligned(64)));
 
 struct tp_pump {
@@ -44,5 +45,6 @@ struct tp_pump {
 /* tp_loop.c: a worker thread's body, and the sink its endpoints report to. */
 void *tp__worker_main(void *arg);
 void tp__worker_note(void *ctx, enum tp_ep_note what, const struct sockaddr_storage *addr);
+void tp__worker_fail(void *ctx, enum tp_ep_fail what, const struct sockaddr_storage *addr, int err);
 
 #endif

@@ -78,7 +78,11 @@ def check_traffic(w: World, nbytes: int = 64 << 20, inner=(4, 6)) -> None:
 
 def assert_stats_add_up(stats) -> None:
     """Nothing is lost silently: what came in went out, was dropped with a
-    reason, or was punted to Python (a PUNT verdict, a transform's TO_PYTHON)."""
+    reason, or was punted to Python (a PUNT verdict, a transform's TO_PYTHON).
+    `stats`: a tunpump.Stats, or its to_dict() form."""
+    from tunpump import Stats
+    if isinstance(stats, dict):
+        stats = Stats.from_dict(stats)
     for direction in ("to_endpoint", "to_device"):
         d = stats.direction(direction)
         assert d.packets_in == d.packets_out + d.dropped + d.punted, (direction, d)
