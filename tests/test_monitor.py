@@ -3,7 +3,7 @@
 import copy
 import logging
 
-from tunpump.control import PeerDown, PeerUp, WorkerError
+from tunpump.control import PeerDown, PeerMoved, PeerUp, WorkerError
 from tunpump.monitor import Monitor, RateLimit, stats_line, summary_line
 from tunpump.stats import Stats
 
@@ -47,6 +47,16 @@ def test_peer_up_relearned_down_and_reconnect(caplog):
     assert msgs[3] == "queue 0: peer 198.18.0.3:7001 up again (reconnected)"
     snap = m.snapshot()
     assert {p["address"]: p["up"] for p in snap["peers"]} == {"198.18.0.2:7000": False, "198.18.0.3:7001": True}
+
+
+def test_roaming_is_logged_once_per_interval(caplog):
+    caplog.set_level(logging.INFO, "tunpump")
+    m = mon()
+    for port in range(7000, 7010):
+        m.on_event(PeerMoved(0, 3, ("198.18.0.9", port)))
+    assert messages(caplog) == ["queue 0: peer 3 moved to 198.18.0.9:7000 (roaming)"]
+    m.on_event(PeerMoved(0, 4, ("198.18.0.8", 7000)))   # another peer has its own allowance
+    assert messages(caplog)[-1] == "queue 0: peer 4 moved to 198.18.0.8:7000 (roaming)"
 
 
 def test_down_reason_names_framing_errors(caplog):

@@ -104,9 +104,12 @@ def test_metrics_name_connect_attempts():
     from tunpump.stats import Stats
     q = Stats.zero().to_dict()
     q["connect_attempts"] = 4
+    q["peers_moved"], q["roams_refused"] = 2, 1
     snap = {"name": "t", "kind": "tunnel", "device": "d", "endpoint": "e", "uptime": 1.0, "offloads": {},
             "queues": [q], "peers": []}
     fams = {f.name: f for f in PumpCollector(lambda: snap).collect()}
     assert [s.value for s in fams["tunpump_connect_attempts"].samples if s.name.endswith("_total")] == [4]
+    for name, want in (("tunpump_peers_moved", 2), ("tunpump_roams_refused", 1)):
+        assert [s.value for s in fams[name].samples if s.name.endswith("_total")] == [want], name
     drops = {s.labels["reason"] for s in fams["tunpump_drops"].samples}
     assert "unreachable" in drops

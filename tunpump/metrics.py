@@ -41,6 +41,8 @@ _QUEUE_COUNTERS = (
     ("disconnects", "tunpump_disconnects", "Connections lost"),
     ("protocol_errors", "tunpump_protocol_errors", "Bad frames (each closes a TCP connection)"),
     ("peers_learned", "tunpump_peers_learned", "UDP peers learned"),
+    ("peers_moved", "tunpump_peers_moved", "UDP peers moved to a new address by a transform (roaming)"),
+    ("roams_refused", "tunpump_roams_refused", "Roam requests from a transform that could not apply"),
     ("wakeups", "tunpump_wakeups", "Worker wakeups"),
 )
 

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .control import FlowEvicted, PeerDown, PeerUnreachable, PeerUp, StatsTick, WorkerError
+from .control import FlowEvicted, PeerDown, PeerMoved, PeerUnreachable, PeerUp, StatsTick, WorkerError
 from .stats import Stats
 
 log = logging.getLogger("tunpump")
@@ -85,6 +85,10 @@ class Monitor:
                         ev.queue, ev.where, ev.errno, gone)
         elif isinstance(ev, PeerUnreachable):
             self._unreachable(ev)
+        elif isinstance(ev, PeerMoved):
+            # a roaming client can move often: one line per peer and interval
+            self._limit(f"moved{ev.queue}.{ev.peer}", logging.INFO, "queue %d: peer %d moved to %s:%d (roaming)",
+                        ev.queue, ev.peer, *ev.address)
         elif isinstance(ev, (FlowEvicted, StatsTick)):
             pass
 
