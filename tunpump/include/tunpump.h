@@ -74,6 +74,13 @@ enum tunpump_outcome {
  * are coalesced only after the endpoint -> device stage. Encryption needs it:
  * without it a transform may see GSO super-packets (pkt->gso). */
 #define TUNPUMP_NEEDS_SEGMENTS 0x1u
+/* Every packet the batch function passes endpoint -> device was
+ * authenticated end to end (an AEAD's tag verified over the whole packet):
+ * tunpump then trusts its inner IP and L4 checksums when it coalesces
+ * packets for the device instead of verifying them again, as Linux's
+ * WireGuard marks decrypted packets CHECKSUM_UNNECESSARY. A transform that
+ * passes bytes it did not authenticate must not set it. */
+#define TUNPUMP_AUTHENTICATED 0x4u
 
 /* One packet, as the batch function sees it. */
 struct tunpump_pkt {

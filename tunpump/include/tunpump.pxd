@@ -21,6 +21,7 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_CONTROL_MAX
         TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_AUTHENTICATED
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
     enum tunpump_dir:
