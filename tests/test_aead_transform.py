@@ -31,7 +31,7 @@ def _udp(world, port=6100):
 
 
 def _aead_drops(stats, direction="to_device"):
-    return {k: v for k, v in stats[direction]["drops"].items() if k.startswith("aead_") and v}
+    return {k: v for k, v in stats.direction(direction).drops.items() if k.startswith("aead_") and v}
 
 
 def _ping(world, ok=True, dst="198.18.11.2"):
@@ -47,15 +47,15 @@ def test_aead_udp_tunnel_with_offloads(world, cipher):
             Pump(world.b, e2, transform=transforms.AEAD(KEY, cipher)) as p2:
         check_traffic(world, 16 * MiB, inner=(4, 6))
     s1, s2 = p1.stats(), p2.stats()
-    assert s1["to_endpoint"]["gso_split"] > 0                      # split, seal, UDP_SEGMENT
-    assert s1["to_endpoint"]["packets_out"] > 2 * s1["to_endpoint"]["write_calls"]
-    assert s2["to_device"]["gro_built"] > 0                        # UDP_GRO, open, coalesce
+    assert s1.to_endpoint.gso_split > 0                            # split, seal, UDP_SEGMENT
+    assert s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
+    assert s2.to_device.gro_built > 0                              # UDP_GRO, open, coalesce
     # every datagram grew by the header and tag
-    assert s1["to_endpoint"]["bytes_out"] >= s1["to_endpoint"]["bytes_in"] + \
-        transforms.AEAD.OVERHEAD * s1["to_endpoint"]["packets_out"]
+    assert s1.to_endpoint.bytes_out >= s1.to_endpoint.bytes_in + \
+        transforms.AEAD.OVERHEAD * s1.to_endpoint.packets_out
     for s in (s1, s2):
         assert_stats_add_up(s)
-        assert set(f"aead_{r}" for r in AEAD_REASONS) <= set(s["to_device"]["drops"])
+        assert set(f"aead_{r}" for r in AEAD_REASONS) <= set(s.to_device.drops)
         assert not _aead_drops(s) and not _aead_drops(s, "to_endpoint"), s
 
 
@@ -109,9 +109,9 @@ def test_bad_datagrams_counted_by_reason(world):
                 peer.sendto(d, ("198.18.10.1", 6100))
         want = {f"aead_{k}": len(v) - (k == "replay") for k, v in sends.items()}
         assert wait_until(lambda: _aead_drops(p1.stats()) == want, timeout=5), (_aead_drops(p1.stats()), want)
-        assert p1.stats()["to_device"]["packets_out"] == 1      # only the valid echo
+        assert p1.stats().to_device.packets_out == 1      # only the valid echo
         peer.sendto(good.seal(echo), ("198.18.10.1", 6100))    # the worker goes on as before
-        assert wait_until(lambda: p1.stats()["to_device"]["packets_out"] == 2, timeout=5)
+        assert wait_until(lambda: p1.stats().to_device.packets_out == 2, timeout=5)
         # the kernel's echo replies came back sealed for the peer
         peer.settimeout(5)
         back = _tools.Aead("chacha20-poly1305", 1 << 16, 0)   # p1's worker 0 is side 0, queue 0
@@ -127,9 +127,9 @@ def test_wrong_key_delivers_nothing(world):
     with Pump(world.a, e1, transform=transforms.AEAD(KEY)) as p1, \
             Pump(world.b, e2, transform=transforms.AEAD(KEY2)) as p2:
         _ping(world, ok=False)
-        sent = p1.stats()["to_endpoint"]["packets_out"]
+        sent = p1.stats().to_endpoint.packets_out
         assert sent > 0
-        assert p2.stats()["to_device"]["packets_out"] == 0
+        assert p2.stats().to_device.packets_out == 0
         assert wait_until(lambda: _aead_drops(p2.stats()) == {"aead_auth_failed": sent}), _aead_drops(p2.stats())
     assert_stats_add_up(p2.stats())
 
@@ -160,7 +160,7 @@ def test_rekey_under_load_loses_nothing(world):
 
         t = threading.Thread(target=load)
         t.start()
-        assert wait_until(lambda: p1.stats()["to_endpoint"]["packets_out"] > 2000, timeout=30)
+        assert wait_until(lambda: p1.stats().to_endpoint.packets_out > 2000, timeout=30)
         a1.rekey(p1, KEY2, 1)        # the two ends a little apart, as two operators would
         t0 = time.monotonic()
         time.sleep(0.3)

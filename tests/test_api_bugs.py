@@ -95,8 +95,8 @@ def test_closing_the_relay_peer_device_stops_the_pump(ns):
         b.close()
         assert not pump.running
         s = pump.stats()
-        for d in ("to_endpoint", "to_device"):
-            assert s[d]["packets_in"] == s[d]["packets_out"] + sum(s[d]["drops"].values())
+        for d in (s.to_endpoint, s.to_device):
+            assert d.packets_in == d.packets_out + d.dropped
 
 
 def test_closing_a_device_after_its_pump_stopped_is_plain(ns):

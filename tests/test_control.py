@@ -12,8 +12,9 @@ from helpers.nettest import wait_until
 from helpers.udp import received, udp_pumps, udp_receiver, udp_send
 from helpers.world import assert_stats_add_up
 from helpers.packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
-from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, StatsTick, TCPEndpoint, UDPEndpoint,
-                     Verdict)
+from tunpump import _core
+from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, Stats, StatsTick, TCPEndpoint,
+                     UDPEndpoint, Verdict)
 
 def test_drop_one_port_pass_another(world):
     seen = []
@@ -32,12 +33,12 @@ def test_drop_one_port_pass_another(world):
         r = world.ns.run(world.n1, sys.executable, "-c", code)
         assert r.stdout.startswith("failed"), r.stdout + r.stderr
     s = p1.stats()
-    assert s["to_endpoint"]["drops"]["verdict"] >= 1
+    assert s.to_endpoint.drops["verdict"] >= 1
     assert any(f.dport == 5201 and f.protocol_name == "tcp" for f in seen)
     tcp5301 = [f for f in seen if f.dport == 5301]
     assert len(tcp5301) == 1  # asked once: the table remembers the verdict
     assert tcp5301[0].src == "198.18.11.1" and tcp5301[0].dst == "198.18.11.2"
-    assert s["flows"]["new"] == len(seen)
+    assert s.flows.new == len(seen)
     assert_stats_add_up(s)
 
 
@@ -65,12 +66,12 @@ def test_route_two_flows_to_two_peers(ns):
                 r = ns.ping(n1, dst)
                 assert r.returncode == 0, dst + r.stdout + r.stderr
             # each peer got only its own flow
-            assert pb.stats()["to_device"]["packets_out"] >= 3
-            assert pc.stats()["to_device"]["packets_out"] >= 3
-            pings_b = pb.stats()["to_device"]["packets_out"]
+            assert pb.stats().to_device.packets_out >= 3
+            assert pc.stats().to_device.packets_out >= 3
+            pings_b = pb.stats().to_device.packets_out
             r = ns.ping(n1, "198.18.11.3")
             assert r.returncode == 0
-            assert pb.stats()["to_device"]["packets_out"] == pings_b
+            assert pb.stats().to_device.packets_out == pings_b
         assert_stats_add_up(pa.stats())
     finally:
         for d in (a, b, c):
@@ -97,9 +98,9 @@ def test_punt_icmp_and_answer_from_python(world, family):
         r = world.ns.ping(world.n1, target)
         assert r.returncode == 0, r.stdout + r.stderr
         s = p1.stats()
-        assert s["flows"]["punted"] >= 3
+        assert s.flows.punted >= 3
         # the far side never saw the pings: Python answered them
-        assert p2.stats()["to_device"]["packets_out"] < s["flows"]["punted"]
+        assert p2.stats().to_device.packets_out < s.flows.punted
     assert_stats_add_up(p1.stats())
 
 
@@ -115,7 +116,7 @@ def test_pending_packets_released_in_order(world):
         udp_send(world.ns, world.n1, "198.18.11.2", 7000, 100, sport=7100)
         got = received(rx)
     assert got == list(range(100))
-    assert p1.stats()["flows"]["decision_timeouts"] == 0
+    assert p1.stats().flows.decision_timeouts == 0
 
 
 @pytest.mark.parametrize("default,expect_delivered", [(Verdict.DROP, False), (Verdict.FORWARD, True)],
@@ -132,12 +133,12 @@ def test_decision_timeout_applies_default(world, default, expect_delivered):
     with p1, p2:
         rx = udp_receiver(world.ns, world.n2, 7001)
         udp_send(world.ns, world.n1, "198.18.11.2", 7001, 20, sport=7101)
-        assert wait_until(lambda: p1.stats()["flows"]["decision_timeouts"] >= 1, timeout=5)
+        assert wait_until(lambda: p1.stats().flows.decision_timeouts >= 1, timeout=5)
         got = received(rx)
         release.set()
     assert (got == list(range(20))) is expect_delivered
     if not expect_delivered:
-        assert got == [] and p1.stats()["to_endpoint"]["drops"]["verdict"] >= 20
+        assert got == [] and p1.stats().to_endpoint.drops["verdict"] >= 20
 
 
 def test_callback_exception_is_logged_and_default_applies(world, caplog):
@@ -187,7 +188,7 @@ def test_table_full_evicts_lru(world):
                                       for e in events) >= 6)
     assert len(got) == 30   # eviction never costs packets
     s = p1.stats()
-    assert s["flows"]["active"] <= 4 and s["flows"]["new"] >= 10
+    assert s.flows.active <= 4 and s.flows.new >= 10
 
 
 def test_tap_arp_answered_from_python(ns):
@@ -254,14 +255,14 @@ def test_stats_tick(world):
                        stats_interval=0.1)
     with p1, p2:
         assert wait_until(lambda: len(ticks) >= 3, timeout=5)
-    assert "to_endpoint" in ticks[0].stats
+    assert isinstance(ticks[0].stats, Stats)
 
 
 def test_without_on_flow_no_table(world):
     p1, p2 = udp_pumps(world)
     with p1, p2:
         assert world.ns.ping(world.n1, "198.18.11.2").returncode == 0
-    assert p1.stats()["flows"]["new"] == 0
+    assert p1.stats().flows.new == 0
 
 
 def test_control_arguments():
@@ -276,11 +277,62 @@ def test_control_arguments():
         Pump(dev, ep, flow_table_size=0)
     with pytest.raises(ValueError, match="decision_timeout=-1"):
         Pump(dev, ep, decision_timeout=-1)
-    with pytest.raises(ValueError, match="endpoint=16"):
+    with pytest.raises(ValueError, match="peer=16"):
         Verdict.route(16)
     with pytest.raises(ValueError, match="ttl=0"):
         Verdict.FORWARD.with_ttl(0)
+    with pytest.raises(ValueError, match="default_verdict="):
+        Pump(dev, ep, default_verdict="drop")
     dev._fds = []
+
+
+def test_verdict_is_an_enum():
+    """Verdict is an enum.Enum; a ROUTE or a ttl is a Decision made by its helpers."""
+    import enum
+    from tunpump import Decision
+    assert issubclass(Verdict, enum.Enum)
+    assert [v.name for v in Verdict] == ["FORWARD", "DROP", "PUNT", "ROUTE"]
+    assert Verdict("drop") is Verdict.DROP and Verdict["PUNT"] is Verdict.PUNT
+    with pytest.raises(ValueError, match="verdict='dorp': expected one of 'forward', 'drop'"):
+        Verdict("dorp")
+    r = Verdict.route(3, ttl=30)
+    assert isinstance(r, Decision) and (r.verdict, r.peer, r.ttl) == (Verdict.ROUTE, 3, 30)
+    assert r == Verdict.route(3, ttl=30) and r != Verdict.route(2, ttl=30)
+    assert repr(r) == "<Verdict.ROUTE(3) ttl=30>" and repr(Verdict.DROP) == "Verdict.DROP"
+    assert Verdict.FORWARD.with_ttl(5) == Decision(Verdict.FORWARD, ttl=5)
+    assert r.with_ttl(1) == Verdict.route(3, ttl=1)
+    with pytest.raises(ValueError, match="needs a peer"):
+        Verdict.ROUTE.with_ttl(5)
+    with pytest.raises(ValueError, match="peer=1: only Verdict.route"):
+        Decision(Verdict.DROP, peer=1)
+    with pytest.raises(ValueError, match="peer=-1"):
+        Verdict.route(-1)
+    with pytest.raises(ValueError, match="peer=True"):
+        Verdict.route(True)
+    with pytest.raises(TypeError, match="verdict='drop'"):
+        Decision("drop")
+    assert Verdict.DROP._code()[0] == _core.VERDICT_DROP
+    assert r._code() == (_core.VERDICT_ROUTE, 3, 30000)
+    with pytest.raises(ValueError, match="needs a peer index"):
+        Verdict.ROUTE._code()
+
+
+def test_one_name_for_a_peer():
+    """A peer index is `peer` everywhere; endpoint= is the deprecated old name."""
+    import inspect
+    import warnings
+    from tunpump import Packet
+    with pytest.warns(DeprecationWarning, match="peer="):
+        assert Verdict.route(endpoint=2) == Verdict.route(peer=2) == Verdict.route(2)
+    with pytest.warns(DeprecationWarning, match="Decision.peer"):
+        assert Verdict.route(3).endpoint == 3
+    with pytest.raises(TypeError, match="peer= only"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        Verdict.route(1, endpoint=2)
+    with pytest.raises(TypeError, match="missing the peer index"):
+        Verdict.route()
+    assert "peer" in inspect.signature(Pump.inject).parameters
+    assert "peer" in {f for f in Packet.__dataclass_fields__}
 
 
 def test_stop_from_a_callback(world):
@@ -330,10 +382,10 @@ def test_pending_overflow_is_counted(world):
     with p1, p2:
         rx = udp_receiver(world.ns, world.n2, 7005)
         udp_send(world.ns, world.n1, "198.18.11.2", 7005, 20, sport=7105)
-        assert wait_until(lambda: p1.stats()["to_endpoint"]["drops"]["pending_full"] >= 1)
+        assert wait_until(lambda: p1.stats().to_endpoint.drops["pending_full"] >= 1)
         gate.set()
         got = received(rx)
-    full = p1.stats()["to_endpoint"]["drops"]["pending_full"]
+    full = p1.stats().to_endpoint.drops["pending_full"]
     assert got == list(range(len(got))) and len(got) + full == 20 and len(got) >= 4
     assert_stats_add_up(p1.stats())
 

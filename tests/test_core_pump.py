@@ -131,7 +131,7 @@ def test_limits_come_from_c():
     assert "too_many_segments" in _core.DROP_REASONS
     from tunpump import UDPEndpoint, Verdict
     import pytest
-    with pytest.raises(ValueError, match=f"1 to {_core.MAX_PEERS} peers"):
+    with pytest.raises(ValueError, match=f"0 to {_core.MAX_PEERS} peers"):
         UDPEndpoint(("198.18.0.1", 1), [("198.18.0.2", 1)] * (_core.MAX_PEERS + 1))
     with pytest.raises(ValueError, match=f"from 0 to {_core.MAX_PEERS - 1}"):
         Verdict.route(_core.MAX_PEERS)
@@ -147,3 +147,39 @@ def test_flow_key_bytes_decode_with_a_length_check():
     assert flow.dport == 7000 and flow.sport == 40000 and flow.src == "198.18.11.1"
     with pytest.raises(ValueError, match="raw: 3 bytes, a flow key is"):
         _core.decode_flow_key(b"abc")
+
+
+def test_inject_after_stop_never_sends_on_a_reused_fd():
+    """stop() on one thread while inject() runs on another: inject must never
+    reach sendto on a closed fd, or on the fd number the kernel hands out
+    next. The endpoints' sockets now stay open until the pump is freed, and
+    an inject after stop() is refused with ESHUTDOWN. Before the fix, stop()
+    closed the UDP socket and the next socket made took its number, so the
+    inject below went out through that stranger (here a unix socket: it
+    failed with another errno; on a UDP socket it would have been sent)."""
+    import errno
+    import socket
+
+    from tunpump.endpoint import UDPEndpoint
+
+    dev = FakeDevice("fu")
+    # bound, never sending: the remote is only configuration (nothing is injected before stop)
+    ep = UDPEndpoint(("127.0.0.1", 0), ("127.0.0.1", 9))
+    core = _core.CorePump()
+    core.start(_core.KIND_UDP, 64, dev.fds, fmt(dev), sock=ep.sock_cfg(1))
+    core.stop()
+    stranger = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for inject in (lambda: core.inject_udp(0, 0, b"x"),
+                       lambda: core.inject_udp_addr(0, socket.AF_INET, bytes([127, 0, 0, 1]), 9, b"x")):
+            with pytest.raises(OSError) as exc:
+                inject()
+            assert exc.value.errno == errno.ESHUTDOWN, exc.value
+        stranger[1].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stranger[1].recv(10)          # nothing went out through the socket that took a freed number
+    finally:
+        core.close()
+        for s in stranger:
+            s.close()
+        dev.close()

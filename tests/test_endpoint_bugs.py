@@ -66,13 +66,13 @@ def test_udp_server_relearns_a_restarted_client_after_peer_timeout(ns):
             assert _ping_through(a, 6970, 1)
             b = _client(n1, 40002)                     # the client restarted on a new port
             b.sendto(echo_request("198.18.11.2", "198.18.11.1", seq=2), (SERVER, 6970))
-            assert wait_until(lambda: p.stats()["to_device"]["drops"]["unknown_peer"] == 1)
-            assert p.stats()["peers_learned"] == 1     # a talking peer is not replaced
+            assert wait_until(lambda: p.stats().to_device.drops["unknown_peer"] == 1)
+            assert p.stats().peers_learned == 1     # a talking peer is not replaced
             time.sleep(1.7)                            # the old client stays silent
             assert _ping_through(b, 6970, 3)
-            assert p.stats()["peers_learned"] == 2
+            assert p.stats().peers_learned == 2
             a.sendto(echo_request("198.18.11.2", "198.18.11.1", seq=4), (SERVER, 6970))
-            assert wait_until(lambda: p.stats()["to_device"]["drops"]["unknown_peer"] == 2)
+            assert wait_until(lambda: p.stats().to_device.drops["unknown_peer"] == 2)
             assert _ping_through(b, 6970, 5)           # the old client did not take it back
             assert wait_until(lambda: sum(isinstance(e, PeerUp) for e in events) == 2)
         assert_stats_add_up(p.stats())
@@ -99,8 +99,8 @@ def test_udp_peer_timeout_inf_keeps_the_first_peer(ns):
             for seq in range(3):
                 b.sendto(echo_request("198.18.11.2", "198.18.11.1", seq=10 + seq), (SERVER, 6971))
                 time.sleep(0.1)
-            assert wait_until(lambda: p.stats()["to_device"]["drops"]["unknown_peer"] == 3)
-            assert p.stats()["peers_learned"] == 1
+            assert wait_until(lambda: p.stats().to_device.drops["unknown_peer"] == 3)
+            assert p.stats().peers_learned == 1
     finally:
         for s in (a, b):
             if s is not None:
@@ -165,10 +165,10 @@ def test_tcp_server_with_a_remote_refuses_other_hosts(ns):
         ep = TCPEndpoint.listen((SERVER, 55610), remote="198.18.10.2", netns=n1)
         with Pump(dev, ep) as p:
             assert _connect_from(ns, n2, "198.18.10.3", 55610).startswith("no reply")
-            assert wait_until(lambda: p.stats()["refused_connections"] == 1)
-            assert p.stats()["connects"] == 0
+            assert wait_until(lambda: p.stats().refused_connections == 1)
+            assert p.stats().connects == 0
             assert _connect_from(ns, n2, "198.18.10.2", 55610) == "reply"
-            assert p.stats()["connects"] == 1 and p.stats()["refused_connections"] == 1
+            assert p.stats().connects == 1 and p.stats().refused_connections == 1
         assert_stats_add_up(p.stats())
     finally:
         dev.close()
@@ -180,15 +180,15 @@ def test_tcp_server_remote_port_pins_the_source_port(ns):
     try:
         with Pump(dev, TCPEndpoint.listen((SERVER, 55620), remote="198.18.10.2:40100", netns=n1)) as p:
             assert _connect_from(ns, n2, "198.18.10.2", 55620).startswith("no reply")   # another port
-            assert wait_until(lambda: p.stats()["refused_connections"] == 1)
+            assert wait_until(lambda: p.stats().refused_connections == 1)
             client = Pump(Device("tptq", netns=n2), TCPEndpoint.connect((SERVER, 55620), ("198.18.10.2", 40100),
                                                                     netns=n2))
             try:
                 with client:
-                    assert wait_until(lambda: p.stats()["connects"] == 1)
+                    assert wait_until(lambda: p.stats().connects == 1)
             finally:
                 client.device.close()
-            assert p.stats()["refused_connections"] == 1
+            assert p.stats().refused_connections == 1
     finally:
         dev.close()
 
@@ -201,7 +201,7 @@ def test_tcp_server_without_a_remote_still_takes_any_client(ns):
         with Pump(dev, TCPEndpoint.listen((SERVER, 55630), netns=n1)) as p:
             assert _connect_from(ns, n2, "198.18.10.3", 55630) == "reply"
             assert _connect_from(ns, n2, "198.18.10.2", 55630) == "reply"
-            assert p.stats()["connects"] == 2 and p.stats()["refused_connections"] == 0
+            assert p.stats().connects == 2 and p.stats().refused_connections == 0
     finally:
         dev.close()
 

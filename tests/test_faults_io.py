@@ -44,7 +44,7 @@ def tx_dropped(ns, n, dev):
 
 
 def assert_no_send_losses(d):
-    assert d["drops"]["enobufs"] == 0 and d["drops"]["write_error"] == 0, d
+    assert d.drops["enobufs"] == 0 and d.drops["write_error"] == 0, d
 
 
 def test_udp_full_send_buffer_parks_and_counts(world):
@@ -61,8 +61,8 @@ def test_udp_full_send_buffer_parks_and_counts(world):
         before = tx_dropped(world.ns, world.n1, "tpua")
         assert blast(world) > 0
         assert p1.error() is None
-        d = p1.stats()["to_endpoint"]
-        assert d["packets_out"] > 0
+        d = p1.stats().to_endpoint
+        assert d.packets_out > 0
         assert_no_send_losses(d)                                   # EAGAIN parks, never drops
         assert tx_dropped(world.ns, world.n1, "tpua") > before     # the device waited meanwhile
         world.ns.run(world.n1, "tc", "qdisc", "del", "dev", va, "root")
@@ -71,7 +71,7 @@ def test_udp_full_send_buffer_parks_and_counts(world):
         assert p1.error() is None and p2.error() is None
     for p in (p1, p2):
         assert_stats_add_up(p.stats())
-    assert_no_send_losses(p1.stats()["to_endpoint"])
+    assert_no_send_losses(p1.stats().to_endpoint)
 
 
 def test_tcp_peer_that_stops_reading(world):
@@ -85,12 +85,12 @@ def test_tcp_peer_that_stops_reading(world):
         c.settimeout(10)
         c.connect(("198.18.10.1", 55640))
         try:
-            assert wait_until(lambda: p.stats()["connects"] == 1)
+            assert wait_until(lambda: p.stats().connects == 1)
             before = tx_dropped(world.ns, world.n1, "tpua")
             blast(world, count=5000)
             assert tx_dropped(world.ns, world.n1, "tpua") > before      # the pump stopped reading the device
             c.sendall(frame(echo_request("198.18.11.2", "198.18.11.1", seq=7)))
-            assert wait_until(lambda: p.stats()["to_device"]["packets_out"] == 1)   # the other way still flows
+            assert wait_until(lambda: p.stats().to_device.packets_out == 1)   # the other way still flows
             got, deadline = 0, time.monotonic() + 30
             while time.monotonic() < deadline:                           # the peer reads again
                 try:
@@ -100,16 +100,16 @@ def test_tcp_peer_that_stops_reading(world):
                 if not chunk:
                     break
                 got += len(chunk)
-                d = p.stats()["to_endpoint"]
-                if got >= d["bytes_out"] + 2 * d["packets_out"] and d["packets_in"] == d["packets_out"]:
+                d = p.stats().to_endpoint
+                if got >= d.bytes_out + 2 * d.packets_out and d.packets_in == d.packets_out:
                     break
-            d = p.stats()["to_endpoint"]
-            assert d["packets_in"] == d["packets_out"] and got == d["bytes_out"] + 2 * d["packets_out"], (got, d)
+            d = p.stats().to_endpoint
+            assert d.packets_in == d.packets_out and got == d.bytes_out + 2 * d.packets_out, (got, d)
             assert p.error() is None
         finally:
             c.close()
     assert_stats_add_up(p.stats())
-    assert_no_send_losses(p.stats()["to_endpoint"])
+    assert_no_send_losses(p.stats().to_endpoint)
 
 
 PEER = """
@@ -164,7 +164,7 @@ def test_udp_client_killed_and_restarted_is_relearned(world):
         assert wait_until(lambda: world.ns.ping(world.n2, "198.18.11.1", count=1, timeout=3).returncode == 0,
                           timeout=20, interval=0.2)
         assert ping_works(world)
-        assert p.stats()["peers_learned"] == 2 and p.error() is None
+        assert p.stats().peers_learned == 2 and p.error() is None
         kill(peer)
     assert_stats_add_up(p.stats())
 
@@ -176,12 +176,12 @@ def test_tcp_client_reconnects_after_the_server_restarts(world):
     world.b = None
     with Pump(world.a, TCPEndpoint.connect(("198.18.10.2", 55650), netns=world.n1)) as p:
         peer = start_peer(world, "tcp", "server", 55650)
-        assert wait_until(lambda: p.stats()["connects"] == 1, timeout=10)
+        assert wait_until(lambda: p.stats().connects == 1, timeout=10)
         assert ping_works(world)
         kill(peer)
-        assert wait_until(lambda: p.stats()["disconnects"] == 1, timeout=10)
+        assert wait_until(lambda: p.stats().disconnects == 1, timeout=10)
         peer = start_peer(world, "tcp", "server", 55650)
-        assert wait_until(lambda: p.stats()["connects"] == 2, timeout=15)
+        assert wait_until(lambda: p.stats().connects == 2, timeout=15)
         assert ping_works(world)
         assert p.error() is None
         kill(peer)
@@ -195,11 +195,11 @@ def test_tcp_server_takes_a_restarted_client(world):
     world.b = None
     with Pump(world.a, TCPEndpoint.listen(("198.18.10.1", 55660), netns=world.n1)) as p:
         peer = start_peer(world, "tcp", "client", 55660)
-        assert wait_until(lambda: p.stats()["connects"] == 1, timeout=10)
+        assert wait_until(lambda: p.stats().connects == 1, timeout=10)
         assert ping_works(world)
         kill(peer)
         peer = start_peer(world, "tcp", "client", 55660)
-        assert wait_until(lambda: p.stats()["connects"] == 2, timeout=15)
+        assert wait_until(lambda: p.stats().connects == 2, timeout=15)
         assert ping_works(world)
         assert p.error() is None
         kill(peer)

@@ -3,21 +3,14 @@
 import copy
 import logging
 
-from tunpump import _core
 from tunpump.control import PeerDown, PeerUp, WorkerError
 from tunpump.monitor import Monitor, RateLimit, stats_line, summary_line
-
-
-def zero_dir():
-    return {"packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0, "batches": 0,
-            "read_calls": 0, "write_calls": 0, "read_bytes": 0, "write_bytes": 0, "gso_split": 0,
-            "gso_passed": 0, "gro_built": 0, "gso_fallbacks": 0,
-            "drops": {r: 0 for r in _core.DROP_REASONS}}
+from tunpump.stats import Stats
 
 
 def zero():
-    return {"to_endpoint": zero_dir(), "to_device": zero_dir(), "wakeups": 0, "connects": 0,
-            "disconnects": 0, "protocol_errors": 0, "peers_learned": 0}
+    """Counters as a plain dict (Stats.to_dict()), for the tests to set."""
+    return Stats.zero().to_dict()
 
 
 class FakePump:
@@ -27,7 +20,8 @@ class FakePump:
         self.endpoint = "UDPEndpoint(...)"
 
     def stats(self, per_queue=False):
-        return [copy.deepcopy(self.s)] if per_queue else copy.deepcopy(self.s)
+        s = Stats.from_dict(copy.deepcopy(self.s))
+        return [s] if per_queue else s
 
 
 def messages(caplog):
@@ -99,6 +93,7 @@ def test_stats_and_summary_lines():
     b["to_endpoint"]["drops"]["no_peer"] = 2
     b["to_endpoint"]["drops"]["too_big"] = 1
     b["to_endpoint"]["drops"]["malformed"] = 1
+    a, b = Stats.from_dict(a), Stats.from_dict(b)
     line = stats_line(a, b, 1.0)
     assert "dev->ep      2.0 kpps   0.008 Gbit/s" in line
     assert line.endswith("| drops 11 (unknown_peer 7, no_peer 2, malformed 1)")

@@ -18,8 +18,8 @@ def dev_counters(ns_name, dev):
 
 
 def avg(d, what):
-    calls = d[f"{what}_calls"]
-    return d[f"{what}_bytes"] / calls if calls else 0
+    calls = getattr(d, f"{what}_calls")
+    return getattr(d, f"{what}_bytes") / calls if calls else 0
 
 
 def tunnel(world, kind):
@@ -43,14 +43,14 @@ def test_tunnel_with_offloads(world, kind, inner):
         check_traffic(w, 256 * MiB, inner=(inner, 10 - inner))
     s1, s2 = p1.stats(), p2.stats()
     # the sender's side read super-packets and cut them up ...
-    assert s1["to_endpoint"]["gso_split"] > 0
-    assert avg(s1["to_endpoint"], "read") > 8000, s1["to_endpoint"]
+    assert s1.to_endpoint.gso_split > 0
+    assert avg(s1.to_endpoint, "read") > 8000, s1.to_endpoint
     # ... and the receiver's side wrote super-packets into its device
-    assert s2["to_device"]["gro_built"] > 0
-    assert avg(s2["to_device"], "write") > 8000, s2["to_device"]
+    assert s2.to_device.gro_built > 0
+    assert avg(s2.to_device, "write") > 8000, s2.to_device
     for p in (p1, p2):
         assert_stats_add_up(p.stats())
-        assert sum(p.stats()["to_device"]["drops"].values()) == 0
+        assert sum(p.stats().to_device.drops.values()) == 0
     for n, dev in ((w.n1, "tpua"), (w.n2, "tpub")):
         rx = dev_counters(n, dev)
         assert rx["errors"] == 0 and rx["dropped"] == 0, rx
@@ -66,8 +66,8 @@ def test_tunnel_offloads_off(world, kind):
     with p1, p2:
         check_traffic(w, 256 * MiB, inner=(4,))
     s1, s2 = p1.stats(), p2.stats()
-    assert s1["to_endpoint"]["gso_split"] == 0 and s2["to_device"]["gro_built"] == 0
-    assert avg(s1["to_endpoint"], "read") < 1500 + 12
+    assert s1.to_endpoint.gso_split == 0 and s2.to_device.gro_built == 0
+    assert avg(s1.to_endpoint, "read") < 1500 + 12
 
 
 @pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
@@ -77,13 +77,13 @@ def test_udp_tunnel_uses_udp_gso_and_gro(world):
     with p1, p2:
         check_traffic(w, 64 * MiB, inner=(4,))
     s1, s2 = p1.stats(), p2.stats()
-    e = s1["to_endpoint"]
+    e = s1.to_endpoint
     # UDP_SEGMENT: many datagrams per send call
-    assert e["packets_out"] / e["write_calls"] > 4, e
-    assert e["gso_fallbacks"] == 0
+    assert e.packets_out / e.write_calls > 4, e
+    assert e.gso_fallbacks == 0
     # UDP_GRO: many datagrams per receive call on the other side
-    r = s2["to_device"]
-    assert r["packets_in"] / r["read_calls"] > 4, r
+    r = s2.to_device
+    assert r.packets_in / r.read_calls > 4, r
 
 
 def _relay(a_kw, b_kw):
@@ -106,9 +106,9 @@ def test_relay_splits_or_coalesces(world):
     s = pump.stats()
     assert_stats_add_up(s)
     if a.offloads and not b.offloads:
-        assert s["to_endpoint"]["gso_split"] > 0
+        assert s.to_endpoint.gso_split > 0
     if b.offloads and not a.vnet_hdr:
-        assert s["to_endpoint"]["gro_built"] > 0
+        assert s.to_endpoint.gro_built > 0
     for n, dev in ((n1, "tpua"), (n2, "tpub")):
         rx = dev_counters(n, dev)
         assert rx["errors"] == 0 and rx["dropped"] == 0, rx
@@ -127,9 +127,9 @@ def test_udp_segment_refused_falls_back(world):
     p1, p2 = tunnel(w, "udp")
     with p1, p2:
         check_traffic(w, 16 * MiB, inner=(4,))
-    e = p1.stats()["to_endpoint"]
-    assert e["gso_fallbacks"] >= 1, e
-    assert e["gso_split"] > 0
+    e = p1.stats().to_endpoint
+    assert e.gso_fallbacks >= 1, e
+    assert e.gso_split > 0
     assert_stats_add_up(p1.stats())
 
 
@@ -146,6 +146,6 @@ def test_small_mtu_super_packets_split_whole(world, batch):
     with Pump(w.a, e1, batch=batch) as p1, Pump(w.b, e2, batch=batch) as p2:
         res = w.ns.transfer(w.n1, w.n2, "198.18.11.2", 16 * MiB, timeout=60)
     assert res["received"]["sha256"] == res["sent"]["sha256"]
-    s = p1.stats()["to_endpoint"]
-    assert s["gso_split"] > 0 and s["drops"]["too_big"] == 0, s
-    assert s["packets_in"] > 16 * MiB // 536
+    s = p1.stats().to_endpoint
+    assert s.gso_split > 0 and s.drops["too_big"] == 0, s
+    assert s.packets_in > 16 * MiB // 536

@@ -216,7 +216,7 @@ def test_late_verdict_releases_pending_packets_once(ns):
             stats = p1.stats()
         assert out.split() == ["hello"]
         assert len(asked) == 1, asked
-        assert stats["flows"]["decision_timeouts"] == 0
+        assert stats.flows.decision_timeouts == 0
     finally:
         a.close()
         b.close()
@@ -258,12 +258,12 @@ def test_udp_gro_datagram_with_more_segments_than_the_batch_holds(ns):
         with Pump(a, UDPEndpoint(("127.0.0.1", 6950), learn_peer=True, netns=n1), batch=1) as p:
             r = ns.run(n1, sys.executable, "-c", GSO_SEND, str(seg), str(count), "6950", b"".join(pkts).hex())
             assert r.returncode == 0 and r.stdout.strip() == "sent", r.stderr
-            assert wait_until(lambda: p.stats()["to_device"]["packets_in"] >= count)
+            assert wait_until(lambda: p.stats().to_device.packets_in >= count)
             time.sleep(0.2)
-        d = p.stats()["to_device"]
-        assert d["packets_in"] == count
-        assert d["drops"]["too_many_segments"] == 0, d
-        assert d["packets_out"] == count, d
+        d = p.stats().to_device
+        assert d.packets_in == count
+        assert d.drops["too_many_segments"] == 0, d
+        assert d.packets_out == count, d
     finally:
         a.close()
 
@@ -313,9 +313,9 @@ def test_tcp_stream_survives_frames_the_device_refuses(ns):
             assert r.stdout.strip() == "reply after-the-junk", r.stdout + r.stderr
             s = p.stats()
         # one connection all along (the client closes it when done)
-        assert s["connects"] == 1 and s["protocol_errors"] == 0
-        assert s["to_device"]["drops"]["malformed"] == njunk
-        assert s["to_device"]["packets_out"] >= 1
+        assert s.connects == 1 and s.protocol_errors == 0
+        assert s.to_device.drops["malformed"] == njunk
+        assert s.to_device.packets_out >= 1
     finally:
         a.close()
 
@@ -338,8 +338,8 @@ def test_empty_udp_datagram_is_counted_as_malformed(ns):
         with Pump(a, UDPEndpoint(("127.0.0.1", 6960), learn_peer=True, netns=n1)) as p:
             r = ns.run(n1, sys.executable, "-c", EMPTY_SEND)
             assert r.returncode == 0 and r.stdout.strip() == "sent", r.stderr
-            assert wait_until(lambda: p.stats()["to_device"]["packets_in"] >= 1)
-        d = p.stats()["to_device"]
-        assert d["packets_in"] == 1 and d["drops"]["malformed"] == 1, d
+            assert wait_until(lambda: p.stats().to_device.packets_in >= 1)
+        d = p.stats().to_device
+        assert d.packets_in == 1 and d.drops["malformed"] == 1, d
     finally:
         a.close()

@@ -33,9 +33,9 @@ def test_relay_carries_datagrams_both_ways(rig):
     s = pump.stats()
     assert_stats_add_up(s)
     for d in ("to_endpoint", "to_device"):
-        assert s[d]["packets_out"] >= N
+        assert s.direction(d).packets_out >= N
         if rig.exact:
-            assert s[d]["packets_in"] == s[d]["packets_out"] == N
+            assert s.direction(d).packets_in == s.direction(d).packets_out == N
 
 
 def test_udp_tunnel_carries_datagrams_both_ways(rig):
@@ -50,7 +50,7 @@ def test_udp_tunnel_carries_datagrams_both_ways(rig):
         s = p.stats()
         assert_stats_add_up(s)
         if rig.exact:
-            assert s["to_endpoint"]["packets_out"] == s["to_device"]["packets_out"] == N
+            assert s.to_endpoint.packets_out == s.to_device.packets_out == N
 
 
 def test_on_flow_drops_one_port_and_forwards_another(rig):
@@ -66,7 +66,7 @@ def test_on_flow_drops_one_port_and_forwards_another(rig):
             rig.send(0, payloads("pass", 5), 7000, sport=40000)
             assert ok.collect(5) == payloads("pass", 5)
             assert blocked.collect(1, timeout=0.3) == []
-        assert wait_until(lambda: pump.stats()["to_endpoint"]["drops"]["verdict"] == 5)
+        assert wait_until(lambda: pump.stats().to_endpoint.drops["verdict"] == 5)
     assert ("udp", "198.18.11.1", "198.18.11.2", 7001) in seen
     assert ("udp", "198.18.11.1", "198.18.11.2", 7000) in seen
     assert_stats_add_up(pump.stats())
@@ -102,7 +102,7 @@ def test_fake_malformed_packet_is_counted_not_forwarded():
             a.wire[0].send(bytes(12))                    # a prefix and no packet
             a.send(udp_packet("198.18.11.1", "198.18.11.2", 40000, 7000, b"ok"))
             assert b.recv()[-2:] == b"ok"
-            assert wait_until(lambda: pump.stats()["to_endpoint"]["drops"]["malformed"] == 1)
+            assert wait_until(lambda: pump.stats().to_endpoint.drops["malformed"] == 1)
         assert_stats_add_up(pump.stats())
     finally:
         a.close()
@@ -175,7 +175,7 @@ def test_malformed_reads_do_not_starve_stop():
                 a.wire[0].send(bytes(12))
             a.send(udp_packet("198.18.11.1", "198.18.11.2", 40000, 7000, b"ok"))
             assert b.recv()[-2:] == b"ok"
-        assert pump.stats()["to_endpoint"]["drops"]["malformed"] == 200
+        assert pump.stats().to_endpoint.drops["malformed"] == 200
         assert_stats_add_up(pump.stats())
     finally:
         a.close()

@@ -31,7 +31,7 @@ def test_udp_tunnel(world, underlay, inner):
     e2 = UDPEndpoint((y, 6000), (x, 6000), netns=world.n2)
     with Pump(world.a, e1) as p1, Pump(world.b, e2) as p2:
         check_traffic(world, 64 << 20, inner=(inner, 10 - inner))
-        assert p1.stats()["to_endpoint"]["packets_out"] > 0
+        assert p1.stats().to_endpoint.packets_out > 0
     for p in (p1, p2):
         assert_stats_add_up(p.stats())
 
@@ -49,7 +49,7 @@ def test_udp_stranger_is_dropped_and_counted(world):
                 f"[s.sendto(bytes.fromhex('{pkt.hex()}'), ('198.18.10.1', 6000)) for _ in range(5)]")
         r = world.ns.run(world.n2, sys.executable, "-c", code)
         assert r.returncode == 0, r.stderr
-        assert wait_until(lambda: p1.stats()["to_device"]["drops"]["unknown_peer"] == 5)
+        assert wait_until(lambda: p1.stats().to_device.drops["unknown_peer"] == 5)
         assert icmp_in_echos(world.ns, world.n1) == 0  # nothing reached ns1's stack
         check_traffic(world, 1 << 20, inner=(4,))
     assert_stats_add_up(p1.stats())
@@ -63,7 +63,7 @@ def test_udp_learn_peer_server(world):
         # The server knows no peer until the client speaks: ping from the client side first.
         r = world.ns.ping(world.n2, "198.18.11.1")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert p1.stats()["peers_learned"] == 1
+        assert p1.stats().peers_learned == 1
         check_traffic(world, 8 << 20, inner=(4,))
 
 
@@ -109,7 +109,7 @@ def test_tcp_tunnel(world, underlay):
     x, _ = UNDERLAY[underlay]
     with Pump(world.a, TCPEndpoint.listen((x, 55555), netns=world.n1)) as p1, \
             Pump(world.b, TCPEndpoint.connect((x, 55555), netns=world.n2)) as p2:
-        assert wait_until(lambda: p2.stats()["connects"] == 1 and p1.stats()["connects"] == 1)
+        assert wait_until(lambda: p2.stats().connects == 1 and p1.stats().connects == 1)
         check_traffic(world, 64 << 20)
     for p in (p1, p2):
         assert_stats_add_up(p.stats())
@@ -142,8 +142,8 @@ def test_tcp_framing_byte_for_byte(world):
         assert reply[20] == 0 and reply[24:] == sent[24:]  # same id, seq, payload
         assert csum(reply[:20]) == 0 and csum(reply[20:]) == 0
         s = p1.stats()
-        assert s["to_device"]["packets_out"] == 1
-        assert s["to_device"]["bytes_in"] == len(sent)  # the length prefix is not payload
+        assert s.to_device.packets_out == 1
+        assert s.to_device.bytes_in == len(sent)  # the length prefix is not payload
 
 
 def test_tcp_frames_from_device_are_exact(world):
@@ -158,7 +158,7 @@ def test_tcp_frames_from_device_are_exact(world):
                 "print(pkt.hex())\n")
         client = world.ns.python(world.n2, "-c", code)
         assert client.stdout.readline().strip() == "up"
-        assert wait_until(lambda: p1.stats()["connects"] == 1)
+        assert wait_until(lambda: p1.stats().connects == 1)
         world.ns.run(world.n1, "ping", "-c", "1", "-W", "1", "198.18.11.2")
         out, err = client.communicate(timeout=10)
         pkt = bytes.fromhex(out.strip())
@@ -178,7 +178,7 @@ def test_tcp_malformed_frame_closes_and_pump_recovers(world, bad):
                 "print('closed' if s.recv(10) == b'' else 'open')\n")
         r = world.ns.run(world.n2, sys.executable, "-c", code)
         assert r.stdout.strip() == "closed", r.stdout + r.stderr
-        assert wait_until(lambda: p1.stats()["protocol_errors"] == 1)
+        assert wait_until(lambda: p1.stats().protocol_errors == 1)
         # the pump keeps running and takes the next client
         with Pump(world.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=world.n2)):
             check_traffic(world, 1 << 20, inner=(4,))
@@ -189,14 +189,14 @@ def test_tcp_client_reconnects(world):
     client = TCPEndpoint.connect(("198.18.10.1", 55555), netns=world.n2)
     with Pump(world.b, client) as p2:
         time.sleep(0.3)  # nobody listens yet: the client retries with backoff
-        assert p2.stats()["connects"] == 0
+        assert p2.stats().connects == 0
         with Pump(world.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=world.n1)):
-            assert wait_until(lambda: p2.stats()["connects"] == 1, timeout=8)
+            assert wait_until(lambda: p2.stats().connects == 1, timeout=8)
             check_traffic(world, 1 << 20, inner=(4,))
         # server gone: the client notices, then comes back when a server does
-        assert wait_until(lambda: p2.stats()["disconnects"] == 1, timeout=5)
+        assert wait_until(lambda: p2.stats().disconnects == 1, timeout=5)
         with Pump(world.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=world.n1)):
-            assert wait_until(lambda: p2.stats()["connects"] == 2, timeout=10)
+            assert wait_until(lambda: p2.stats().connects == 2, timeout=10)
             check_traffic(world, 1 << 20, inner=(4,))
 
 
@@ -223,7 +223,7 @@ def test_tcp_interoperates_with_simpletun(ns, role, mode):
         else:
             ns.run(w.n2, "ip", "addr", "add", "198.18.11.2/24", "dev", "tpub")
         try:
-            assert wait_until(lambda: pump.stats()["connects"] == 1, timeout=10)
+            assert wait_until(lambda: pump.stats().connects == 1, timeout=10)
             r = ns.ping(w.n1, "198.18.11.2")
             assert r.returncode == 0, r.stdout + r.stderr
             res = ns.transfer(w.n1, w.n2, "198.18.11.2", 4 << 20)
@@ -241,7 +241,7 @@ def test_tcp_two_queues_use_two_connections(world):
     w = world
     with Pump(w.a, TCPEndpoint.listen(("198.18.10.1", 55555), netns=w.n1)) as p1, \
             Pump(w.b, TCPEndpoint.connect(("198.18.10.1", 55555), netns=w.n2)) as p2:
-        assert wait_until(lambda: [q["connects"] for q in p2.stats(per_queue=True)] == [1, 1])
+        assert wait_until(lambda: [q.connects for q in p2.stats(per_queue=True)] == [1, 1])
         listening = w.ns.run(w.n1, "ss", "-Htln").stdout
         assert ":55555" in listening and ":55556" in listening
         check_traffic(w, 16 << 20, inner=(4,))

@@ -27,13 +27,13 @@ def test_null_udp_tunnel_with_offloads(world, inner):
     s1, s2 = p1.stats(), p2.stats()
     # offloads stay on around the stage: split, transform, UDP_SEGMENT out;
     # UDP_GRO in, transform, coalesce
-    assert s1["to_endpoint"]["gso_split"] > 0
-    assert s1["to_endpoint"]["packets_out"] > 2 * s1["to_endpoint"]["write_calls"], s1["to_endpoint"]
-    assert s2["to_device"]["gro_built"] > 0
+    assert s1.to_endpoint.gso_split > 0
+    assert s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls, s1.to_endpoint
+    assert s2.to_device.gro_built > 0
     for s in (s1, s2):
         assert_stats_add_up(s)
         for d in ("to_endpoint", "to_device"):
-            assert s[d]["drops"]["transform"] == 0 and s[d]["drops"]["transform_overflow"] == 0
+            assert s.direction(d).drops["transform"] == 0 and s.direction(d).drops["transform_overflow"] == 0
 
 
 @pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
@@ -126,24 +126,24 @@ def test_probe_bad_results_counted_and_dropped(world, probe, mode, reason):
     e1, e2 = _udp(world)
     with Pump(world.a, e1, transform=probe.Probe(mode)) as p1, Pump(world.b, e2, transform=probe.Probe(0)) as p2:
         _ping(world, ok=False)
-        assert p1.stats()["to_endpoint"]["drops"][reason] > 0
-        assert p1.stats()["to_endpoint"]["packets_out"] == 0
-        assert p2.stats()["to_device"]["packets_in"] == 0   # nothing left n1
+        assert p1.stats().to_endpoint.drops[reason] > 0
+        assert p1.stats().to_endpoint.packets_out == 0
+        assert p2.stats().to_device.packets_in == 0   # nothing left n1
     assert_stats_add_up(p1.stats())
 
 
-@pytest.mark.parametrize("mode,reason", [(9, "probe_beta"), (10, "transform")], ids=["named", "out-of-range"])
+@pytest.mark.parametrize("mode,reason", [(13, "probe_beta"), (14, "transform")], ids=["named", "out-of-range"])
 def test_probe_drop_reasons_counted_by_name(world, probe, mode, reason):
     # drop_reason k names ops->drop_reasons[k - 1], shown as "<transform>_<reason>";
     # a k the transform does not name counts as the generic "transform"
     e1, e2 = _udp(world)
     with Pump(world.a, e1, transform=probe.Probe(mode)) as p1, Pump(world.b, e2, transform=probe.Probe(0)):
         _ping(world, ok=False)
-        drops = p1.stats()["to_endpoint"]["drops"]
+        drops = p1.stats().to_endpoint.drops
         assert drops[reason] > 0, drops
         assert {"probe_alpha", "probe_beta"} <= set(drops)
         assert sum(drops.values()) == drops[reason], drops
-        assert p1.stats()["to_device"]["drops"]["probe_beta"] == 0
+        assert p1.stats().to_device.drops["probe_beta"] == 0
     assert_stats_add_up(p1.stats())
     assert transforms.drop_reasons(probe.Probe(0)) == ("alpha", "beta")
 
@@ -169,12 +169,12 @@ def test_probe_grows_packets_with_offloads(world, probe, inner):
     with Pump(world.a, e1, transform=probe.Probe(5)) as p1, Pump(world.b, e2, transform=probe.Probe(5)) as p2:
         check_traffic(world, 32 * MiB, inner=(inner,))
     s1, s2 = p1.stats(), p2.stats()
-    assert s1["to_endpoint"]["packets_out"] > 2 * s1["to_endpoint"]["write_calls"]
-    assert s2["to_device"]["gro_built"] > 0
-    assert s1["to_endpoint"]["bytes_out"] >= s1["to_endpoint"]["bytes_in"] + 32 * s1["to_endpoint"]["packets_out"]
+    assert s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
+    assert s2.to_device.gro_built > 0
+    assert s1.to_endpoint.bytes_out >= s1.to_endpoint.bytes_in + 32 * s1.to_endpoint.packets_out
     for s in (s1, s2):
         assert_stats_add_up(s)
-        assert s["to_device"]["drops"]["transform"] == 0
+        assert s.to_device.drops["transform"] == 0
 
 
 def test_control_switches_mode_between_batches(world, probe):
@@ -184,9 +184,9 @@ def test_control_switches_mode_between_batches(world, probe):
         p1.transform_control(b"\x00")             # every queue: pass from now on
         assert wait_until(lambda: world.ns.ping(world.n1, "198.18.11.2").returncode == 0)
         p1.transform_control(b"\x03", queue=0)    # drop again
-        dropped = p1.stats()["to_endpoint"]["drops"]["transform"]
+        dropped = p1.stats().to_endpoint.drops["transform"]
         _ping(world, ok=False)
-        assert p1.stats()["to_endpoint"]["drops"]["transform"] > dropped
+        assert p1.stats().to_endpoint.drops["transform"] > dropped
         with pytest.raises(ValueError, match="queue=1"):
             p1.transform_control(b"\x00", queue=1)
         with pytest.raises(ValueError, match="message: 1025 bytes, at most 1024"):
@@ -238,8 +238,8 @@ def test_to_python_both_ways_with_metadata_and_inject(world, probe):
         assert p.data[0] >> 4 in (4, 6)   # the device's own IPv6 chatter comes too
     assert any(p.data[0] >> 4 == 4 and p.data[9] == 1 for p in outs)   # the echo reply
     s2 = p2.stats()   # stopped: every punted packet counted (a few may not have reached Python)
-    assert s2["to_device"]["punted"] >= len(ins) and s2["to_endpoint"]["punted"] >= len(outs)
-    assert s2["to_device"]["packets_out"] == 0 and s2["to_endpoint"]["packets_out"] == 0
+    assert s2.to_device.punted >= len(ins) and s2.to_endpoint.punted >= len(outs)
+    assert s2.to_device.packets_out == 0 and s2.to_endpoint.packets_out == 0
     assert_stats_add_up(s2)
 
 
@@ -259,7 +259,7 @@ def test_inject_to_an_address_and_counted(world):
             time.sleep(0.1)
         out, err = listener.communicate(timeout=10)
         assert out.strip() == "hello", err
-        n = p.stats()["to_endpoint"]["injected"]
+        n = p.stats().to_endpoint.injected
         assert n >= 1
         with pytest.raises(ValueError, match="address=.*IPv4"):
             p.inject(b"x", "endpoint", address=("fd00:10::2", 7001))
@@ -269,8 +269,8 @@ def test_inject_to_an_address_and_counted(world):
             p.inject(b"x", "device", address=("198.18.10.2", 7001))
         from helpers.packets import udp_packet
         p.inject(udp_packet("198.18.11.2", "198.18.11.1", 5000, 9, b"injected"), "device")
-        assert p.stats()["to_device"]["injected"] == 1
-        assert p.stats()["to_endpoint"]["injected"] == n
+        assert p.stats().to_device.injected == 1
+        assert p.stats().to_endpoint.injected == n
 
 
 def test_transform_chooses_the_peer(world, probe):
@@ -289,7 +289,7 @@ def test_transform_chooses_the_peer(world, probe):
         assert pkt[0] >> 4 in (4, 6), err
         p.transform_control(b"\x07")     # peer 5: not there
         assert wait_until(lambda: (world.ns.ping(world.n1, "198.18.11.2", count=1, timeout=1),
-                                   p.stats()["to_endpoint"]["drops"]["no_peer"])[1] > 0)
+                                   p.stats().to_endpoint.drops["no_peer"])[1] > 0)
     assert_stats_add_up(p.stats())
 
 
@@ -304,9 +304,9 @@ def test_relay_through_a_transform(ns, probe, segments):
         check_traffic(w, 16 * MiB, inner=(4, 6))
     s = pump.stats()
     if segments:
-        assert s["to_endpoint"]["gso_split"] > 0 and s["to_endpoint"]["gso_passed"] == 0
+        assert s.to_endpoint.gso_split > 0 and s.to_endpoint.gso_passed == 0
     else:
-        assert s["to_endpoint"]["gso_passed"] > 0 and s["to_endpoint"]["gso_split"] == 0
+        assert s.to_endpoint.gso_passed > 0 and s.to_endpoint.gso_split == 0
     assert_stats_add_up(s)
 
 
@@ -328,7 +328,7 @@ def test_inject_through_the_transform(world):
         with pytest.raises(ValueError, match="through_transform=True: only to='endpoint'"):
             p1.inject(b"x", "device", through_transform=True)
     s = p1.stats()
-    assert s["to_endpoint"]["injected"] == 1 and s["to_endpoint"]["packets_out"] >= 1
+    assert s.to_endpoint.injected == 1 and s.to_endpoint.packets_out >= 1
     assert_stats_add_up(s)
     with Pump(world.a, e1) as p:
         with pytest.raises(ValueError, match="no transform"):

@@ -88,10 +88,10 @@ def test_xor_tunnel_transforms_the_wire_and_delivers_intact(world, tpxor):
         to_b += inner[0] >> 4 == 4 and inner[12:20] == INNER_ADDRS
     assert to_b > 0, [xor(p[8:48], KEY).hex() for p in payloads[:5]]
     s1, s2 = p1.stats(), p2.stats()
-    assert s1["to_endpoint"]["gso_split"] > 0 and s2["to_device"]["gro_built"] > 0   # offloads stayed on
+    assert s1.to_endpoint.gso_split > 0 and s2.to_device.gro_built > 0   # offloads stayed on
     for s in (s1, s2):
         assert_stats_add_up(s)
-        assert s["to_device"]["drops"]["transform"] == 0
+        assert s.to_device.drops["transform"] == 0
 
 
 def test_xor_wrong_key_id_gets_nothing_through(world, tpxor):
@@ -101,8 +101,8 @@ def test_xor_wrong_key_id_gets_nothing_through(world, tpxor):
             Pump(world.b, e2, transform=tpxor.XOR(KEY, key_id=2)) as p2:
         r = world.ns.ping(world.n1, "198.18.11.2", timeout=2)
         assert r.returncode != 0
-        assert p2.stats()["to_device"]["drops"]["transform"] > 0
-        assert p2.stats()["to_device"]["packets_out"] == 0
+        assert p2.stats().to_device.drops["transform"] > 0
+        assert p2.stats().to_device.packets_out == 0
 
 
 def test_xor_rekey_while_running(world, tpxor):

@@ -26,13 +26,14 @@ _check_extension()
 
 import os as _os
 
-from .control import Flow, FlowEvicted, Packet, PeerDown, PeerUp, StatsTick, Verdict, WorkerError
+from .control import Decision, Flow, FlowEvicted, Packet, PeerDown, PeerMoved, PeerUp, StatsTick, Verdict, WorkerError
 from .device import Device
 from .errors import (DeviceConflictError, PrivilegeError, PumpError, SuperPacketError,
                      TunpumpError, TunUnavailableError)
 from .endpoint import TCPEndpoint, UDPEndpoint
 from .link import Link
 from .pump import Pump
+from .stats import DirectionStats, FlowStats, Stats
 
 __version__ = "0.1.0"
 
@@ -45,7 +46,9 @@ def get_include() -> str:
 
 __all__ = [
     "Device", "Link", "Pump", "UDPEndpoint", "TCPEndpoint",
-    "Flow", "Verdict", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "StatsTick", "WorkerError",
+    "Stats", "DirectionStats", "FlowStats",
+    "Flow", "Verdict", "Decision", "Packet", "get_include", "FlowEvicted", "PeerUp", "PeerDown", "PeerMoved",
+    "StatsTick", "WorkerError",
     "TunpumpError", "TunUnavailableError", "PrivilegeError", "DeviceConflictError", "PumpError",
     "SuperPacketError",
 ]

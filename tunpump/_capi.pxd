@@ -71,7 +71,8 @@ cdef extern from "tp_flow.h":
 cdef extern from "tunpump.h":
     # The public transform ABI (tunpump/include/tunpump.h): what the binding checks.
     enum:
-        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS, TUNPUMP_AUTHENTICATED, TUNPUMP_MAX_DROP_REASONS
+        TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS, TUNPUMP_UNKNOWN_SOURCES
+        TUNPUMP_AUTHENTICATED, TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM
     const char *TUNPUMP_TRANSFORM_CAPSULE
     struct tunpump_transform_ops:
@@ -154,8 +155,10 @@ cdef extern from "tp_pump.h":
         uint64_t wakeups, connects, disconnects, protocol_errors, peer_learned
         uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted
         uint64_t refused_connections
+        uint64_t peers_moved, roams_refused
     enum tp_event_type:
         TP_EV_FLOW, TP_EV_PACKET, TP_EV_EVICTED, TP_EV_PEER_UP, TP_EV_PEER_DOWN, TP_EV_ERROR, TP_EV_PUNT
+        TP_EV_PEER_MOVED
     enum:
         TP_EVICT_IDLE, TP_EVICT_FULL
     struct tp_event:
@@ -196,6 +199,9 @@ cdef extern from "tp_pump.h":
                                 const uint8_t *data, size_t len) nogil
     int tp_pump_inject_transform(tp_pump *p, int worker, int route, const uint8_t *data, size_t len) nogil
     int tp_pump_transform_control(tp_pump *p, int worker, const uint8_t *msg, size_t len) nogil
+    int tp_pump_set_peer(tp_pump *p, int idx, int family, const uint8_t *addr, unsigned port) nogil
+    int tp_pump_peers_pending(tp_pump *p) nogil
+    int tp_pump_get_peer(tp_pump *p, int worker, int idx, int *family, uint8_t *addr, unsigned *port) nogil
 
 
 cdef extern from "tp_ring.h":

@@ -15,6 +15,10 @@ cdef extern from "<string.h>":
 cdef extern from "unistd.h":
     ssize_t read(int fd, void *buf, size_t count) nogil
 
+cdef extern from "sys/socket.h":
+    enum:
+        AF_INET
+
 
 cdef int _poll_in(int fd, int timeout_ms) noexcept nogil:
     cdef pollfd p
@@ -102,6 +106,7 @@ cdef dict _worker_dict(tp_worker_stats *st, tuple xf_reasons):
         "wakeups": st.wakeups, "connects": st.connects,
         "disconnects": st.disconnects, "protocol_errors": st.protocol_errors,
         "peers_learned": st.peer_learned, "refused_connections": st.refused_connections,
+        "peers_moved": st.peers_moved, "roams_refused": st.roams_refused,
         "flows": {"new": st.flows_new, "evicted": st.flows_evicted, "active": st.flows_active,
                   "verdicts": st.verdicts, "decision_timeouts": st.decision_timeouts,
                   "events_lost": st.events_lost, "punted": st.punted},
@@ -299,6 +304,8 @@ cdef class CorePump:
         elif etype == TP_EV_PEER_UP or etype == TP_EV_PEER_DOWN:
             handler.on_peer(worker, etype == TP_EV_PEER_UP, ev.family,
                             (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
+        elif etype == TP_EV_PEER_MOVED:
+            handler.on_peer_moved(worker, ev.peer, ev.family, (<const char *>ev.addr)[:sizeof(ev.addr)], ev.port)
         elif etype == TP_EV_ERROR:
             handler.on_error(worker, -ev.err, (ev.where or b"?").decode())
         elif etype == TP_EV_PUNT:
@@ -309,13 +316,13 @@ cdef class CorePump:
         tp_pump_event_done(p, worker, etype)
         return True
 
-    def inject_udp(self, int worker, int route, const unsigned char[::1] data):
+    def inject_udp(self, int worker, int peer, const unsigned char[::1] data):
         cdef int rc
         cdef tp_pump *p = self._acquire()
         if p == NULL:
             raise RuntimeError("the pump is not running")
         try:
-            rc = tp_pump_inject_udp(p, worker, route, &data[0] if len(data) else NULL, len(data))
+            rc = tp_pump_inject_udp(p, worker, peer, &data[0] if len(data) else NULL, len(data))
         finally:
             self._release()
         _check(rc, "inject (UDP sendto)")
@@ -336,7 +343,7 @@ cdef class CorePump:
             self._release()
         _check(rc, "inject (UDP sendto)")
 
-    def inject_transform(self, int worker, int route, const unsigned char[::1] data):
+    def inject_transform(self, int worker, int peer, const unsigned char[::1] data):
         """Queue data for the endpoint through the transform on worker."""
         cdef int rc
         cdef tp_pump *p = self._acquire()
@@ -344,7 +351,7 @@ cdef class CorePump:
             raise RuntimeError("the pump is not running")
         try:
             # Under the GIL: one producer at a time on each worker's ring.
-            rc = tp_pump_inject_transform(p, worker, route, &data[0] if len(data) else NULL, len(data))
+            rc = tp_pump_inject_transform(p, worker, peer, &data[0] if len(data) else NULL, len(data))
         finally:
             self._release()
         _check(rc, "inject (through the transform)")
@@ -361,6 +368,50 @@ cdef class CorePump:
         finally:
             self._release()
         _check(rc, "transform control")
+
+    def set_peer(self, int idx, int family, bytes addr, unsigned port):
+        """Post peer idx's new address (addr b"": remove it) to every worker;
+        peers_pending() says when they applied it."""
+        cdef int rc
+        cdef unsigned char a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            memset(a, 0, sizeof(a))
+            _copy_addr(a, sizeof(a), addr, "address")
+            # Under the GIL: one producer at a time on each worker's ring.
+            rc = tp_pump_set_peer(p, idx, family, a if len(addr) else NULL, port)
+        finally:
+            self._release()
+        _check(rc, "set peer")
+
+    def peers_pending(self):
+        """Workers that have not applied every peer change yet."""
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            return 0
+        try:
+            return tp_pump_peers_pending(p)
+        finally:
+            self._release()
+
+    def get_peer(self, int worker, int idx):
+        """(family, address bytes, port) of worker's peer idx now, or None."""
+        cdef int rc, family = 0
+        cdef unsigned port = 0
+        cdef uint8_t a[16]
+        cdef tp_pump *p = self._acquire()
+        if p == NULL:
+            raise RuntimeError("the pump is not running")
+        try:
+            rc = tp_pump_get_peer(p, worker, idx, &family, a, &port)
+        finally:
+            self._release()
+        if rc == -ENOENT:
+            return None
+        _check(rc, "get peer")
+        return family, (<const char *>a)[:4 if family == AF_INET else 16], port
 
     def close(self):
         """Stop and free the pump (at once, or when the last method still
@@ -422,9 +473,11 @@ cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
     if t.ops.abi != TUNPUMP_TRANSFORM_ABI:
         raise ValueError(f"transform: built for ABI version {t.ops.abi}, this tunpump speaks "
                          f"{TRANSFORM_ABI} (rebuild it against tunpump.get_include())")
-    if t.ops.flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED):
+    if t.ops.flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED):
         raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows "
-                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x})")
+                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, "
+                         f"UNKNOWN_SOURCES={TUNPUMP_UNKNOWN_SOURCES:#x}, "
+                         f"AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x})")
     _transform_drop_names(t)
     return t
 

@@ -13,71 +13,114 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import errno as _errno
 import logging
 import socket
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from . import _core
+from .stats import Stats
 
 log = logging.getLogger("tunpump")
 
 _PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
-class Verdict:
+class Verdict(enum.Enum):
     """What happens to a flow's packets: FORWARD, DROP, PUNT (to on_packet),
-    or ROUTE(i) to peer i of a multi-peer UDP endpoint. `ttl` (seconds) makes
-    the pump ask again after that long."""
+    or ROUTE to one peer of a multi-peer UDP endpoint, given as
+    `Verdict.route(peer)` with the peer's index (`UDPEndpoint.peers[peer]`).
+    `on_flow` returns a member, a `Decision` (`Verdict.route(peer, ttl=...)`,
+    `Verdict.FORWARD.with_ttl(seconds)`: ask again after that long), or None
+    for the default verdict."""
 
-    __slots__ = ("action", "endpoint", "ttl")
-    FORWARD: "Verdict"
-    DROP: "Verdict"
-    PUNT: "Verdict"
-
-    def __init__(self, action: str, endpoint: int = 0, ttl: Optional[float] = None) -> None:
-        if action not in ("forward", "drop", "punt", "route"):
-            raise ValueError(f"action={action!r}: expected 'forward', 'drop', 'punt' or 'route'")
-        if isinstance(endpoint, bool) or not isinstance(endpoint, int) or not 0 <= endpoint < _core.MAX_PEERS:
-            raise ValueError(f"endpoint={endpoint!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
-        if ttl is not None and not (isinstance(ttl, (int, float)) and 0 < ttl <= 86400 * 7):
-            raise ValueError(f"ttl={ttl!r}: expected seconds, more than 0 and at most a week")
-        self.action = action
-        self.endpoint = endpoint
-        self.ttl = ttl
+    FORWARD = "forward"
+    DROP = "drop"
+    PUNT = "punt"
+    ROUTE = "route"
 
     @classmethod
-    def route(cls, endpoint: int, ttl: Optional[float] = None) -> "Verdict":
-        return cls("route", endpoint, ttl)
+    def _missing_(cls, value: object) -> "Verdict":
+        raise ValueError(f"verdict={value!r}: expected one of "
+                         f"{', '.join(repr(m.value) for m in cls)} (or Verdict.FORWARD, ...)")
 
-    def with_ttl(self, ttl: float) -> "Verdict":
-        return Verdict(self.action, self.endpoint, ttl)
+    @staticmethod
+    def route(peer: Optional[int] = None, ttl: Optional[float] = None, *,
+              endpoint: Optional[int] = None) -> "Decision":
+        """ROUTE this flow's packets to peer index `peer` of the UDP endpoint
+        (`UDPEndpoint.peers[peer]`). `endpoint=` is the old, deprecated name."""
+        if endpoint is not None:
+            warnings.warn("Verdict.route(endpoint=...) is now Verdict.route(peer=...)", DeprecationWarning,
+                          stacklevel=2)
+            if peer is not None:
+                raise TypeError("Verdict.route: give peer= only (endpoint= is its old name)")
+            peer = endpoint
+        if peer is None:
+            raise TypeError("Verdict.route: missing the peer index (Verdict.route(peer))")
+        return Decision(Verdict.ROUTE, peer, ttl)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Verdict) and (self.action, self.endpoint, self.ttl) == \
-            (other.action, other.endpoint, other.ttl)
-
-    def __hash__(self) -> int:
-        return hash((self.action, self.endpoint, self.ttl))
-
-    def __repr__(self) -> str:
-        extra = f"({self.endpoint})" if self.action == "route" else ""
-        ttl = f" ttl={self.ttl}" if self.ttl else ""
-        return f"Verdict.{self.action.upper()}{extra}{ttl}"
+    def with_ttl(self, ttl: float) -> "Decision":
+        """This verdict for `ttl` seconds; then the pump asks on_flow again."""
+        if self is Verdict.ROUTE:
+            raise ValueError("Verdict.ROUTE needs a peer: Verdict.route(peer, ttl=...)")
+        return Decision(self, 0, ttl)
 
     def _code(self) -> Tuple[int, int, int]:
-        code = {"forward": _core.VERDICT_FORWARD, "drop": _core.VERDICT_DROP,
-                "punt": _core.VERDICT_PUNT, "route": _core.VERDICT_ROUTE}[self.action]
-        return code, self.endpoint, int(self.ttl * 1000) if self.ttl else 0
+        if self is Verdict.ROUTE:
+            raise ValueError("Verdict.ROUTE needs a peer index: return Verdict.route(peer)")
+        return _VERDICT_CODES[self], 0, 0
+
+    def __repr__(self) -> str:
+        return f"Verdict.{self.name}"
 
 
-Verdict.FORWARD = Verdict("forward")
-Verdict.DROP = Verdict("drop")
-Verdict.PUNT = Verdict("punt")
+_VERDICT_CODES = {Verdict.FORWARD: _core.VERDICT_FORWARD, Verdict.DROP: _core.VERDICT_DROP,
+                  Verdict.PUNT: _core.VERDICT_PUNT, Verdict.ROUTE: _core.VERDICT_ROUTE}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict with its arguments: the peer index (ROUTE) and a ttl in
+    seconds after which the pump asks again. Made by `Verdict.route()` and
+    `Verdict.<X>.with_ttl()`."""
+    verdict: Verdict
+    peer: int = 0
+    ttl: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.verdict, Verdict):
+            raise TypeError(f"verdict={self.verdict!r}: expected a tunpump.Verdict")
+        p = self.peer
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < _core.MAX_PEERS:
+            raise ValueError(f"peer={p!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
+        if self.verdict is not Verdict.ROUTE and p:
+            raise ValueError(f"peer={p!r}: only Verdict.route(peer) names a peer")
+        t = self.ttl
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 86400 * 7):
+            raise ValueError(f"ttl={t!r}: expected seconds, more than 0 and at most a week")
+
+    @property
+    def endpoint(self) -> int:
+        """Deprecated: the peer index, now `peer`."""
+        warnings.warn("Decision.endpoint is now Decision.peer", DeprecationWarning, stacklevel=2)
+        return self.peer
+
+    def with_ttl(self, ttl: float) -> "Decision":
+        return Decision(self.verdict, self.peer, ttl)
+
+    def _code(self) -> Tuple[int, int, int]:
+        return _VERDICT_CODES[self.verdict], self.peer, int(self.ttl * 1000) if self.ttl else 0
+
+    def __repr__(self) -> str:
+        peer = f"({self.peer})" if self.verdict is Verdict.ROUTE else ""
+        ttl = f" ttl={self.ttl}" if self.ttl else ""
+        return f"<Verdict.{self.verdict.name}{peer}{ttl}>"
 
 
 class Flow:
@@ -185,13 +228,27 @@ class FlowEvicted:
 
 @dataclass(frozen=True)
 class PeerUp:
+    """A peer came up on worker `queue`: a TCP connection (made or accepted)
+    or a learned UDP peer, at `address` (host, port)."""
     queue: int
     address: Tuple[str, int]
 
 
 @dataclass(frozen=True)
 class PeerDown:
+    """A TCP connection went down, or a learned UDP peer gave way to a new one."""
     queue: int
+    address: Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PeerMoved:
+    """UDP peer `peer` of queue `queue` now sends from (and is sent to)
+    `address`: the transform authenticated a datagram from there (roaming,
+    TUNPUMP_UNKNOWN_SOURCES / pkt->roam in tunpump.h). Only that queue's
+    worker moved it; `Pump.set_peer` moves it on every queue."""
+    queue: int
+    peer: int
     address: Tuple[str, int]
 
 
@@ -236,7 +293,8 @@ def _host(family: int, addr: bytes) -> str:
 
 @dataclass(frozen=True)
 class StatsTick:
-    stats: dict
+    """Every `stats_interval` seconds: the pump's summed counters."""
+    stats: Stats
 
 
 Event = Any
@@ -351,10 +409,12 @@ class Control:
             v = self.on_flow_cb(Flow(queue, (queue << 32) | flow_id, key, packets, nbytes))
             if v is None:
                 return self.default
-            if not isinstance(v, Verdict):
-                raise TypeError(f"on_flow returned {v!r}: expected a tunpump.Verdict or None")
-            if v.action == "route" and v.endpoint >= self.pump._npeers:
-                raise ValueError(f"on_flow returned {v!r}: the endpoint has {self.pump._npeers} peer(s)")
+            if not isinstance(v, (Verdict, Decision)):
+                raise TypeError(f"on_flow returned {v!r}: expected a tunpump.Verdict (Verdict.FORWARD, "
+                                f"Verdict.route(peer), ...) or None")
+            if isinstance(v, Decision) and v.verdict is Verdict.ROUTE and not self.pump._has_peer(queue, v.peer):
+                raise ValueError(f"on_flow returned {v!r}: queue {queue} has no peer {v.peer} "
+                                 f"(peers: {self.pump._peer_list(queue)})")
             return v._code()
         except BaseException:
             self._failed("on_flow")
@@ -393,6 +453,9 @@ class Control:
     def on_peer(self, queue, up, family, addr, port) -> None:
         host = _host(family, addr)
         self._event((PeerUp if up else PeerDown)(queue, (host, port)))
+
+    def on_peer_moved(self, queue, peer, family, addr, port) -> None:
+        self._event(PeerMoved(queue, peer, (_host(family, addr), port)))
 
     def on_error(self, queue, err, where) -> None:
         self._event(WorkerError(queue, err, where))

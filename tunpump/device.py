@@ -379,7 +379,9 @@ class Device:
         tunpump.prefix.strip: a partial checksum is completed, a GSO
         super-packet raises SuperPacketError carrying the whole frame).
         Blocks up to `timeout` seconds (None: forever); raises TimeoutError
-        when nothing arrived."""
+        when nothing arrived. Pump.inject() takes the same `prefix` argument
+        but defaults to the bare packet: inject(dev.read(), prefix=True) or
+        inject(dev.read(prefix=False))."""
         fd = self._fds[self._check_queue(queue)]
         check_prefix_flag(prefix)
         while True:

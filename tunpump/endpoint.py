@@ -123,8 +123,15 @@ class UDPEndpoint(_SocketEndpoint):
     or give ``remote``.
 
     ``remote`` may be a list of peers (at most ``MAX_PEERS``, 16) sharing the one socket:
-    packets go to the first unless a flow's verdict is ``Verdict.route(i)``,
-    and datagrams from any of them are accepted."""
+    packets go to the first unless a flow's verdict is ``Verdict.route(peer)``
+    (or a transform picks the peer), and datagrams from any of them are
+    accepted. A peer is named by its index in ``peers`` everywhere:
+    ``Verdict.route(peer)``, ``Pump.inject(..., peer=i)``, ``Packet.peer``,
+    ``Decision.peer``, ``Pump.set_peer(i, address)``. An empty list
+    (``remote=[]``) starts with no peer: add them while the pump runs with
+    ``Pump.set_peer(i, address)`` (``remove_peer`` / ``set_peer`` work on a
+    non-empty list too). Until a packet's peer exists it is dropped as
+    ``no_peer``."""
 
     def __init__(self, local: Address = ("0.0.0.0", 0),
                  remote: Union[None, Address, List[Address]] = None, *,
@@ -132,18 +139,20 @@ class UDPEndpoint(_SocketEndpoint):
                  sock_buf: int = DEFAULT_SOCK_BUF, peer_timeout: Optional[float] = None) -> None:
         loc = parse_address(local, "local", 0)
         remotes: Tuple[Tuple[str, int], ...] = ()
+        later = isinstance(remote, list) and not remote   # peers come from Pump.set_peer
         if isinstance(remote, list):
-            if not 1 <= len(remote) <= MAX_PEERS:
-                raise ValueError(f"remote: a list of 1 to {MAX_PEERS} peers, got {len(remote)}")
+            if len(remote) > MAX_PEERS:
+                raise ValueError(f"remote: a list of 0 to {MAX_PEERS} peers, got {len(remote)}")
             remotes = tuple(parse_address(r, f"remote[{i}]") for i, r in enumerate(remote))
-            remote = remotes[0]
+            remote = remotes[0] if remotes else None
         rem = parse_address(remote, "remote") if remote is not None else None
         if learn_peer is None:
-            learn_peer = rem is None
-        if rem is None and not learn_peer:
-            raise ValueError("remote=None: give the peer's address, or learn_peer=True to take the first sender")
-        if rem is not None and learn_peer:
-            raise ValueError("learn_peer=True: only without a remote address")
+            learn_peer = rem is None and not later
+        if rem is None and not learn_peer and not later:
+            raise ValueError("remote=None: give the peer's address, remote=[] to add peers with "
+                             "Pump.set_peer, or learn_peer=True to take the first sender")
+        if (rem is not None or later) and learn_peer:
+            raise ValueError("learn_peer=True: only without a remote address (remote=None)")
         if learn_peer and loc[1] == 0:
             raise ValueError("local: a server that learns its peer needs a fixed local port")
         if rem is not None and loc[0] in ("0.0.0.0", "::"):
@@ -160,11 +169,13 @@ class UDPEndpoint(_SocketEndpoint):
 
     @property
     def peers(self) -> List[Tuple[str, int]]:
-        """The configured peers; Verdict.route(i) picks peers[i]."""
+        """The peers a pump starts with; peer index i (Verdict.route(i),
+        inject(peer=i)) is peers[i]. While a pump runs, `Pump.peers()` has
+        the live ones (set, removed, learned, roamed)."""
         return list(self.remotes) if self.remotes else ([self.remote] if self.remote else [])
 
     def __repr__(self) -> str:
-        remote = list(self.remotes) if self.remotes else self.remote
+        remote = list(self.remotes) if self.remotes or not self.learn_peer else self.remote
         return f"UDPEndpoint(local={self.local!r}, remote={remote!r}, learn_peer={self.learn_peer})"
 
     def sock_cfg(self, queues: int) -> dict:

@@ -13,6 +13,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .control import FlowEvicted, PeerDown, PeerUp, StatsTick, WorkerError
+from .stats import Stats
 
 log = logging.getLogger("tunpump")
 
@@ -46,12 +47,8 @@ def top_drops(drops: Dict[str, int], n: int = 3) -> List[Tuple[str, int]]:
     return sorted(((k, v) for k, v in drops.items() if v), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-def _drops(stats: dict) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for d in DIRECTIONS:
-        for k, v in stats.get(d, {}).get("drops", {}).items():
-            out[k] = out.get(k, 0) + v
-    return out
+def _drops(stats: Optional[Stats]) -> Dict[str, int]:
+    return dict(stats.drops) if stats is not None else {}
 
 
 def _diff(a: Dict[str, int], b: Dict[str, int]) -> Dict[str, int]:
@@ -74,7 +71,7 @@ class Monitor:
         self.peers: Dict[Tuple[int, str, int], Dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._limit = RateLimit()
-        self._last: Optional[dict] = None
+        self._last: Optional[Stats] = None
 
     # -- events (on the pump's control thread) ----------------------------------
     def on_event(self, ev: Any) -> None:
@@ -119,20 +116,18 @@ class Monitor:
 
     def _down_reason(self) -> str:
         st = self.pump.stats()
-        if st and st.get("protocol_errors"):
-            return f" ({st['protocol_errors']} framing error(s) so far: a bad frame closes the connection)"
+        if st.protocol_errors:
+            return f" ({st.protocol_errors} framing error(s) so far: a bad frame closes the connection)"
         return " (connection closed or refused; reconnecting)"
 
     # -- counters (the CLI's loop) -------------------------------------------------
     def poll(self) -> None:
         """Log what the counters say changed: UDP_SEGMENT fallbacks, drops."""
         cur = self.pump.stats()
-        if not cur:
-            return
         prev, self._last = self._last, cur
         if prev is None:
             return
-        fb = sum(cur[d]["gso_fallbacks"] - prev[d]["gso_fallbacks"] for d in DIRECTIONS)
+        fb = sum(cur.direction(d).gso_fallbacks - prev.direction(d).gso_fallbacks for d in DIRECTIONS)
         if fb > 0:
             self._limit("gso_fallback", logging.WARNING,
                         "the kernel refused UDP_SEGMENT: %d batch(es) sent one datagram at a time", fb)
@@ -143,8 +138,8 @@ class Monitor:
 
     def snapshot(self) -> Dict[str, Any]:
         """Everything `status` shows, JSON-ready."""
-        per = self.pump.stats(per_queue=True) or []
-        total = self.pump.stats() or {}
+        per = self.pump.stats(per_queue=True)
+        total = self.pump.stats()
         with self._lock:
             peers = [dict(p) for p in self.peers.values()]
         return {
@@ -152,35 +147,34 @@ class Monitor:
             "endpoint": repr(self.pump.endpoint), "pid": os.getpid(),
             "started": self.started, "uptime": round(time.monotonic() - self._t0, 3),
             "offloads": self.offloads, "config": self.config,
-            "total": total, "queues": per, "drops": _drops(total) if total else {},
+            "total": total.to_dict(), "queues": [q.to_dict() for q in per], "drops": _drops(total),
             "peers": peers,
         }
 
 
-def stats_line(prev: dict, cur: dict, secs: float) -> str:
-    """Rates since `prev` for each direction and the interval's drops by
-    reason (the top three)."""
+def stats_line(prev: Optional[Stats], cur: Stats, secs: float) -> str:
+    """Rates since `prev` (None: since the start) for each direction and the
+    interval's drops by reason (the top three)."""
     parts = []
     for key, label in (("to_endpoint", "dev->ep"), ("to_device", "ep->dev")):
-        a, b = prev.get(key, {}), cur[key]
-        pk = b["packets_out"] - a.get("packets_out", 0)
-        by = b["bytes_out"] - a.get("bytes_out", 0)
+        a = prev.direction(key) if prev is not None else None
+        b = cur.direction(key)
+        pk = b.packets_out - (a.packets_out if a else 0)
+        by = b.bytes_out - (a.bytes_out if a else 0)
         parts.append(f"{label} {pk / secs / 1e3:8.1f} kpps {by * 8 / secs / 1e9:7.3f} Gbit/s")
-    d = _diff(_drops(prev) if prev else {}, _drops(cur))
+    d = _diff(_drops(prev), _drops(cur))
     total = sum(d.values())
     top = top_drops(d)
     detail = f" ({', '.join(f'{k} {v}' for k, v in top)})" if top else ""
     return " | ".join(parts) + f" | drops {total}{detail}"
 
 
-def summary_line(total: dict, secs: float) -> str:
+def summary_line(total: Stats, secs: float) -> str:
     """The exit summary: packets and bytes per direction, drops by reason."""
-    if not total:
-        return "total: nothing forwarded"
     parts = []
     for key, label in (("to_endpoint", "dev->ep"), ("to_device", "ep->dev")):
-        t = total[key]
-        parts.append(f"{label} {t['packets_out']} packets {t['bytes_out']} bytes")
+        t = total.direction(key)
+        parts.append(f"{label} {t.packets_out} packets {t.bytes_out} bytes")
     drops = _drops(total)
     top = top_drops(drops, 5)
     detail = f" ({', '.join(f'{k} {v}' for k, v in top)})" if top else ""

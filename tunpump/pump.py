@@ -5,18 +5,23 @@ import errno
 import os
 import socket
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+import time
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, overload
 
 from . import _core
+from . import stats as _stats
 from . import transforms as _transforms
-from .control import Control, Event, EventStream, Flow, Packet, Verdict
+from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict
 from .device import Device
-from .endpoint import TCPEndpoint, UDPEndpoint
+from .endpoint import Address, TCPEndpoint, UDPEndpoint, parse_address
 from .errors import PumpError
+from .prefix import check_flag as check_prefix_flag
+from .stats import Stats
 
 Endpoint = Union[Device, UDPEndpoint, TCPEndpoint]
 DEFAULT_BATCH = 64
 STOP_CALLBACK_WAIT = 2.0   # seconds stop() waits for a running callback to return
+PEER_APPLY_WAIT = 5.0      # seconds set_peer / remove_peer wait for every worker to apply the change
 
 
 def _fmt(dev: Device) -> tuple:
@@ -38,13 +43,6 @@ def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
         raise ValueError(f"address={address!r}: the endpoint's socket is "
                          f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
     return family, raw, port
-
-
-def _sum(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for k, v in a.items():
-        out[k] = _sum(v, b[k]) if isinstance(v, dict) else v + b[k]
-    return out
 
 
 class _Run:
@@ -118,11 +116,13 @@ class Pump:
     Control plane (all optional; without `on_flow` no flow table exists and
     every packet forwards):
 
-    - `on_flow(flow) -> Verdict | None` for the first packet of each flow the
+    - `on_flow(flow) -> Verdict | Decision | None` (`Verdict.DROP`,
+      `Verdict.route(peer)`, `Verdict.FORWARD.with_ttl(30)`) for the first packet of each flow the
       device sends (device -> endpoint direction); None means the default.
     - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
       memoryview is valid during the call only.
-    - `on_event(event)`: PeerUp, PeerDown, WorkerError, FlowEvicted, StatsTick.
+    - `on_event(event)`: PeerUp, PeerDown, PeerMoved, WorkerError, FlowEvicted,
+      StatsTick.
     - `flow_table_size` per queue (LRU eviction when full), `flow_idle_timeout`
       seconds, `decision_timeout` seconds after which `default_verdict`
       (FORWARD: fail-open, DROP: fail-closed) applies, `pending_limit` packets
@@ -138,10 +138,14 @@ class Pump:
     defaults to DROP and FORWARD is refused, so nothing leaves untransformed
     because Python was slow. `transform_control(msg)` hands the transform's
     workers a message (new keys) between batches.
+
+    UDP peers change while the pump runs: `set_peer(i, address)`,
+    `remove_peer(i)`, `peers(queue)`; a transform may move a peer to the
+    source of a datagram it authenticated (roaming: a `PeerMoved` event).
     """
 
     def __init__(self, device: Device, endpoint: Endpoint, *, batch: int = DEFAULT_BATCH,
-                 on_flow: Optional[Callable[[Flow], Optional[Verdict]]] = None,
+                 on_flow: Optional[Callable[[Flow], Union[Verdict, Decision, None]]] = None,
                  on_packet: Optional[Callable[[memoryview, Flow], None]] = None,
                  on_event: Optional[Callable[[Event], None]] = None,
                  flow_table_size: int = 65536, flow_idle_timeout: float = 60.0,
@@ -219,7 +223,7 @@ class Pump:
         self._control = Control(self, on_flow, on_packet, on_event, default_verdict, stats_interval, on_punt)
         self._wants_control = any(x is not None for x in (on_flow, on_packet, on_event, stats_interval,
                                                           transform))
-        self._npeers = len(endpoint.peers) if isinstance(endpoint, UDPEndpoint) else 1
+        self._peer_lock = threading.Lock()   # one peer change at a time, each waited for
         self._run: Optional[_Run] = None
         self._start_lock = threading.RLock()
         self._stop_requested = False
@@ -373,17 +377,29 @@ class Pump:
             run.leave(tok)
         return None if err is None else self._worker_error(err)
 
-    def stats(self, per_queue: bool = False) -> Any:
-        """Counters summed over workers (or a list per queue): for each
-        direction (`to_endpoint`, `to_device`) packets and bytes in and out,
-        batches, read and write calls, drops by reason; plus wakeups and, for
-        TCP/UDP, connects, disconnects, protocol errors and learned peers.
-        For each direction, packets_in == packets_out + sum(drops) + punted
-        once the pump is stopped (while running, a batch may be in flight);
-        `punted` counts packets handed to Python (PUNT verdicts, a
-        transform's TO_PYTHON). `injected` (in the summed stats only, as
-        Python injects per pump) counts packets Python sent with inject();
-        they are not part of packets_in / packets_out."""
+    @overload
+    def stats(self, per_queue: Literal[False] = ...) -> Stats: ...
+
+    @overload
+    def stats(self, per_queue: Literal[True]) -> List[Stats]: ...
+
+    def stats(self, per_queue: bool = False) -> Union[Stats, List[Stats]]:
+        """The counters (tunpump.stats.Stats), summed over the workers, or
+        with `per_queue=True` a list with one per queue; read without
+        stopping the workers. `.to_dict()` gives them as plain dicts (JSON).
+
+        For each direction (`to_endpoint`, `to_device`): packets and bytes
+        in and out, batches, read and write calls, offload counters, drops
+        by reason; plus wakeups, TCP/UDP connection counters and the control
+        plane's flow counters. "packets" are wire packets (segments, never
+        super-packets) on every path. For each direction, packets_in ==
+        packets_out + dropped + punted once the pump is stopped (while
+        running, a batch may be in flight); `punted` counts packets handed
+        to Python (PUNT verdicts, a transform's TO_PYTHON). `injected` (in
+        the summed stats only, as Python injects per pump) counts packets
+        Python sent with inject(); they are not part of packets_in /
+        packets_out. Before the first start every counter is 0; after a
+        stop, the last run's final counters."""
         run, tok = self._use()
         if run is None:
             per = self._last_stats
@@ -393,22 +409,23 @@ class Pump:
             finally:
                 run.leave(tok)
         if per_queue:
-            return per
+            if not per:
+                return [Stats.zero() for _ in range(self.device.queues or 1)]
+            return [Stats.from_dict(s) for s in per]
         if not per:
-            return {}
-        total = per[0]
-        for s in per[1:]:
-            total = _sum(total, s)
+            total = Stats.zero(injected=True).to_dict()
+        else:
+            total = _stats.total(per)
         with self._inject_lock:
             for direction, n in self._injected.items():
                 total[direction]["injected"] = n
-        return total
+        return Stats.from_dict(total)
 
     def inject(self, packet: bytes, to: Union[str, Device, UDPEndpoint, TCPEndpoint] = "device", *,
                queue: int = 0, peer: int = 0, address: Optional[Tuple[str, int]] = None,
-               through_transform: bool = False) -> None:
+               through_transform: bool = False, prefix: bool = False) -> None:
         """Send a packet built in Python: into the device (`to="device"` or the
-        device; PI and vnet_hdr prefixes are added here) or out of the endpoint
+        device) or out of the endpoint
         (`to="endpoint"`: a relay's other device, or through queue `queue`'s
         UDP socket to peer `peer`, or to `address=(host, port)`, such as the
         source of a punted handshake message). Injected packets do not pass
@@ -421,7 +438,17 @@ class Pump:
         full. Each injected packet is counted in stats() as `injected` of
         its direction (to_device / to_endpoint). A TCP stream's framing
         belongs to its worker, so injecting into a TCP endpoint is refused
-        (through the transform it is accepted)."""
+        (through the transform it is accepted).
+
+        `prefix` says what `packet` is for a device, as in Device.read() and
+        write(): False (the default) a bare IP packet (TUN) or Ethernet frame
+        (TAP), before which the device's plain PI / vnet_hdr prefix is put
+        (tunpump.prefix.build: PI with the packet's EtherType, a vnet_hdr
+        asking for nothing); True, a frame that already starts with the
+        device's prefix (such as one Device.read() returned with its default
+        prefix=True), written as it is. Datagrams and packets for the
+        transform have no prefix: prefix=True is refused there."""
+        check_prefix_flag(prefix)
         data = bytes(packet)
         if not data:
             raise ValueError("packet: empty")
@@ -434,21 +461,20 @@ class Pump:
             raise ValueError(f"to={to!r}: expected 'device', 'endpoint', the pump's device or its endpoint")
         if address is not None and not isinstance(target, UDPEndpoint):
             raise ValueError(f"address={address!r}: only for to='endpoint' with a UDP endpoint")
+        if prefix and not isinstance(target, Device):
+            raise ValueError("prefix=True: only for a device (datagrams have no PI / vnet_hdr prefix)")
         if through_transform:
+            if prefix:
+                raise ValueError("prefix=True: the transform takes bare device packets (prefix=False)")
             self._inject_through_transform(data, target, queue, peer, address)
             return
         if isinstance(target, Device):
-            if not 0 <= queue < target.queues:
+            if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < target.queues:
                 raise ValueError(f"queue={queue!r}: expected 0..{target.queues - 1}")
-            prefix = b""
-            if target.pi:
-                if target.mode == "tap":
-                    proto = data[12:14] if len(data) >= 14 else b"\0\0"
-                else:
-                    proto = b"\x86\xdd" if data[0] >> 4 == 6 else b"\x08\x00"
-                prefix += b"\0\0" + proto
-            prefix += bytes(target.vnet_hdr_size)
-            target.write(prefix + data, queue)
+            if prefix and len(data) <= target.prefix_size:
+                raise ValueError(f"packet: {len(data)} bytes with prefix=True, but {target.name}'s prefix "
+                                 f"alone is {target.prefix_size} bytes")
+            target.write(data, queue, prefix=prefix)   # prefix=False: tunpump.prefix.build, the one builder
             self._count_injected("to_device" if target is self.device else "to_endpoint")
             return
         if isinstance(target, TCPEndpoint):
@@ -460,8 +486,7 @@ class Pump:
             family, raw, port = _inet(address, target)
             self._with_core(lambda core: core.inject_udp_addr(queue, family, raw, port, data))
         else:
-            if not 0 <= peer < self._npeers:
-                raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+            self._check_peer_arg(queue, peer)
             self._with_core(lambda core: core.inject_udp(queue, peer, data))
         self._count_injected("to_endpoint")
 
@@ -475,10 +500,106 @@ class Pump:
             raise ValueError(f"packet: {len(data)} bytes, at most 65535")
         if not 0 <= queue < self.device.queues:
             raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
-        if not 0 <= peer < self._npeers:
-            raise ValueError(f"peer={peer!r}: the endpoint has {self._npeers} peer(s)")
+        self._check_peer_arg(queue, peer)
         self._with_core(lambda core: core.inject_transform(queue, peer, data))
         self._count_injected("to_endpoint")
+
+    def _check_peer_arg(self, queue: int, peer: Any) -> None:
+        """`peer` must name a peer queue `queue` has now (ValueError otherwise)."""
+        if isinstance(peer, bool) or not isinstance(peer, int) or not 0 <= peer < _core.MAX_PEERS:
+            raise ValueError(f"peer={peer!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
+        if not self._has_peer(queue, peer):
+            raise ValueError(f"peer={peer!r}: queue {queue} has no peer {peer} (peers: {self._peer_list(queue)})")
+
+    def _has_peer(self, queue: int, peer: int) -> bool:
+        """Whether queue `queue` has peer `peer` now (a device or TCP endpoint: peer 0 only)."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            return peer == 0
+        return self._with_core(lambda core: core.get_peer(queue, peer)) is not None
+
+    def _peer_list(self, queue: int) -> List[int]:
+        if not isinstance(self.endpoint, UDPEndpoint):
+            return [0]
+        return sorted(self.peers(queue))
+
+    # ---- UDP peers -----------------------------------------------------------------
+    def _udp_endpoint(self, what: str) -> UDPEndpoint:
+        ep = self.endpoint
+        if not isinstance(ep, UDPEndpoint):
+            raise ValueError(f"{what}: the endpoint is {ep!r}; peers can change only on a UDPEndpoint")
+        if ep.learn_peer:
+            raise ValueError(f"{what}: the endpoint learns its peer (learn_peer=True); for peers set from "
+                             f"Python use UDPEndpoint(local, remote=[...]) (an empty list is fine)")
+        return ep
+
+    @staticmethod
+    def _peer_index(index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < _core.MAX_PEERS:
+            raise ValueError(f"index={index!r}: expected a peer index from 0 to {_core.MAX_PEERS - 1}")
+        return index
+
+    def set_peer(self, index: int, address: Address) -> None:
+        """Make UDP peer `index` (0 to MAX_PEERS - 1) `address` (`(host, port)`
+        or "host:port", the socket's IP version), adding it if it was not
+        there, while the pump runs. Like `UDPEndpoint(remote=[...])`, the
+        port is queue 0's: queue i sends to port + i. Each worker applies the
+        change between two batches; this returns once every worker has, so
+        a packet routed to the peer (a `Verdict.route(index)`, a transform
+        choosing it, `inject(peer=index)`) goes to the new address from then
+        on, and datagrams from it are accepted as that peer's. Raises
+        RuntimeError when the pump is not running, ValueError for a bad
+        argument, a TCP / device endpoint, or one that learns its peer."""
+        ep = self._udp_endpoint("set_peer")
+        index = self._peer_index(index)
+        host, port = parse_address(address, "address")
+        family, raw, port = _inet((host, port), ep)
+        if port + self.device.queues - 1 > 65535:
+            raise ValueError(f"address={address!r}: ports {port}..{port + self.device.queues - 1} "
+                             f"(one per queue) run past 65535")
+        self._change_peer("set_peer", lambda core: core.set_peer(index, family, raw, port))
+
+    def remove_peer(self, index: int) -> None:
+        """Remove UDP peer `index` while the pump runs: packets routed to it
+        are dropped (counted as `no_peer`), datagrams from its address as
+        `unknown_peer` (or, for a transform with TUNPUMP_UNKNOWN_SOURCES,
+        reach it as a stranger). Returns once every worker applied it.
+        ValueError if no queue has that peer."""
+        ep = self._udp_endpoint("remove_peer")
+        index = self._peer_index(index)
+        if not any(self._has_peer(q, index) for q in range(self.device.queues)):
+            raise ValueError(f"index={index!r}: there is no peer {index} (peers: {self._peer_list(0)})")
+        family = socket.AF_INET6 if ":" in ep.local[0] else socket.AF_INET
+        self._change_peer("remove_peer", lambda core: core.set_peer(index, family, b"", 0))
+
+    def _change_peer(self, what: str, post: Callable[[Any], None]) -> None:
+        with self._peer_lock:
+            self._with_core(post)
+            deadline = time.monotonic() + PEER_APPLY_WAIT
+            while self._with_core(lambda core: core.peers_pending()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what}: the workers did not apply the change within "
+                                       f"{PEER_APPLY_WAIT} s")
+                time.sleep(0.0005)
+
+    def peers(self, queue: int = 0) -> Dict[int, Tuple[str, int]]:
+        """The UDP peers queue `queue`'s worker uses now, `{index: (host,
+        port)}`: as set (queue i: the given port + i), learned, or roamed to
+        (a roam moves a peer on the queue that received the datagram only).
+        RuntimeError when the pump is not running."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            raise ValueError(f"peers: the endpoint is {self.endpoint!r}; only a UDPEndpoint has peers")
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+
+        def read(core: Any) -> Dict[int, Tuple[str, int]]:
+            out = {}
+            for i in range(_core.MAX_PEERS):
+                got = core.get_peer(queue, i)
+                if got is not None:
+                    family, raw, port = got
+                    out[i] = (socket.inet_ntop(family, raw), port)
+            return out
+        return self._with_core(read)
 
     def _count_injected(self, direction: str) -> None:
         with self._inject_lock:

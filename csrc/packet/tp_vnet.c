@@ -44,6 +44,18 @@ static int tp__complete_csum(const struct tp_vnet_hdr *h, uint8_t *pkt, uint32_t
     return 0;
 }
 
+int tp_vnet_count_segs(const struct tp_vnet_hdr *h, const uint8_t *pkt, uint32_t len, int l2)
+{
+    struct tp_l34 o;
+    uint8_t gso = h->gso_type & (uint8_t)~TP_VNET_GSO_ECN;
+    uint32_t payload;
+
+    if (gso == TP_VNET_GSO_NONE || h->gso_size == 0 || tp_l34_parse(pkt, len, l2, &o) < 0)
+        return 1;
+    payload = o.end - (o.l4 + o.l4hl);
+    return payload > h->gso_size ? (int)((payload + h->gso_size - 1u) / h->gso_size) : 1;
+}
+
 int tp_vnet_split_begin(struct tp_vnet_splitter *s, const struct tp_vnet_hdr *h,
                         uint8_t *pkt, uint32_t len, int l2)
 {

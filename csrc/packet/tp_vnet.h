@@ -83,6 +83,9 @@ struct tp_vnet_splitter {   /* private: set by tp_vnet_split_begin */
 
 int tp_vnet_split_begin(struct tp_vnet_splitter *s, const struct tp_vnet_hdr *h,
                         uint8_t *pkt, uint32_t len, int l2);
+/* How many wire packets the packet stands for: its segments for a GSO
+ * super-packet it can parse, else 1. Reads only (no checksum completed). */
+int tp_vnet_count_segs(const struct tp_vnet_hdr *h, const uint8_t *pkt, uint32_t len, int l2);
 int tp_vnet_split_next(struct tp_vnet_splitter *s, uint8_t *scratch, struct tp_seg *segs, int max_segs);
 
 /* All segments in one call: TP_VNET_ETOOMANY when there are more than

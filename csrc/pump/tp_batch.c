@@ -82,7 +82,7 @@ void tp__dir_drop_rest(struct tp__dir *d, struct tp_dir_stats *st, enum tp_drop 
 
     if (d->dst_fmt) {
         for (int u = d->next; u < d->nunits; u++)
-            left += (uint64_t)d->units[u].count;
+            left += (uint64_t)d->units[u].count;   /* wire packets (tp__plan_units) */
     } else if (d->next < d->n) {
         left = (uint64_t)(d->n - d->next);
     }
@@ -102,6 +102,7 @@ void tp__pkt_set(struct tp__pkt *p, uint8_t *data, uint32_t len, int32_t group)
     p->hdrlen = 0;
     p->pre = NULL;
     p->prelen = 0;
+    p->segs = 1;
     p->group = group;
     p->src = -1;
     p->flow = -1;

@@ -31,7 +31,8 @@ struct tp__pkt {      /* 48 bytes: pointers first, no padding */
     uint8_t *pre;
     uint32_t len;
     uint32_t hdrlen;
-    uint32_t prelen;
+    uint16_t prelen;   /* PI + vnet_hdr: at most 16 */
+    uint16_t segs;     /* wire packets it stands for: a super-packet passed whole counts its segments */
     int32_t group;     /* the read it came from: segments of one split share it */
     int32_t flow;      /* the flow it was classified in; -1: none */
     int16_t src;       /* with a transform, from a UDP socket: the source's index in d->names; -1 none */

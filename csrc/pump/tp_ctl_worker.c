@@ -125,6 +125,20 @@ void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storag
     tp__ctl_post(c, &ev);
 }
 
+void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_storage *ss)
+{
+    struct tp_event ev;
+
+    TP__ADD(c->st->peers_moved, 1);
+    if (!c->events.slots)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = TP_EV_PEER_MOVED;
+    ev.peer = (int16_t)peer;
+    tp__ctl_event_addr(&ev, ss);
+    tp__ctl_post(c, &ev);
+}
+
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where)
 {
     struct tp_event ev;
@@ -189,12 +203,25 @@ static void tp__ctl_decided(struct tp__ctl *c, int32_t i)
     tp_flow_touch(&c->flows, i);
 }
 
+/* The wire packets a device packet (prefix at pre) stands for: a GSO
+ * super-packet counts its segments, as everywhere ("packets" are segments). */
+static unsigned tp__ctl_segs(const struct tp__ctl *c, const uint8_t *pre, const uint8_t *data, uint32_t len)
+{
+    struct tp_vnet_hdr vh;
+
+    if (!c->dev_fmt->vnet_hdr_sz || !pre)
+        return 1;
+    tp_vnet_hdr_read(pre + tp_fmt_vnet_off(c->dev_fmt), &vh);
+    return (unsigned)tp_vnet_count_segs(&vh, data, len, c->dev_fmt->tap ? TP_L2_ETH : TP_L2_NONE);
+}
+
 static void tp__ctl_pend(struct tp__ctl *c, const struct tp__pkt *r, int32_t flow, uint32_t gen,
                          struct tp_dir_stats *st)
 {
     if (c->nfree == 0) {
-        TP__ADD(st->pkts_in, 1);
-        TP__ADD(st->drops[TP_DROP_PENDING_FULL], 1);
+        unsigned n = tp__ctl_segs(c, r->pre, r->data, r->len);
+        TP__ADD(st->pkts_in, n);
+        TP__ADD(st->drops[TP_DROP_PENDING_FULL], n);
         return;
     }
     int32_t slot = c->pend_free[--c->nfree];
@@ -237,13 +264,14 @@ static void tp__ctl_punt_one(struct tp__ctl *c, const struct tp_seg *s, int32_t 
     TP__ADD(st->punted, 1);
 }
 
-void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                     unsigned segs)
 {
     struct tp_event *ev = c->events.slots ? tp_ring_reserve(&c->events) : NULL;
     uint8_t *slot = ev ? tp_ring_reserve(&c->punts) : NULL;
 
     if (!ev || !slot || x->len > TP__PUNT_SLOT) {
-        TP__ADD(st->drops[TP_DROP_PUNT_FULL], 1);
+        TP__ADD(st->drops[TP_DROP_PUNT_FULL], segs);
         return;
     }
     memcpy(slot, x->data, x->len);
@@ -259,8 +287,8 @@ void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pk
     tp_ring_publish(&c->punts);
     tp_ring_publish(&c->events);
     c->events_posted = 1;
-    TP__ADD(c->st->punted, 1);
-    TP__ADD(st->punted, 1);
+    TP__ADD(c->st->punted, segs);
+    TP__ADD(st->punted, segs);
 }
 
 static void tp__ctl_punt(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *st, int32_t flow)
@@ -334,10 +362,12 @@ int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *
     case TP_VERDICT_ROUTE:
         r->route = f->route;
         return 1;
-    case TP_VERDICT_DROP:
-        TP__ADD(st->pkts_in, 1);
-        TP__ADD(st->drops[TP_DROP_VERDICT], 1);
+    case TP_VERDICT_DROP: {
+        unsigned n = tp__ctl_segs(c, r->pre, r->data, r->len);
+        TP__ADD(st->pkts_in, n);
+        TP__ADD(st->drops[TP_DROP_VERDICT], n);
         return 0;
+    }
     case TP_VERDICT_PUNT:
         tp__ctl_punt(c, r, st, i);
         return 0;
@@ -390,7 +420,7 @@ static void tp__ctl_unpend(struct tp__ctl *c, const struct tp__pending *pe, stru
     memcpy(dst, src, pe->len);
     tp__pkt_set(p, dst + prelen, pe->len - (uint32_t)prelen, d->n);
     p->pre = dst;
-    p->prelen = (uint32_t)prelen;
+    p->prelen = (uint16_t)prelen;
     p->released = 1;
     d->n++;
     c->pend_free[c->nfree++] = pe->slot;
@@ -455,9 +485,16 @@ int tp__ctl_timeout(const struct tp__ctl *c, int timeout_ms)
 
 void tp__ctl_drop_pending(struct tp__ctl *c, struct tp_dir_stats *st)
 {
-    if (c->npend) {
-        TP__ADD(st->pkts_in, c->npend);
-        TP__ADD(st->drops[TP_DROP_STOPPED], c->npend);
-        c->npend = 0;
+    int prelen = tp_fmt_prefix_len(c->dev_fmt);
+    uint64_t n = 0;
+
+    for (int j = 0; j < c->npend; j++) {
+        const uint8_t *pre = c->pend_bufs + (size_t)c->pend[j].slot * TP__BUF_SIZE + TP__HEADROOM - prelen;
+        n += tp__ctl_segs(c, pre, pre + prelen, c->pend[j].len - (uint32_t)prelen);
     }
+    if (n) {
+        TP__ADD(st->pkts_in, n);
+        TP__ADD(st->drops[TP_DROP_STOPPED], n);
+    }
+    c->npend = 0;
 }

@@ -63,6 +63,8 @@ void tp__ctl_free(struct tp__ctl *c);
 /* Events for the control thread; one eventfd write per loop turn (notify). */
 void tp__ctl_post_peer(struct tp__ctl *c, int type, const struct sockaddr_storage *ss);
 void tp__ctl_post_error(struct tp__ctl *c, int err, const char *where);
+/* A transform's roam moved UDP peer `peer` to ss: counted, and an event. */
+void tp__ctl_peer_moved(struct tp__ctl *c, int peer, const struct sockaddr_storage *ss);
 void tp__ctl_notify(struct tp__ctl *c);
 
 /* Look the packet's flow up (making it on first sight) and apply its
@@ -73,7 +75,9 @@ int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *
 /* A packet the transform sent to Python (TUNPUMP_TO_PYTHON): into the punt
  * ring with its direction, peer and source, or dropped as punt_full. */
 struct tunpump_pkt;
-void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st);
+/* segs: the wire packets x stands for (a super-packet passed whole: its segments). */
+void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                     unsigned segs);
 
 /* Once per loop turn: take verdicts (ctl_ready: the eventfd fired), evict
  * idle flows, and move decided pending packets into d (a new batch) when it

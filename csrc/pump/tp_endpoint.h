@@ -52,8 +52,17 @@ struct tp_ep_args {
     int transform;                    /* a transform comes next: packets need not look like the
                                        * device's yet (the stage checks after it); UDP tags each
                                        * packet with its source (d->names) and peer index */
+    int unknown_sources;              /* UDP, with a transform flagged TUNPUMP_UNKNOWN_SOURCES:
+                                       * datagrams from no configured peer go on, tagged
+                                       * TP_EP_NO_PEER, instead of being dropped as unknown_peer */
     struct tp_ep_sink sink;
 };
+
+/* The route of a datagram from no configured peer (tp__pkt.route): no
+ * peer index (every index is below TP_MAX_PEERS). */
+#define TP_EP_NO_PEER 0xFF
+/* Peer changes the control thread may post ahead of a worker (post_peer). */
+#define TP_EP_PEER_RING 16
 
 struct tp_ep;
 
@@ -90,6 +99,25 @@ struct tp_ep_ops {
      * (a handshake reply to a sender that is not a peer yet). */
     int (*inject_to)(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
                      const uint8_t *data, size_t len);
+    /* Peers that change while the pump runs (UDP). The worker owns its peer
+     * table: the control thread posts changes, which the worker applies in
+     * ready(), between batches. */
+    /* Optional, control thread: peer idx (< TP_MAX_PEERS) becomes `addr`
+     * (len bytes), or is removed (addr NULL). 0, -EAGAIN when the ring of
+     * changes is full, -EOPNOTSUPP when the endpoint learns its peer. */
+    int (*post_peer)(struct tp_ep *ep, int idx, const struct sockaddr_storage *addr, socklen_t len);
+    /* Optional, control thread: changes posted and not yet applied. */
+    unsigned (*peers_unapplied)(const struct tp_ep *ep);
+    /* Optional, control thread: a consistent copy of peer idx; 0, or
+     * -ENOENT when there is none. */
+    int (*get_peer)(struct tp_ep *ep, int idx, struct sockaddr_storage *out, socklen_t *len);
+    /* Optional, worker thread (the transform stage): a transform
+     * authenticated a datagram from `from` as peer idx (roaming). 1: the
+     * peer moved there; 0: it was there; -EINVAL: no such peer. */
+    int (*roam)(struct tp_ep *ep, int idx, const struct sockaddr_storage *from);
+    /* Optional: free what open made beyond the state block and close
+     * kept open (tp_pump_free, after close, nothing else running). */
+    void (*destroy)(struct tp_ep *ep);
     int owns_buffer;                  /* read() points into its own buffer: no d->bufs */
     const char *read_where;           /* names a read error when it is the far end */
 };

@@ -99,7 +99,7 @@ static int tun_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
         struct tp__pkt *p = &d->pkts[d->n];
         tp__pkt_set(p, start + prelen, (uint32_t)(r - prelen), d->n);
         p->pre = start;
-        p->prelen = (uint32_t)prelen;
+        p->prelen = (uint16_t)prelen;
         d->n++;
     }
     if (d->n)
@@ -143,7 +143,7 @@ static int tun_make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
     /* A packet still needing a checksum or segmentation cannot go to a device
      * without a vnet_hdr (cannot happen once split; kept as a guard).
      * DATA_VALID alone (the kernel verified it) is a complete packet. */
-    if (!dst->vnet_hdr_sz && (u->count > 1 || (svnet && ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || svnet[1]))))
+    if (!dst->vnet_hdr_sz && (u->first != u->last || (svnet && ((svnet[0] & TP_VNET_F_NEEDS_CSUM) || svnet[1]))))
         return TP_DROP_OFFLOAD;
     if (dst->pi) {
         uint16_t proto = tun_pi_proto(dst, src, p);
@@ -152,7 +152,7 @@ static int tun_make_prefix(const struct tp_fmt *dst, const struct tp_fmt *src,
         o += TP__PI_LEN;
     }
     if (dst->vnet_hdr_sz) {
-        if (u->count > 1)
+        if (u->first != u->last)   /* coalesced (count alone may be one super-packet's segments) */
             tp_vnet_hdr_write(o, &u->vh, dst->vnet_hdr_sz);
         else {
             memset(o, 0, (size_t)dst->vnet_hdr_sz);
@@ -225,7 +225,7 @@ static int tun_write(struct tp_ep *ep, struct tp__dir *d, struct tp_dir_stats *s
         TP__ADD(st->write_bytes, r);
         TP__ADD(st->pkts_out, u->count);
         TP__ADD(st->bytes_out, total);
-        if (u->count > 1)
+        if (u->first != u->last)   /* packets joined (count alone may be one super-packet's segments) */
             TP__ADD(st->gro_built, 1);
         d->next++;
         done++;

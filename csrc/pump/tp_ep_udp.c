@@ -1,23 +1,36 @@
 /* A UDP socket as an endpoint: recvmmsg / sendmmsg batches, UDP_SEGMENT to
  * send the segments of a split as one message, UDP_GRO to receive runs of
  * datagrams as one buffer. One socket per queue, not connected: each
- * datagram's source is compared with the peers, strangers are counted. */
+ * datagram's source is compared with the peers, strangers are counted (or,
+ * for a transform that asks, handed to it as no peer). Peers change while
+ * the pump runs: from Python (set / remove, through a ring of changes the
+ * worker applies between batches), by learning, and by roaming (a transform
+ * authenticated a datagram from a new address). */
 #define _GNU_SOURCE
 #include "tp_compat.h"
 #include "tp_dgram.h"
 #include "tp_endpoint.h"
+#include "tp_ring.h"
 #include "tp_sockaddr.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #define TP__UDP_MAX_SEGS 64          /* segments we put in one UDP_SEGMENT message */
 #define TP__UDP4_MAX_PAYLOAD 65507   /* 65535 - IPv4 header - UDP header */
 #define TP__UDP6_MAX_PAYLOAD 65527   /* 65535 - UDP header (IPv6 payload length) */
+
+/* A peer change from the control thread (len 0: remove the peer). */
+struct tp__udp_peer_msg {
+    int idx;
+    socklen_t len;
+    struct sockaddr_storage addr;
+};
 
 struct tp_ep_udp {
     struct tp_ep base;
@@ -30,11 +43,20 @@ struct tp_ep_udp {
     int udp_gso;                    /* UDP_SEGMENT usable: cleared when the kernel refuses */
     int udp_gro;                    /* UDP_GRO is on for the socket */
     int transform;                  /* a transform reads the datagrams first (tp_ep_args) */
+    int unknown_sources;            /* strangers go on to the transform as TP_EP_NO_PEER */
     struct tp_fmt dev_fmt;          /* what a datagram must look like */
-    /* peers[0..npeers): the first learned peer is published by the worker
-     * with a release store of npeers, which inject (on the control thread)
-     * reads with an acquire load; a re-learned peer is rewritten under
-     * peer_seq, and inject copies it out under the same. */
+    struct tp_ring peer_msgs;       /* control -> worker: struct tp__udp_peer_msg */
+    int msg_fd;                     /* eventfd: peer changes are waiting (polled as pfd[1]) */
+    /* The peer table, owned by the worker: only the worker writes it (Python's
+     * changes, learning, roaming), between batches or while reading one.
+     * Peer k is present when peer_lens[k] != 0 (an absent one is all zero,
+     * so no source matches it); npeers is one past the highest present index
+     * (0: none), the bound of every loop over the table.
+     * Publication to the control thread (inject, get_peer): each rewrite of
+     * a slot happens under peer_seq (odd while writing), and readers copy the
+     * slot under the same; npeers is stored with release after the slot is
+     * written and loaded with acquire, a hint only: a slot read as absent
+     * under the seqlock is absent. */
     int npeers;
     struct sockaddr_storage peers[TP_MAX_PEERS];
     socklen_t peer_lens[TP_MAX_PEERS];
@@ -49,6 +71,27 @@ static void udp_sockbuf(int fd, int bytes)
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0)
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+static void udp_close(struct tp_ep *ep)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+}
+
+/* The ring of peer changes and its eventfd outlive close(): the control
+ * thread may still post to them until the pump is freed. */
+static void udp_destroy(struct tp_ep *ep)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+
+    tp_ring_free(&u->peer_msgs);
+    if (u->msg_fd >= 0)
+        close(u->msg_fd);
+    u->msg_fd = -1;
 }
 
 static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
@@ -68,6 +111,15 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->peer_timeout_ns = c->learn_peer ? c->peer_timeout_ns : 0;
     u->dev_fmt = *a->dev_fmt;
     u->transform = a->transform;
+    u->unknown_sources = a->transform && a->unknown_sources;
+    u->fd = -1;
+    u->msg_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (u->msg_fd < 0 || tp_ring_init(&u->peer_msgs, TP_EP_PEER_RING, sizeof(struct tp__udp_peer_msg)) < 0) {
+        int err = u->msg_fd < 0 ? errno : ENOMEM;
+        udp_destroy(&u->base);
+        free(u);
+        return -err;
+    }
     if (c->has_remote) {
         u->npeers = c->nremotes > 0 ? c->nremotes : 1;
         for (int r = 0; r < u->npeers; r++)
@@ -79,8 +131,8 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->fd = socket(c->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (u->fd < 0 || (udp_sockbuf(u->fd, c->sock_buf), bind(u->fd, (struct sockaddr *)&local, local_len)) < 0) {
         int err = errno;
-        if (u->fd >= 0)
-            close(u->fd);
+        udp_close(&u->base);
+        udp_destroy(&u->base);
         free(u);
         return -err;
     }
@@ -92,25 +144,25 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     return 0;
 }
 
-static void udp_close(struct tp_ep *ep)
+static void udp_poll(struct tp_ep *ep, struct pollfd *pfd, short want, int *timeout_ms)
 {
     struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
 
-    if (u->fd >= 0)
-        close(u->fd);
-    u->fd = -1;
+    (void)timeout_ms;
+    pfd[0].fd = u->fd;
+    pfd[0].events = want;
+    pfd[1].fd = u->msg_fd;
+    pfd[1].events = POLLIN;
 }
 
-static void udp_poll(struct tp_ep *ep, struct pollfd *pfd, short want, int *timeout_ms)
-{
-    (void)timeout_ms;
-    pfd[0].fd = ((struct tp_ep_udp *)ep)->fd;
-    pfd[0].events = want;
-}
+static void udp_take_peers(struct tp_ep_udp *u);
 
 static int udp_ready(struct tp_ep *ep, const struct pollfd *pfd)
 {
-    (void)ep;
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+
+    if (pfd[1].revents & POLLIN)   /* before this turn's batches: none sees half a change */
+        udp_take_peers(u);
     return (pfd[0].revents & POLLIN ? TP_EP_READ : 0) |
            (pfd[0].revents & (POLLOUT | POLLERR | POLLHUP) ? TP_EP_WRITE : 0);
 }
@@ -140,25 +192,43 @@ static int udp_gro_size(struct msghdr *mh)
     return 0;
 }
 
-/* Learn mode: `from` becomes the peer (the only writer is the worker). */
-static void udp_learn(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len, int64_t now)
+/* Peer idx becomes `from` (len bytes), or absent (from NULL). Worker
+ * thread only, the table's one writer: the slot is rewritten under the
+ * seqlock, then npeers published (see struct tp_ep_udp). */
+static void udp_write_peer(struct tp_ep_udp *u, int idx, const struct sockaddr_storage *from, socklen_t len)
 {
     unsigned seq = u->peer_seq;
+    int n = u->npeers;
 
     __atomic_store_n(&u->peer_seq, seq + 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(&u->peers[0], from, sizeof(u->peers[0]));
-    u->peer_lens[0] = len;
+    if (from) {
+        memcpy(&u->peers[idx], from, sizeof(u->peers[idx]));
+        u->peer_lens[idx] = len;
+    } else {
+        memset(&u->peers[idx], 0, sizeof(u->peers[idx]));
+        u->peer_lens[idx] = 0;
+    }
     __atomic_store_n(&u->peer_seq, seq + 2, __ATOMIC_RELEASE);
-    __atomic_store_n(&u->npeers, 1, __ATOMIC_RELEASE);   /* inject reads it on another thread */
+    if (from && idx >= n)
+        n = idx + 1;
+    while (n > 0 && u->peer_lens[n - 1] == 0)
+        n--;
+    __atomic_store_n(&u->npeers, n, __ATOMIC_RELEASE);   /* inject reads it on another thread */
+}
+
+/* Learn mode: `from` becomes the peer. */
+static void udp_learn(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len, int64_t now)
+{
+    udp_write_peer(u, 0, from, len);
     u->peer_seen_ns = now;
 }
 
-/* Whether a datagram from `from` may come in. In learn mode the first
- * sender becomes the peer, and a new sender replaces it only once it has
- * been silent for the peer timeout: before that, strangers cannot take the
- * tunnel over (a restarted client comes back on a new port). */
-/* Which peer sent this datagram (its index), or -1 for a stranger. */
+/* Which peer sent this datagram (its index), or -1 for a stranger. In
+ * learn mode the first sender becomes the peer, and a new sender replaces
+ * it only once it has been silent for the peer timeout: before that,
+ * strangers cannot take the tunnel over (a restarted client comes back on a
+ * new port). */
 static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage *from, socklen_t len,
                              int64_t now)
 {
@@ -172,18 +242,31 @@ static int udp_accept_source(struct tp_ep_udp *u, const struct sockaddr_storage 
         return 0;
     }
     for (int k = 0; k < u->npeers; k++) {
-        if (udp_same_addr(&u->peers[k], from)) {
+        if (udp_same_addr(&u->peers[k], from)) {   /* an absent slot is zero: never the same */
             u->peer_seen_ns = now;
             return k;
         }
     }
-    if (!u->peer_timeout_ns || now - u->peer_seen_ns < u->peer_timeout_ns)
+    if (!u->learn_peer || !u->peer_timeout_ns || now - u->peer_seen_ns < u->peer_timeout_ns)
         return -1;   /* strangers cannot inject */
     old = u->peers[0];
     udp_learn(u, from, len, now);
     u->base.sink.note(u->base.sink.ctx, TP_EP_FORGOTTEN, &old);
     u->base.sink.note(u->base.sink.ctx, TP_EP_LEARNED, &u->peers[0]);
     return 0;
+}
+
+/* The peer changes Python posted, in order (worker thread, between batches). */
+static void udp_take_peers(struct tp_ep_udp *u)
+{
+    struct tp__udp_peer_msg *m;
+    uint64_t junk;
+
+    (void)!read(u->msg_fd, &junk, sizeof(junk));
+    while ((m = tp_ring_peek(&u->peer_msgs))) {
+        udp_write_peer(u, m->idx, m->len ? &m->addr : NULL, m->len);
+        tp_ring_release(&u->peer_msgs);   /* after the write: "applied" for peers_unapplied */
+    }
 }
 
 static void udp_prepare_msgs(struct tp_ep_udp *u, struct tp__dir *d, int batch)
@@ -268,14 +351,14 @@ static int udp_read(struct tp_ep *ep, struct tp__dir *d, int batch, struct tp_di
             continue;
         }
         int peer = udp_accept_source(u, &d->names[i], mh->msg_namelen, now);
-        if (peer < 0) {
+        if (peer < 0 && !u->unknown_sources) {
             TP__ADD(st->drops[TP_DROP_UNKNOWN_PEER], g.nseg);
             continue;
         }
         int first = d->n;
         udp_cut(u, d, d->iov[i].iov_base, &g, st);
         if (u->transform)
-            udp_tag(d, first, i, peer);
+            udp_tag(d, first, i, peer < 0 ? TP_EP_NO_PEER : peer);
     }
     if (d->n)
         TP__ADD(st->batches, 1);
@@ -311,7 +394,7 @@ static int udp_group(const struct tp_ep_udp *u, const struct tp__dir *d, int i)
 static void udp_build_msg(struct tp_ep_udp *u, struct tp__dir *d, int m, int i, int g, int *niov)
 {
     struct msghdr *mh = &d->msgs[m].msg_hdr;
-    int route = d->pkts[i].route < u->npeers ? d->pkts[i].route : 0;
+    int route = d->pkts[i].route;   /* present: udp_drop_absent */
 
     memset(&d->msgs[m], 0, sizeof(d->msgs[m]));
     mh->msg_iov = &d->iov[*niov];
@@ -362,6 +445,27 @@ static int udp_refused(struct tp_ep_udp *u, struct tp__dir *d, int count, struct
     return 0;
 }
 
+/* Packets from d->next on routed to a peer that is absent (removed, never
+ * set, an index past the table) are dropped as no_peer; the others close
+ * up in order. Run on every write: a batch parked on a full socket may see
+ * the table change before it goes out. */
+static void udp_drop_absent(const struct tp_ep_udp *u, struct tp__dir *d, struct tp_dir_stats *st)
+{
+    int out = d->next;
+
+    for (int k = d->next; k < d->n; k++) {
+        uint8_t r = d->pkts[k].route;
+        if (r < u->npeers && u->peer_lens[r]) {
+            if (out != k)
+                d->pkts[out] = d->pkts[k];
+            out++;
+        } else {
+            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);
+        }
+    }
+    d->n = out;
+}
+
 static int udp_write(struct tp_ep *ep, struct tp__dir *d, struct tp_dir_stats *st)
 {
     struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
@@ -371,6 +475,7 @@ static int udp_write(struct tp_ep *ep, struct tp__dir *d, struct tp_dir_stats *s
         tp__dir_drop_rest(d, st, TP_DROP_NO_PEER);
         return 0;
     }
+    udp_drop_absent(u, d, st);
     while (d->next < d->n) {
         int nmsg = 0, niov = 0, r, i = d->next;
         int counts[TP_MAX_BATCH];
@@ -407,6 +512,22 @@ static int udp_write(struct tp_ep *ep, struct tp__dir *d, struct tp_dir_stats *s
     return done;
 }
 
+/* Control thread: a copy of peer idx the worker was not rewriting. */
+static socklen_t udp_peer_copy(struct tp_ep_udp *u, int idx, struct sockaddr_storage *to)
+{
+    socklen_t len;
+    unsigned seq;
+
+    do {
+        while ((seq = __atomic_load_n(&u->peer_seq, __ATOMIC_ACQUIRE)) & 1)
+            ;
+        memcpy(to, &u->peers[idx], sizeof(*to));
+        len = u->peer_lens[idx];
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    } while (__atomic_load_n(&u->peer_seq, __ATOMIC_RELAXED) != seq);
+    return len;
+}
+
 /* From the control thread. sendto is safe next to the worker's own sends:
  * each is one datagram. */
 static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t len)
@@ -415,20 +536,71 @@ static int udp_inject(struct tp_ep *ep, int route, const uint8_t *data, size_t l
     int n = __atomic_load_n(&u->npeers, __ATOMIC_ACQUIRE);
     struct sockaddr_storage to;
     socklen_t to_len;
-    unsigned seq;
     ssize_t r;
 
     if (route < 0 || route >= n || u->fd < 0)
         return -EDESTADDRREQ;
-    do {   /* a copy the worker was not rewriting (a re-learned peer) */
-        while ((seq = __atomic_load_n(&u->peer_seq, __ATOMIC_ACQUIRE)) & 1)
-            ;
-        memcpy(&to, &u->peers[route], sizeof(to));
-        to_len = u->peer_lens[route];
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    } while (__atomic_load_n(&u->peer_seq, __ATOMIC_RELAXED) != seq);
+    to_len = udp_peer_copy(u, route, &to);
+    if (!to_len)
+        return -EDESTADDRREQ;   /* removed */
     r = sendto(u->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
     return r < 0 ? -errno : 0;
+}
+
+static int udp_get_peer(struct tp_ep *ep, int idx, struct sockaddr_storage *out, socklen_t *len)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+
+    if (idx < 0 || idx >= TP_MAX_PEERS || idx >= __atomic_load_n(&u->npeers, __ATOMIC_ACQUIRE))
+        return -ENOENT;
+    *len = udp_peer_copy(u, idx, out);
+    return *len ? 0 : -ENOENT;
+}
+
+/* Control thread (one producer at a time): queue a change for the worker. */
+static int udp_post_peer(struct tp_ep *ep, int idx, const struct sockaddr_storage *addr, socklen_t len)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    struct tp__udp_peer_msg *m;
+    uint64_t one = 1;
+
+    if (u->learn_peer)
+        return -EOPNOTSUPP;   /* the worker learns its peer: Python does not set it */
+    if (idx < 0 || idx >= TP_MAX_PEERS || (addr && (addr->ss_family != u->family || !len ||
+                                                    len > sizeof(*addr))))
+        return -EINVAL;
+    if (!(m = tp_ring_reserve(&u->peer_msgs)))
+        return -EAGAIN;
+    memset(m, 0, sizeof(*m));
+    m->idx = idx;
+    if (addr) {
+        memcpy(&m->addr, addr, len);
+        m->len = len;
+    }
+    tp_ring_publish(&u->peer_msgs);
+    (void)!write(u->msg_fd, &one, sizeof(one));
+    return 0;
+}
+
+static unsigned udp_peers_unapplied(const struct tp_ep *ep)
+{
+    return tp_ring_count(&((const struct tp_ep_udp *)ep)->peer_msgs);
+}
+
+/* Worker thread, from the transform stage: peer idx authenticated a
+ * datagram from `from`; it moves there (the sender's address wins, the
+ * WireGuard way). */
+static int udp_roam(struct tp_ep *ep, int idx, const struct sockaddr_storage *from)
+{
+    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
+    socklen_t len = from->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+
+    if (idx < 0 || idx >= u->npeers || !u->peer_lens[idx] || from->ss_family != u->family)
+        return -EINVAL;
+    if (udp_same_addr(&u->peers[idx], from))
+        return 0;
+    udp_write_peer(u, idx, from, len);
+    return 1;
 }
 
 static int udp_inject_to(struct tp_ep *ep, const struct sockaddr_storage *to, socklen_t to_len,
@@ -454,5 +626,10 @@ const struct tp_ep_ops tp_ep_udp_ops = {
     .write = udp_write,
     .inject = udp_inject,
     .inject_to = udp_inject_to,
+    .post_peer = udp_post_peer,
+    .peers_unapplied = udp_peers_unapplied,
+    .get_peer = udp_get_peer,
+    .roam = udp_roam,
+    .destroy = udp_destroy,
     .read_where = "endpoint read",
 };

@@ -25,7 +25,7 @@ _Static_assert(sizeof(struct tp_dir_stats) % sizeof(uint64_t) == 0 &&
                sizeof(struct tp_dir_stats) == sizeof(uint64_t) * (14 + TP_DROP__COUNT + TP_XF_MAX_DROP_REASONS),
                "struct tp_dir_stats must be uint64_t fields only");
 _Static_assert(sizeof(struct tp_worker_stats) ==
-               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 13,
+               TP_DIR__COUNT * sizeof(struct tp_dir_stats) + sizeof(uint64_t) * 15,
                "struct tp_worker_stats must be uint64_t fields only");
 _Static_assert(_Alignof(struct tp_worker_stats) == _Alignof(uint64_t),
                "struct tp_worker_stats must be uint64_t fields only");
@@ -145,8 +145,6 @@ static int tp__check_sock(const struct tp_pump_cfg *c, const char **err)
         *err = "remote";
     else if (c->kind == TP_KIND_TCP && (s->max_frame < 1 || s->max_frame > TP__PKT_MAX))
         *err = "max_frame";
-    else if (c->kind == TP_KIND_UDP && !s->has_remote && !s->learn_peer)
-        *err = "remote";
     else if (s->peer_timeout_ns < 0)
         *err = "peer_timeout";
     else
@@ -162,7 +160,8 @@ static int tp__check_xf(const struct tunpump_transform *t, const char **err)
     *err = "transform";
     if (!t->ops || !t->ops->batch)
         return -EINVAL;
-    if (t->ops->abi != TUNPUMP_TRANSFORM_ABI || (t->ops->flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED)))
+    if (t->ops->abi != TUNPUMP_TRANSFORM_ABI ||
+        (t->ops->flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED)))
         return -EPROTO;
     return 0;
 }
@@ -219,8 +218,8 @@ static int tp__pump_new(const struct tp_pump_cfg *cfg, struct tp_pump **out)
         w->pump = p;
         w->idx = i;
         tp__ctl_init(&w->ctl, &p->cfg.ctl, &p->cfg.dev.fmt, &w->st, i, -1);
-        tp__xf_init(&w->xf, cfg->xf, i, cfg->kind == TP_KIND_UDP,
-                    cfg->sock.has_remote && cfg->sock.nremotes > 0 ? cfg->sock.nremotes : 1, &w->ctl);
+        /* any peer index may leave: the UDP endpoint drops one it has no peer for */
+        tp__xf_init(&w->xf, cfg->xf, i, cfg->kind == TP_KIND_UDP, TP_MAX_PEERS, &w->ctl);
     }
     p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -243,6 +242,7 @@ static int tp__open_eps(struct tp_pump *p, const struct tp_pump_cfg *cfg, int i)
         .idx = i, .fd = cfg->kind == TP_KIND_TUN ? cfg->peer_dev.fds[i] : -1, .fmt = &p->cfg.peer_dev.fmt,
         .sock = &p->cfg.sock, .dev_fmt = &p->cfg.dev.fmt, .want_gro = tp__gro_what(&p->cfg.dev.fmt) != 0,
         .transform = cfg->xf != NULL, .sink = sink,
+        .unknown_sources = cfg->xf && (cfg->xf->ops->flags & TUNPUMP_UNKNOWN_SOURCES),
     };
     int rc = tp_ep_tun_ops.open(&dev, &w->ep[TP_DIR_TO_EP]);
 
@@ -263,6 +263,7 @@ static int tp__worker_xf(struct tp_pump *p, const struct tp_pump_cfg *cfg, struc
         w->d[dir].xf_segments = (cfg->xf->ops->flags & TUNPUMP_NEEDS_SEGMENTS) != 0;
         w->d[dir].xf_trusted = dir == TP_DIR_TO_DEV && (cfg->xf->ops->flags & TUNPUMP_AUTHENTICATED);
     }
+    w->xf.far = w->ep[TP_DIR_TO_DEV];
     return tp__xf_alloc(&w->xf, cfg->xf, cap, p->nworkers, err);
 }
 
@@ -353,18 +354,20 @@ int tp_pump_stop(struct tp_pump *p)
 {
     uint64_t one = 1;
 
-    if (p->stopped)
+    if (__atomic_load_n(&p->stopped, __ATOMIC_ACQUIRE))
         return 0;
-    p->stopped = 1;
+    /* Injects see it from now on and refuse; the endpoints' fds stay open
+     * until tp_pump_free, so an inject already past that check (on another
+     * thread) still sends on its own socket, never on a closed fd or on
+     * whatever the kernel gave that fd number next. The control side's peer
+     * calls read it too. */
+    __atomic_store_n(&p->stopped, 1, __ATOMIC_RELEASE);
     if (p->stop_fd >= 0)
         (void)!write(p->stop_fd, &one, sizeof(one));
     for (int i = 0; i < p->nworkers; i++) {
         if (p->w[i].thread_started)
             pthread_join(p->w[i].thread, NULL);
         p->w[i].thread_started = 0;
-        for (int dir = 0; dir < TP_DIR__COUNT; dir++)
-            if (p->w[i].ep[dir])
-                p->w[i].ep[dir]->ops->close(p->w[i].ep[dir]);
     }
     return 0;
 }
@@ -384,7 +387,11 @@ void tp_pump_free(struct tp_pump *p)
     for (int i = 0; i < p->nworkers; i++) {
         struct tp__worker *w = &p->w[i];
         for (int dir = 0; dir < TP_DIR__COUNT; dir++) {
+            if (w->ep[dir])
+                w->ep[dir]->ops->close(w->ep[dir]);
             tp__dir_free(&w->d[dir]);
+            if (w->ep[dir] && w->ep[dir]->ops->destroy)
+                w->ep[dir]->ops->destroy(w->ep[dir]);
             free(w->ep[dir]);
         }
         tp__xf_free(&w->xf);   /* destroy() after the worker ended */

@@ -59,10 +59,16 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
     tp_vnet_hdr_read(r->pre + tp_fmt_vnet_off(src), &vh);
     if ((vh.gso_type == TP_VNET_GSO_NONE && !(vh.flags & TP_VNET_F_NEEDS_CSUM)) ||
         (dst && !d->xf_segments && tp__takes(dst, &vh))) {
-        d->pkts[(*out)++] = *r;
+        struct tp__pkt *p = &d->pkts[(*out)++];
+        *p = *r;
         tp__count_in(st, r->len);
-        if (vh.gso_type != TP_VNET_GSO_NONE)
+        if (vh.gso_type != TP_VNET_GSO_NONE) {
+            /* Passed whole, it still counts as the wire packets it carries
+             * ("packets" are segments on every path); the sink counts the same. */
+            p->segs = (uint16_t)tp_vnet_count_segs(&vh, r->data, r->len, src->tap ? TP_L2_ETH : TP_L2_NONE);
+            TP__ADD(st->pkts_in, p->segs - 1u);
             TP__ADD(st->gso_passed, 1);
+        }
         return;
     }
     struct tp_vnet_splitter sp;
@@ -88,6 +94,7 @@ static void tp__split_one(struct tp__dir *d, const struct tp__pkt *r, struct tp_
         p->hdrlen = segs[k].hdr_len;
         p->pre = NULL;       /* now a plain packet: the sink's prefix is made anew */
         p->prelen = 0;
+        p->segs = 1;
         TP__ADD(st->bytes_in, p->hdrlen + p->len);
     }
 }
@@ -138,7 +145,7 @@ static void tp__plan_units(struct tp__dir *d)
     for (int i = 0; i < d->n; i++) {
         memset(&d->units[i], 0, sizeof(d->units[i]));
         d->units[i].first = d->units[i].last = i;
-        d->units[i].count = 1;
+        d->units[i].count = d->pkts[i].segs;   /* a super-packet passed whole: its segments */
         d->chain[i] = -1;
         d->skip[i] = 0;
     }

@@ -54,7 +54,7 @@ struct tp_sock_cfg {
     int family;                   /* AF_INET or AF_INET6 */
     unsigned char local_addr[16];
     unsigned local_port;          /* host order; worker i uses local_port + i (0: ephemeral) */
-    int has_remote;
+    int has_remote;               /* UDP without it nor learn_peer: no peers until tp_pump_set_peer */
     int nremotes;                 /* UDP: several peers, chosen per flow by ROUTE (1 otherwise) */
     unsigned char remote_addr[TP_MAX_PEERS][16];
     unsigned remote_port[TP_MAX_PEERS];   /* worker i talks to remote_port + i */
@@ -118,9 +118,10 @@ extern const char *const tp_drop_names[TP_DROP__COUNT];
 #define TP_XF_MAX_DROP_REASONS 15
 
 /* Indexed by enum tp_dir. */
-/* Packets are counted as they cross: a super-packet passed through whole is
- * one, a split one is its segments, and a coalesced write counts the
- * packets it carries. */
+/* Packets are wire packets on every path: a GSO super-packet counts as its
+ * segments whether it is split, passed through whole (tp__pkt.segs) or
+ * dropped, and a coalesced write counts the packets it carries. Bytes are
+ * counted as they cross (a super-packet's headers once). */
 struct tp_dir_stats {
     uint64_t pkts_in, bytes_in, pkts_out, bytes_out;
     uint64_t batches, read_calls, write_calls;
@@ -143,6 +144,8 @@ struct tp_worker_stats {
     uint64_t connects, disconnects, protocol_errors, peer_learned;
     uint64_t flows_new, flows_evicted, flows_active, verdicts, decision_timeouts, events_lost, punted;
     uint64_t refused_connections;       /* TCP server: a connection not from the configured peer, closed */
+    uint64_t peers_moved;               /* UDP: a transform's roam moved a peer (TP_EV_PEER_MOVED) */
+    uint64_t roams_refused;             /* a transform's roam for no peer / not from a UDP source */
 };
 
 /* Events a worker posts for the control side (fixed-size records). */
@@ -155,6 +158,7 @@ enum tp_event_type {
     TP_EV_ERROR = 6,       /* the worker stopped: err, where */
     TP_EV_PUNT = 7,        /* a packet the transform sent to Python: dir, peer, addr;
                             * the next punt slot holds it */
+    TP_EV_PEER_MOVED = 8,  /* UDP peer `peer` of this worker roamed to addr (a transform's roam) */
 };
 enum { TP_EVICT_IDLE = 1, TP_EVICT_FULL = 2 };
 
@@ -174,7 +178,7 @@ struct tp_event {
     uint16_t port;
     uint8_t family;
     uint8_t dir;           /* TP_EV_PUNT: enum tp_dir */
-    int16_t peer;          /* TP_EV_PUNT: UDP peer index, -1 unknown */
+    int16_t peer;          /* TP_EV_PUNT, TP_EV_PEER_MOVED: UDP peer index, -1 unknown */
 };
 
 struct tp_pump;
@@ -214,6 +218,23 @@ int tp_pump_inject_udp(struct tp_pump *p, int worker, int route, const uint8_t *
  * reply to a sender that is not a configured peer. */
 int tp_pump_inject_udp_addr(struct tp_pump *p, int worker, int family, const uint8_t *addr, unsigned port,
                             const uint8_t *data, size_t len);
+/* UDP peers while the pump runs. Each worker owns its peer table; changes
+ * are messages it applies between batches, in order. Peer idx
+ * (0..TP_MAX_PEERS-1) becomes (family, addr, port + i) on worker i (the
+ * per-queue port rule of the configured remotes), or is removed with addr
+ * NULL. All workers or none get the change. Returns once posted
+ * (tp_pump_peers_pending says when applied): -EINVAL not a UDP pump, idx
+ * or port out of range; -EAFNOSUPPORT not the socket's family;
+ * -EOPNOTSUPP the endpoint learns its peer; -EAGAIN a worker's ring of 16
+ * changes is full; -ESHUTDOWN the pump stopped. */
+int tp_pump_set_peer(struct tp_pump *p, int idx, int family, const uint8_t *addr, unsigned port);
+/* How many workers have not applied every peer change posted yet (a
+ * worker that ended counts as done). */
+int tp_pump_peers_pending(struct tp_pump *p);
+/* Worker's peer idx as it uses it now (learned, set or roamed): 0 with
+ * family, addr (4 / 16 bytes) and port (host order); -ENOENT no such peer;
+ * -EINVAL not a UDP pump or worker out of range. */
+int tp_pump_get_peer(struct tp_pump *p, int worker, int idx, int *family, uint8_t addr[16], unsigned *port);
 /* Send a device packet (as the device would hand it over, without a
  * prefix) out of the endpoint THROUGH the transform, on worker's thread, to
  * UDP peer `route` (the transform may change it): Python's own data and

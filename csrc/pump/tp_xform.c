@@ -88,7 +88,7 @@ static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt 
     x->headroom = TUNPUMP_MIN_HEADROOM;
     x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
     x->queue = (uint16_t)xf->queue;
-    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) ? p->route : -1);
+    x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) && p->route < TP_MAX_PEERS ? p->route : -1);
     x->flow = p->flow;
     if (dir == TP_DIR_TO_DEV && p->src >= 0) {
         x->src = (const struct sockaddr *)&d->names[p->src];
@@ -114,16 +114,38 @@ static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uin
     return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
 }
 
+/* pkt->roam (tunpump.h): the transform authenticated datagram p as coming
+ * from peer x->peer, which moves to the datagram's source (whatever the
+ * outcome: a keepalive the transform drops still moves its peer). The
+ * source is the one the socket gave (d->names), never x->src, which the
+ * transform could have changed. A request that cannot apply is counted. */
+static void tp__xf_roam(struct tp__xf *xf, struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p,
+                        const struct tunpump_pkt *x)
+{
+    const struct tp_ep *far = xf->far;
+    int rc = -EINVAL;
+
+    if (!far || !xf->ctl)
+        return;   /* no endpoint behind the stage (the fuzz target) */
+    if (dir == TP_DIR_TO_DEV && p->src >= 0 && far->ops->roam)
+        rc = far->ops->roam(xf->far, x->peer, &d->names[p->src]);
+    if (rc < 0)
+        TP__ADD(xf->ctl->st->roams_refused, 1);
+    else if (rc > 0)
+        tp__ctl_peer_moved(xf->ctl, x->peer, &d->names[p->src]);
+}
+
 /* A TUNPUMP_DROP counted under the reason the transform named, or the
  * generic "transform" for 0 or a number it does not name. */
-static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st)
+static void tp__xf_count_drop(const struct tp__xf *xf, const struct tunpump_pkt *x, struct tp_dir_stats *st,
+                              uint32_t segs)
 {
     unsigned r = x->drop_reason;
 
     if (r >= 1 && r <= xf->ndrop_reasons)
-        TP__ADD(st->xf_drops[r - 1], 1);
+        TP__ADD(st->xf_drops[r - 1], segs);
     else
-        TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);
+        TP__ADD(st->drops[TP_DROP_TRANSFORM], segs);
 }
 
 /* After the batch function: keep what passes, count and take out the rest. */
@@ -137,21 +159,23 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
         struct tp__pkt *p = &d->pkts[i];
         const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
 
+        if (x->roam)
+            tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
-            tp__xf_count_drop(xf, x, st);
+            tp__xf_count_drop(xf, x, st, p->segs);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
             if (!tp__xf_fits(x, lo, hi))
-                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+                TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
             else
-                tp__ctl_punt_xf(xf->ctl, dir, x, st);
+                tp__ctl_punt_xf(xf->ctl, dir, x, st, p->segs);
         } else if (x->outcome != TUNPUMP_PASS) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM], 1);   /* not an outcome: fail closed */
+            TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);   /* not an outcome: fail closed */
         } else if (!tp__xf_fits(x, lo, hi)) {
-            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], 1);
+            TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
         } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
-            TP__ADD(st->drops[TP_DROP_MALFORMED], 1);   /* the endpoint skipped this check for us */
+            TP__ADD(st->drops[TP_DROP_MALFORMED], p->segs);   /* the endpoint skipped this check for us */
         } else if (dir == TP_DIR_TO_EP && xf->udp && (x->peer < 0 || x->peer >= xf->npeers)) {
-            TP__ADD(st->drops[TP_DROP_NO_PEER], 1);     /* routed to a peer the endpoint lacks */
+            TP__ADD(st->drops[TP_DROP_NO_PEER], p->segs);     /* routed to a peer the endpoint lacks */
         } else {
             struct tp__pkt *q = &d->pkts[out++];
             *q = *p;
@@ -175,7 +199,7 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
     for (int i = 0; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
         if (tp__xf_copy(d, dir, p, &off, &xf->desc[n], xf) < 0) {
-            TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+            TP__ADD(st->drops[TP_DROP_TOO_BIG], p->segs);
             continue;
         }
         d->pkts[n] = *p;

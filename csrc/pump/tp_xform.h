@@ -9,6 +9,7 @@
 
 #include "tp_batch.h"
 #include "tp_ctl_worker.h"
+#include "tp_endpoint.h"
 #include "tp_ring.h"
 #include "tunpump.h"
 
@@ -34,8 +35,10 @@ struct tp__xf {
     int created;                /* create() succeeded: destroy() is owed */
     int queue;
     int udp;                    /* the far end is a UDP socket: peer indexes mean something */
-    int npeers;                 /* UDP: peers configured (a learning endpoint: 1) */
-    struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets go */
+    int npeers;                 /* UDP: peer indexes a packet may leave to (the endpoint drops
+                                 * one it has no peer for as no_peer too) */
+    struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets and roam events go */
+    struct tp_ep *far;          /* the endpoint packets come from (roaming); NULL: none */
     struct tunpump_pkt *desc;   /* cap of the larger direction */
     struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
     struct tp_ring injects;     /* control -> worker: struct tp__xf_inject, sent through the transform */

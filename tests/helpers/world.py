@@ -76,12 +76,12 @@ def check_traffic(w: World, nbytes: int = 64 << 20, inner=(4, 6)) -> None:
     assert res["received"]["sha256"] == res["sent"]["sha256"]
 
 
-def assert_stats_add_up(stats: dict) -> None:
+def assert_stats_add_up(stats) -> None:
     """Nothing is lost silently: what came in went out, was dropped with a
     reason, or was punted to Python (a PUNT verdict, a transform's TO_PYTHON)."""
     for direction in ("to_endpoint", "to_device"):
-        d = stats[direction]
-        assert d["packets_in"] == d["packets_out"] + sum(d["drops"].values()) + d["punted"], (direction, d)
+        d = stats.direction(direction)
+        assert d.packets_in == d.packets_out + d.dropped + d.punted, (direction, d)
 
 
 def pair(ns, *, vnet=(False, False), queues=1, pi=(False, False), mode="tun"):

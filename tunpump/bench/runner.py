@@ -17,7 +17,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from ..stats import Stats
 
 SCHEMA = "tunpump-bench/1"
 INNER_A, INNER_B = "198.18.31.1", "198.18.31.2"
@@ -282,7 +285,7 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
                 on_pumps(pumps)
             if sc.endpoint == "tcp":
                 deadline = time.monotonic() + 5
-                while pumps[1].stats()["connects"] < 1 and time.monotonic() < deadline:
+                while pumps[1].stats().connects < 1 and time.monotonic() < deadline:
                     time.sleep(0.02)
 
         if sc.traffic != "tcp":
@@ -311,7 +314,7 @@ def run_scenario(sc: Scenario, seconds: float, progress, batch: int = 64, traffi
             now = time.monotonic()
             rate = None
             if pumps:
-                nb = sum(p.stats()["to_endpoint"]["bytes_out"] for p in pumps)
+                nb = sum(p.stats().to_endpoint.bytes_out for p in pumps)
                 rate = (nb - last_bytes) * 8 / (now - last_t) / 1e9
                 last_bytes, last_t = nb, now
             progress(sc.name, now - t0, rate)
@@ -385,7 +388,7 @@ def _udp_traffic(sc: Scenario, w: "World", n1: str, n2: str, target: str, second
     res["loss"] = 1 - got["packets"] / sent["packets"] if sent["packets"] else None
     if sc.traffic == "flows":
         # what is measured is the decisions, not delivery (only port 5301 listens)
-        flows = sum(p.stats()["flows"]["verdicts"] for p in pumps)
+        flows = sum(p.stats().flows.verdicts for p in pumps)
         res["flows_per_second"] = flows / wall
         res["delivered_kpps"] = None
         res["loss"] = None
@@ -404,10 +407,10 @@ def _result(sc: Scenario, received: int, wall: float, pumps, forwarders, cpu0, f
               "gbps": received * 8 / wall / 1e9, "kpps": None, "bytes_per_syscall": None,
               "cpu_percent": None, "ratios": {}}
     if pumps:
-        stats = [p.stats() for p in pumps]
-        pk = sum(s[d]["packets_out"] for s in stats for d in ("to_endpoint", "to_device"))
-        by = sum(s[d]["bytes_out"] for s in stats for d in ("to_endpoint", "to_device"))
-        calls = sum(s[d]["read_calls"] + s[d]["write_calls"] for s in stats for d in ("to_endpoint", "to_device"))
+        dirs = [d for p in pumps for d in (p.stats().to_endpoint, p.stats().to_device)]
+        pk = sum(d.packets_out for d in dirs)
+        by = sum(d.bytes_out for d in dirs)
+        calls = sum(d.read_calls + d.write_calls for d in dirs)
         result["kpps"] = pk / wall / 1e3
         result["bytes_per_syscall"] = by / calls if calls else None
         # the bench process is idle apart from the pump's workers
@@ -525,13 +528,13 @@ def _rss_kib() -> int:
     return 0
 
 
-def _unaccounted(stats: dict) -> Dict[str, int]:
+def _unaccounted(stats: "Stats") -> Dict[str, int]:
     """Per direction: packets in that went neither out nor to a drop reason
     nor to Python (punted)."""
     out = {}
     for d in ("to_endpoint", "to_device"):
-        s = stats[d]
-        out[d] = s["packets_in"] - s["packets_out"] - sum(s["drops"].values()) - s["punted"]
+        s = stats.direction(d)
+        out[d] = s.packets_in - s.packets_out - s.dropped - s.punted
     return out
 
 
@@ -579,7 +582,7 @@ def soak(args: argparse.Namespace) -> int:
     rss = [kib for _, kib in samples]
     doc = {"schema": "tunpump-soak/1", "version": _version(), "scenario": sc.name, "seconds": args.soak,
            "rss_kib": samples, "rss_growth_kib": rss[-1] - rss[0] if rss else 0,
-           "packets": sum(s[d]["packets_in"] for s in per_pump for d in ("to_endpoint", "to_device")),
+           "packets": sum(s.to_endpoint.packets_in + s.to_device.packets_in for s in per_pump),
            "unaccounted": unaccounted, "unaccounted_total": lost, "gbps": result["gbps"]}
     if args.json:
         print(json.dumps(doc, indent=2))

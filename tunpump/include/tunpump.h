@@ -74,6 +74,11 @@ enum tunpump_outcome {
  * are coalesced only after the endpoint -> device stage. Encryption needs it:
  * without it a transform may see GSO super-packets (pkt->gso). */
 #define TUNPUMP_NEEDS_SEGMENTS 0x1u
+/* Datagrams from a source that is no configured UDP peer reach the endpoint
+ * -> device batch with peer = -1 and their src (a handshake initiation, a
+ * peer that roamed), instead of being dropped as "unknown_peer". The
+ * transform must authenticate them: whatever it passes goes to the device. */
+#define TUNPUMP_UNKNOWN_SOURCES 0x2u
 /* Every packet the batch function passes endpoint -> device was
  * authenticated end to end (an AEAD's tag verified over the whole packet):
  * tunpump then trusts its inner IP and L4 checksums when it coalesces
@@ -93,7 +98,8 @@ struct tunpump_pkt {
                              * verdict's, else 0); the transform may change it (cryptokey
                              * routing), a peer the endpoint lacks drops the packet as
                              * "no_peer". endpoint -> device: the configured peer it came
-                             * from. -1: not a UDP endpoint */
+                             * from; -1: a stranger (TUNPUMP_UNKNOWN_SOURCES) or not a
+                             * UDP endpoint. With roam, the transform sets it (below) */
     int32_t flow;           /* the flow table entry (verdicts on), -1: none */
     uint8_t gso;            /* 1: a GSO super-packet (never with TUNPUMP_NEEDS_SEGMENTS) */
     uint8_t outcome;        /* out: enum tunpump_outcome; preset to TUNPUMP_PASS */
@@ -107,6 +113,14 @@ struct tunpump_pkt {
      * "<ops->name>_<reason>". A k the transform does not name counts as
      * "transform". */
     uint8_t drop_reason;
+    /* out, endpoint -> device from a UDP endpoint: 1 = this datagram
+     * authenticated as coming from configured peer `peer` (set it too):
+     * tunpump makes src that peer's address from now on (roaming) and tells
+     * Python (a PeerMoved event). Honoured whatever the outcome (a keepalive
+     * that is dropped still moves its peer). A peer index the endpoint has
+     * no peer for, or roam elsewhere, is counted ("roams_refused") and
+     * ignored. Preset to 0. */
+    uint8_t roam;
 };
 
 /* The transform's functions. Unused optional ones are NULL. None of them

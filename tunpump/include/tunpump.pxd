@@ -21,6 +21,7 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_CONTROL_MAX
         TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_NEEDS_SEGMENTS
+        TUNPUMP_UNKNOWN_SOURCES
         TUNPUMP_AUTHENTICATED
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
@@ -47,6 +48,7 @@ cdef extern from "tunpump.h" nogil:
         const sockaddr *src
         socklen_t src_len
         uint8_t drop_reason
+        uint8_t roam
 
     struct tunpump_transform_ops:
         uint32_t abi

@@ -13,8 +13,17 @@ config and changed by control messages (one byte), says what it does:
   6 bad outcome     to_endpoint packets get outcome 9 (not an outcome)
   7 route 5         to_endpoint packets go to peer 5
   8 route 1         to_endpoint packets go to peer 1
-  9 named drop      to_endpoint packets are dropped with drop_reason 2 ("beta")
- 10 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
+  9 roam            to_device packets "authenticate" as peer `arg` and ask to
+                    roam there (pkt->roam), then pass
+ 10 punt strangers  to_device packets from no configured peer (peer -1, with
+                    UNKNOWN_SOURCES) go to Python; the rest pass
+ 11 roam outbound   to_endpoint packets ask to roam (not allowed there)
+ 12 roam and drop   as 9, but the packet is dropped (a keepalive)
+ 13 named drop      to_endpoint packets are dropped with drop_reason 2 ("beta")
+ 14 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
+
+The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
+Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES.
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
@@ -23,6 +32,7 @@ from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 
 from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_transform_ops,
                       TUNPUMP_TRANSFORM_ABI, TUNPUMP_TRANSFORM_CAPSULE, TUNPUMP_NEEDS_SEGMENTS,
+                      TUNPUMP_UNKNOWN_SOURCES,
                       TUNPUMP_DIR_TO_ENDPOINT, TUNPUMP_PASS, TUNPUMP_DROP, TUNPUMP_TO_PYTHON)
 
 DEF HDR = 32
@@ -30,6 +40,7 @@ cdef const char *MAGIC = b"tunpump-probe-header-32-bytes!!!"
 
 cdef struct probe_state:
     uint8_t mode
+    uint8_t arg
 
 
 cdef int probe_create(const void *config, size_t config_len, int queue, int nqueues, void **state) noexcept nogil:
@@ -37,6 +48,7 @@ cdef int probe_create(const void *config, size_t config_len, int queue, int nque
     if s == NULL:
         return -12
     s.mode = (<const uint8_t *>config)[0] if config_len else 0
+    s.arg = (<const uint8_t *>config)[1] if config_len > 1 else 0
     state[0] = s
     return 0
 
@@ -48,14 +60,27 @@ cdef void probe_destroy(void *state) noexcept nogil:
 cdef void probe_control(void *state, const uint8_t *msg, size_t length) noexcept nogil:
     if length:
         (<probe_state *>state).mode = msg[0]
+    if length > 1:
+        (<probe_state *>state).arg = msg[1]
 
 
 cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n) noexcept nogil:
     cdef uint8_t mode = (<probe_state *>state).mode
+    cdef uint8_t arg = (<probe_state *>state).arg
     cdef unsigned i
     cdef bint out = d == TUNPUMP_DIR_TO_ENDPOINT
     for i in range(n):
-        if mode == 4:
+        if (mode == 9 or mode == 12) and not out:
+            pkts[i].peer = arg
+            pkts[i].roam = 1
+            if mode == 12:
+                pkts[i].outcome = TUNPUMP_DROP
+        elif mode == 10 and not out:
+            if pkts[i].peer < 0:
+                pkts[i].outcome = TUNPUMP_TO_PYTHON
+        elif mode == 11 and out:
+            pkts[i].roam = 1
+        elif mode == 4:
             pkts[i].outcome = TUNPUMP_TO_PYTHON
         elif mode == 5 and out:
             if pkts[i].headroom < HDR:
@@ -84,10 +109,10 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].peer = 5
         elif mode == 8:
             pkts[i].peer = 1
-        elif mode == 9:
+        elif mode == 13:
             pkts[i].outcome = TUNPUMP_DROP
             pkts[i].drop_reason = 2
-        elif mode == 10:
+        elif mode == 14:
             pkts[i].outcome = TUNPUMP_DROP
             pkts[i].drop_reason = 7
 
@@ -101,8 +126,8 @@ cdef const char *BAD_REASONS[2]   # not a name stats can show
 BAD_REASONS[0] = b"Bad Reason"
 BAD_REASONS[1] = NULL
 
+
 cdef tunpump_transform_ops OPS
-OPS.drop_reasons = REASONS
 OPS.abi = TUNPUMP_TRANSFORM_ABI
 OPS.flags = TUNPUMP_NEEDS_SEGMENTS
 OPS.name = b"probe"
@@ -110,47 +135,58 @@ OPS.create = probe_create
 OPS.destroy = probe_destroy
 OPS.batch = probe_batch
 OPS.control = probe_control
+OPS.drop_reasons = REASONS
 
 cdef tunpump_transform_ops OPS_OLD_ABI
 OPS_OLD_ABI = OPS
 OPS_OLD_ABI.abi = TUNPUMP_TRANSFORM_ABI + 1
 
-cdef tunpump_transform_ops OPS_BAD_REASONS
-OPS_BAD_REASONS = OPS
-OPS_BAD_REASONS.drop_reasons = BAD_REASONS
-
 cdef tunpump_transform_ops OPS_WHOLE   # takes super-packets whole (no NEEDS_SEGMENTS)
 OPS_WHOLE = OPS
 OPS_WHOLE.flags = 0
+
+cdef tunpump_transform_ops OPS_UNKNOWN   # datagrams from strangers reach it
+OPS_UNKNOWN = OPS
+OPS_UNKNOWN.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES
+
+cdef tunpump_transform_ops OPS_BAD_REASONS
+OPS_BAD_REASONS = OPS
+OPS_BAD_REASONS.drop_reasons = BAD_REASONS
 
 
 cdef void _free_transform(object capsule) noexcept:
     free(PyCapsule_GetPointer(capsule, TUNPUMP_TRANSFORM_CAPSULE))
 
 
-cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode):
-    cdef tunpump_transform *t = <tunpump_transform *>malloc(sizeof(tunpump_transform) + 1)
+cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode, uint8_t arg=0):
+    cdef tunpump_transform *t = <tunpump_transform *>malloc(sizeof(tunpump_transform) + 2)
     if t == NULL:
         raise MemoryError()
     (<uint8_t *>(t + 1))[0] = mode
+    (<uint8_t *>(t + 1))[1] = arg
     t.ops = ops
     t.config = <const void *>(t + 1)
-    t.config_len = 1
+    t.config_len = 2
     return PyCapsule_New(t, TUNPUMP_TRANSFORM_CAPSULE, _free_transform)
 
 
 class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
-    def __init__(self, mode=0, abi_off_by_one=False, segments=True, bad_reasons=False):
+    def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False,
+                 bad_reasons=False):
         self.mode = mode
         self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
         self.segments = segments
+        self.arg = arg
+        self.unknown_sources = unknown_sources
 
     def __tunpump_transform__(self):
         if self.abi_off_by_one:
             return _capsule(&OPS_OLD_ABI, self.mode)
+        if self.unknown_sources:
+            return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
         if self.bad_reasons:
             return _capsule(&OPS_BAD_REASONS, self.mode)
-        return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode)
+        return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode, self.arg)
