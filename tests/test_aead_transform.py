@@ -47,9 +47,9 @@ def test_aead_udp_tunnel_with_offloads(world, cipher):
             Pump(world.b, e2, transform=transforms.AEAD(KEY, cipher)) as p2:
         check_traffic(world, 16 * MiB, inner=(4, 6))
     s1, s2 = p1.stats(), p2.stats()
-    assert s1.to_endpoint.gso_split > 0                            # split, seal, UDP_SEGMENT
+    assert s1.to_endpoint.gso_split > 0                      # split, seal, UDP_SEGMENT
     assert s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
-    assert s2.to_device.gro_built > 0                              # UDP_GRO, open, coalesce
+    assert s2.to_device.gro_built > 0                        # UDP_GRO, open, coalesce
     # every datagram grew by the header and tag
     assert s1.to_endpoint.bytes_out >= s1.to_endpoint.bytes_in + \
         transforms.AEAD.OVERHEAD * s1.to_endpoint.packets_out

@@ -10,14 +10,10 @@ import time
 import jsonschema
 import pytest
 
+from helpers.benchleft import leftovers, namespaces_of
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench", "schema.json")))
-
-
-def leftovers():
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    mine = [ln.split()[0] for ln in ns.splitlines() if ln.startswith("tpb")]
-    return mine
 
 
 def test_quick_json_validates(privileged):
@@ -44,10 +40,10 @@ def test_sigint_mid_run_cleans_up(privileged):
                           "--seconds", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = time.monotonic() + 20
-        while not leftovers() and time.monotonic() < deadline:
+        while not namespaces_of(p.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)  # traffic is flowing
-        assert leftovers(), "the bench never built its namespaces"
+        assert namespaces_of(p.pid), "the bench never built its namespaces"
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     finally:
@@ -55,7 +51,7 @@ def test_sigint_mid_run_cleans_up(privileged):
             p.kill()
     assert p.returncode == 130, err
     assert "interrupted" in err
-    assert leftovers() == []
+    assert leftovers() == [] and namespaces_of(p.pid) == []
     link = subprocess.run(["ip", "-o", "link", "show", "type", "tun"], capture_output=True, text=True).stdout
     assert "tpb" not in link
 

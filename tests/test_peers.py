@@ -28,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _stats(p):
-    s = p.stats()
-    return s.to_dict() if hasattr(s, "to_dict") else s
+    """The stats' dict form (Stats.to_dict()), read by key."""
+    return p.stats().to_dict()
 
 
 def _drops(p, direction, reason):
@@ -176,7 +176,7 @@ def test_peers_added_readdressed_and_removed_while_traffic_flows(net, dev):
         finally:
             stop.set()
             sender.join()
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_peer_flips_under_traffic_lose_nothing_uncounted(net, dev):
@@ -291,7 +291,7 @@ def test_a_removed_peer_gets_nothing_its_flows_drop_as_no_peer(net, dev):
         assert _recv(c) == _out_packet(b"to c", dport=9001)
         with pytest.raises(ValueError, match=r"peer=5: queue 0 has no peer 5 \(peers: \[0, 1\]\)"):
             p.inject(b"x", "endpoint", peer=5)
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_inject_to_a_peer_after_set_peer_uses_the_new_address(net, dev):
@@ -318,7 +318,7 @@ def test_set_peer_index_checked(net, dev, index):
 
 
 @pytest.mark.parametrize("address, match", [
-    (("fd00::1", 7000), "the endpoint's socket is IPv4"),
+    (("fd00::1", 7000), "not the same IP version as the socket's local address"),
     (("198.18.20.2", 0), "port must be 1..65535|expected a port"),
     (("198.18.20.2", 70000), "expected a port from 0 to 65535"),
     ("nonsense", "not an IP address or a known host name|expected"),
@@ -366,6 +366,24 @@ def test_peer_changes_need_a_running_pump_with_set_peers(net, dev):
             p.peers()
 
 
+def test_local_address_of_an_ephemeral_port(net, dev):
+    """UDPEndpoint((addr, 0), ...): the port the kernel chose is readable, so
+    a peer can be told where to send."""
+    a = net.sock(1)
+    with Pump(dev, UDPEndpoint((net.addrs[0], 0), [_addr(a)], netns=net.netns)) as p:
+        host, port = p.local_address()
+        assert host == net.addrs[0] and port > 0
+        a.sendto(_in_packet(b"found you"), (host, port))
+        assert dev.recv() == _in_packet(b"found you")
+        with pytest.raises(ValueError, match="queue=1: expected 0..0"):
+            p.local_address(1)
+    with pytest.raises(RuntimeError, match="not running"):
+        p.local_address()
+    with Pump(dev, TCPEndpoint.listen((net.addrs[0], net.port()), netns=net.netns)) as p:
+        with pytest.raises(ValueError, match="local_address: the endpoint is TCPEndpoint"):
+            p.local_address()
+
+
 def test_udp_endpoint_with_an_empty_remote_list():
     ep = UDPEndpoint(("198.18.20.1", 7000), [])
     assert ep.peers == [] and not ep.learn_peer
@@ -376,6 +394,54 @@ def test_udp_endpoint_with_an_empty_remote_list():
         UDPEndpoint(("198.18.20.1", 7000), None, learn_peer=False)
     with pytest.raises(ValueError, match="a list of 0 to 16 peers, got 17"):
         UDPEndpoint(("198.18.20.1", 7000), [("198.18.20.2", 7000 + i) for i in range(17)])
+
+
+def test_dual_stack_endpoint_arguments():
+    from tunpump.endpoint import V4_MAPPED
+    mixed = UDPEndpoint(remote=[("198.18.0.2", 7000), ("fd00::2", 7000)])
+    assert mixed.local == ("::", 0)     # an IPv6 peer: a dual-stack socket
+    cfg = mixed.sock_cfg(1)
+    assert cfg["remotes"][0][0] == V4_MAPPED + socket.inet_aton("198.18.0.2")
+    assert UDPEndpoint(("::", 7000), [("198.18.0.2", 7000)]).local == ("::", 7000)
+    assert UDPEndpoint(remote=("198.18.0.2", 7000)).local == ("0.0.0.0", 0)
+    with pytest.raises(ValueError, match="remote=.*not the same IP version as the socket's local address 'fd00::1'"):
+        UDPEndpoint(("fd00::1", 7000), [("198.18.0.2", 7000)]).sock_cfg(1)
+
+
+def test_dual_stack_socket_takes_ipv4_and_ipv6_peers(ns, dev):
+    """A socket bound to "::" has IPv4 and IPv6 peers at once (as a
+    WireGuard interface does): Python gives and sees plain IPv4 addresses
+    (the socket's v4-mapped ones never show)."""
+    n = ns.make()
+    ns.run(n, "ip", "addr", "add", "198.18.20.2/32", "dev", "lo")
+    ns.run(n, "ip", "addr", "add", "fd00:20::2/128", "dev", "lo")
+    with entered(n):
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s4.bind(("198.18.20.2", 0))
+        s6.bind(("fd00:20::2", 0))
+        a4, a6 = _addr(s4), _addr(s6)
+        route = lambda f: Verdict.route(0 if f.dport == 9000 else 1)   # noqa: E731
+        with Pump(dev, UDPEndpoint(("::", 6000), [], netns=n), on_flow=route) as p:
+            p.set_peer(0, a4)
+            p.set_peer(1, a6)
+            assert p.peers() == {0: a4, 1: a6}
+            assert p.local_address() == ("::", 6000)
+            dev.send(_out_packet(b"v4", dport=9000))
+            assert _recv(s4) == _out_packet(b"v4", dport=9000)
+            dev.send(_out_packet(b"v6", dport=9001))
+            assert _recv(s6) == _out_packet(b"v6", dport=9001)
+            s4.sendto(_in_packet(b"from v4"), ("198.18.20.2", 6000))
+            assert dev.recv() == _in_packet(b"from v4")
+            s6.sendto(_in_packet(b"from v6"), ("fd00:20::2", 6000))
+            assert dev.recv() == _in_packet(b"from v6")
+            p.inject(b"to v4", "endpoint", address=a4)
+            assert _recv(s4) == b"to v4"
+            assert _drops(p, "to_device", "unknown_peer") == 0
+    finally:
+        s4.close()
+        s6.close()
 
 
 # ---- a transform: unknown sources and roaming -------------------------------------------
@@ -389,7 +455,7 @@ def test_strangers_are_unknown_peer_without_the_flag(net, dev, probe):
         a.sendto(_in_packet(b"known"), net.pump_addr)
         assert dev.recv() == _in_packet(b"known")
     assert got == []
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_strangers_reach_a_transform_with_unknown_sources(net, dev, probe):
@@ -412,7 +478,7 @@ def test_strangers_reach_a_transform_with_unknown_sources(net, dev, probe):
         a.sendto(_in_packet(b"known"), net.pump_addr)
         assert dev.recv() == _in_packet(b"known")
         assert _drops(p, "to_device", "unknown_peer") == 0
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_roaming_moves_the_peer_and_reports_it(net, dev, probe):
@@ -442,7 +508,7 @@ def test_roaming_moves_the_peer_and_reports_it(net, dev, probe):
         # Python moves it back: the worker agrees
         p.set_peer(0, _addr(old))
         assert p.peers() == {0: _addr(old)}
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_roam_from_a_dropped_keepalive_still_moves(net, dev, probe):
@@ -468,7 +534,7 @@ def test_a_roam_that_cannot_apply_is_counted_and_ignored(net, dev, probe, mode, 
             assert dev.recv() == _in_packet(b"in")
         assert wait_until(lambda: _stats(p)["roams_refused"] == 1)
         assert p.peers() == {0: _addr(a)} and _stats(p)["peers_moved"] == 0
-    assert_stats_add_up(_stats(p))
+    assert_stats_add_up(p.stats())
 
 
 def test_transform_flags_known(probe):
@@ -494,7 +560,7 @@ def test_a_peer_added_to_a_running_tunnel(world):
         assert _drops(p1, "to_endpoint", "no_peer") > 0
         p1.set_peer(0, ("198.18.10.2", 6000))
         _ping(world)
-    assert_stats_add_up(_stats(p1))
+    assert_stats_add_up(p1.stats())
 
 
 def test_a_roaming_client_is_followed_to_its_new_address(world, probe):
@@ -516,7 +582,7 @@ def test_a_roaming_client_is_followed_to_its_new_address(world, probe):
             _ping(world)
         assert moved == [PeerMoved(0, 0, ("198.18.10.3", 6000))]
         assert p1.peers() == {0: ("198.18.10.3", 6000)}
-    assert_stats_add_up(_stats(p1))
+    assert_stats_add_up(p1.stats())
 
 
 def _veth_of(world, netns, addr):

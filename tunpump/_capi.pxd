@@ -202,6 +202,7 @@ cdef extern from "tp_pump.h":
     int tp_pump_set_peer(tp_pump *p, int idx, int family, const uint8_t *addr, unsigned port) nogil
     int tp_pump_peers_pending(tp_pump *p) nogil
     int tp_pump_get_peer(tp_pump *p, int worker, int idx, int *family, uint8_t *addr, unsigned *port) nogil
+    int tp_pump_local_addr(tp_pump *p, int worker, int *family, uint8_t *addr, unsigned *port) nogil
 
 
 cdef extern from "tp_ring.h":

@@ -90,5 +90,6 @@ cdef int _check(int rc, str step) except -1:
 
 include "_device.pxi"
 include "_pump.pxi"
+include "_transform.pxi"
 include "_packet.pxi"
 include "_aead.pxi"

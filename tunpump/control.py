@@ -283,12 +283,17 @@ class Packet:
     flow: Optional[int] = None
 
 
-def _host(family: int, addr: bytes) -> str:
+def host_of(family: int, addr: bytes) -> str:
+    """An address from C as Python writes it; an IPv4 peer of a dual-stack
+    IPv6 socket (::ffff:a.b.c.d) as plain IPv4, the way it was given."""
+    if family == socket.AF_INET6 and addr[:12] == b"\0" * 10 + b"\xff\xff":
+        family, addr = socket.AF_INET, addr[12:16]
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, addr[:4])
     if family == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, addr)
+        return socket.inet_ntop(socket.AF_INET6, addr[:16])
     return ""
+
 
 
 @dataclass(frozen=True)
@@ -429,7 +434,7 @@ class Control:
             self._failed("on_packet")
 
     def on_punt(self, queue, direction, peer, flow_id, family, addr, port, data) -> None:
-        source = (_host(family, addr), port) if family else None
+        source = (host_of(family, addr), port) if family else None
         self._punts.append(Packet("to_endpoint" if direction == 0 else "to_device", queue,
                                   None if peer < 0 else peer, source, data,
                                   None if flow_id < 0 else (queue << 32) | flow_id))
@@ -451,11 +456,11 @@ class Control:
         self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
     def on_peer(self, queue, up, family, addr, port) -> None:
-        host = _host(family, addr)
+        host = host_of(family, addr)
         self._event((PeerUp if up else PeerDown)(queue, (host, port)))
 
     def on_peer_moved(self, queue, peer, family, addr, port) -> None:
-        self._event(PeerMoved(queue, peer, (_host(family, addr), port)))
+        self._event(PeerMoved(queue, peer, (host_of(family, addr), port)))
 
     def on_error(self, queue, err, where) -> None:
         self._event(WorkerError(queue, err, where))

@@ -62,6 +62,28 @@ def _packed(host: str) -> Tuple[int, bytes]:
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), ip.packed
 
 
+V4_MAPPED = b"\0" * 10 + b"\xff\xff"   # ::ffff:a.b.c.d, an IPv4 address on an IPv6 socket
+
+
+def dual_stack(local_host: str) -> bool:
+    """A socket bound to "::" (Linux's default: not IPV6_V6ONLY) talks IPv4 too."""
+    return ipaddress.ip_address(local_host) == ipaddress.IPv6Address("::")
+
+
+def packed_for(host: str, local_host: str, arg: str) -> Tuple[int, bytes]:
+    """(family, raw address) of `host` as a socket bound to `local_host`
+    addresses it: an IPv4 host on a dual-stack IPv6 socket is its
+    v4-mapped address (as the kernel reports its datagrams)."""
+    fam, raw = _packed(host)
+    lfam, _ = _packed(local_host)
+    if fam == lfam:
+        return fam, raw
+    if fam == socket.AF_INET and dual_stack(local_host):
+        return socket.AF_INET6, V4_MAPPED + raw
+    raise ValueError(f"{arg}: not the same IP version as the socket's local address {local_host!r} "
+                     f"(a socket bound to '::' takes IPv4 and IPv6 peers)")
+
+
 @dataclass
 class _SocketEndpoint:
     local: Tuple[str, int]
@@ -80,9 +102,7 @@ class _SocketEndpoint:
         cfg: Dict[str, Any] = {"family": fam, "local_addr": laddr, "local_port": self.local[1],
                                "remotes": remotes, "sock_buf": self.sock_buf}
         for remote in self.remotes or ((self.remote,) if self.remote is not None else ()):
-            rfam, raddr = _packed(remote[0])
-            if rfam != fam:
-                raise ValueError(f"local={self.local!r} and remote={remote!r}: not the same IP version")
+            _, raddr = packed_for(remote[0], self.local[0], f"remote={remote!r}")
             if remote[1] == 0 and not self._remote_port_any():
                 raise ValueError(f"remote={remote!r}: the remote port cannot be 0")
             if remote[1] + queues - 1 > 65535:
@@ -155,9 +175,9 @@ class UDPEndpoint(_SocketEndpoint):
             raise ValueError("learn_peer=True: only without a remote address (remote=None)")
         if learn_peer and loc[1] == 0:
             raise ValueError("local: a server that learns its peer needs a fixed local port")
-        if rem is not None and loc[0] in ("0.0.0.0", "::"):
-            fam, _ = _packed(rem[0])
-            loc = ("::" if fam == socket.AF_INET6 else "0.0.0.0", loc[1])
+        peers = remotes or ((rem,) if rem else ())
+        if loc[0] == "0.0.0.0" and any(_packed(r[0])[0] == socket.AF_INET6 for r in peers):
+            loc = ("::", loc[1])   # an IPv6 peer: a dual-stack socket (IPv4 peers too)
         if peer_timeout is not None and not learn_peer:
             raise ValueError(f"peer_timeout={peer_timeout!r}: only for a server that learns its peer "
                              "(no remote): a fixed remote never changes")

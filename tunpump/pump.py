@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, o
 from . import _core
 from . import stats as _stats
 from . import transforms as _transforms
-from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict
+from .control import Control, Decision, Event, EventStream, Flow, Packet, Verdict, host_of
 from .device import Device
-from .endpoint import Address, TCPEndpoint, UDPEndpoint, parse_address
+from .endpoint import Address, TCPEndpoint, UDPEndpoint, packed_for, parse_address
 from .errors import PumpError
 from .prefix import check_flag as check_prefix_flag
 from .stats import Stats
@@ -29,19 +29,16 @@ def _fmt(dev: Device) -> tuple:
 
 
 def _inet(address: Any, ep: UDPEndpoint) -> Tuple[int, bytes, int]:
-    """(family, raw address, port) of a (host, port) the endpoint's socket can reach."""
+    """(family, raw address, port) of a (host, port) the endpoint's socket
+    can reach (an IPv4 host on a dual-stack "::" socket: v4-mapped)."""
     try:
         host, port = address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        raw = socket.inet_pton(family, host)
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
     except (TypeError, ValueError, OSError):
         raise ValueError(f"address={address!r}: expected (IPv4 or IPv6 address, port)") from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"address={address!r}: port must be 1..65535")
-    ep_family = socket.AF_INET6 if ":" in ep.local[0] else socket.AF_INET
-    if family != ep_family:
-        raise ValueError(f"address={address!r}: the endpoint's socket is "
-                         f"{'IPv6' if ep_family == socket.AF_INET6 else 'IPv4'}")
+    family, raw = packed_for(host, ep.local[0], f"address={address!r}")
     return family, raw, port
 
 
@@ -548,7 +545,10 @@ class Pump:
         choosing it, `inject(peer=index)`) goes to the new address from then
         on, and datagrams from it are accepted as that peer's. Raises
         RuntimeError when the pump is not running, ValueError for a bad
-        argument, a TCP / device endpoint, or one that learns its peer."""
+        argument, a TCP / device endpoint, or one that learns its peer;
+        TimeoutError if a worker has not applied the change within
+        PEER_APPLY_WAIT (5) seconds (it still applies it when it gets
+        there)."""
         ep = self._udp_endpoint("set_peer")
         index = self._peer_index(index)
         host, port = parse_address(address, "address")
@@ -597,9 +597,21 @@ class Pump:
                 got = core.get_peer(queue, i)
                 if got is not None:
                     family, raw, port = got
-                    out[i] = (socket.inet_ntop(family, raw), port)
+                    out[i] = (host_of(family, raw), port)
             return out
         return self._with_core(read)
+
+    def local_address(self, queue: int = 0) -> Tuple[str, int]:
+        """`(host, port)` queue `queue`'s UDP socket is bound to: with
+        `UDPEndpoint(("0.0.0.0", 0), ...)`, the port the kernel chose (each
+        queue's socket gets its own; with a fixed port P, queue i has P + i).
+        RuntimeError when the pump is not running."""
+        if not isinstance(self.endpoint, UDPEndpoint):
+            raise ValueError(f"local_address: the endpoint is {self.endpoint!r}; only for a UDPEndpoint")
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < self.device.queues:
+            raise ValueError(f"queue={queue!r}: expected 0..{self.device.queues - 1}")
+        family, raw, port = self._with_core(lambda core: core.local_addr(queue))
+        return host_of(family, raw), port
 
     def _count_injected(self, direction: str) -> None:
         with self._inject_lock:

@@ -200,6 +200,22 @@ int tp_pump_peers_pending(struct tp_pump *p)
     return n;
 }
 
+/* A socket address as (family, 4 / 16 address bytes, host-order port). */
+static void tp__addr_split(const struct sockaddr_storage *ss, int *family, uint8_t addr[16], unsigned *port)
+{
+    *family = ss->ss_family;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        memset(addr, 0, 16);
+        memcpy(addr, &a->sin_addr, 4);
+        *port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        memcpy(addr, &a->sin6_addr, 16);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
 int tp_pump_get_peer(struct tp_pump *p, int worker, int idx, int *family, uint8_t addr[16], unsigned *port)
 {
     struct sockaddr_storage ss;
@@ -212,16 +228,21 @@ int tp_pump_get_peer(struct tp_pump *p, int worker, int idx, int *family, uint8_
     ep = p->w[worker].ep[TP_DIR_TO_DEV];
     if ((rc = ep->ops->get_peer(ep, idx, &ss, &len)) < 0)
         return rc;
-    *family = ss.ss_family;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)&ss;
-        memset(addr, 0, 16);
-        memcpy(addr, &a->sin_addr, 4);
-        *port = ntohs(a->sin_port);
-    } else {
-        const struct sockaddr_in6 *a = (const void *)&ss;
-        memcpy(addr, &a->sin6_addr, 16);
-        *port = ntohs(a->sin6_port);
-    }
+    tp__addr_split(&ss, family, addr, port);
+    return 0;
+}
+
+int tp_pump_local_addr(struct tp_pump *p, int worker, int *family, uint8_t addr[16], unsigned *port)
+{
+    struct sockaddr_storage ss;
+    struct tp_ep *ep;
+    int rc;
+
+    if (p->cfg.kind != TP_KIND_UDP || worker < 0 || worker >= p->nworkers)
+        return -EINVAL;
+    ep = p->w[worker].ep[TP_DIR_TO_DEV];
+    if ((rc = ep->ops->local_addr(ep, &ss)) < 0)
+        return rc;
+    tp__addr_split(&ss, family, addr, port);
     return 0;
 }

@@ -71,7 +71,9 @@ struct tp_ep_ops {
      * failure. The state is one malloc'd block starting with struct tp_ep:
      * the pump frees it with free() after close. */
     int (*open)(const struct tp_ep_args *a, struct tp_ep **out);
-    /* Close the fds it opened (at stop; again is harmless). */
+    /* Close the fds it opened and free what it allocated beyond the state
+     * block (at tp_pump_free, when no control-thread call can run; again is
+     * harmless). */
     void (*close)(struct tp_ep *ep);
     /* Optional, on the worker thread before the loop (a TCP client connects). */
     void (*begin)(struct tp_ep *ep);
@@ -115,9 +117,8 @@ struct tp_ep_ops {
      * authenticated a datagram from `from` as peer idx (roaming). 1: the
      * peer moved there; 0: it was there; -EINVAL: no such peer. */
     int (*roam)(struct tp_ep *ep, int idx, const struct sockaddr_storage *from);
-    /* Optional: free what open made beyond the state block and close
-     * kept open (tp_pump_free, after close, nothing else running). */
-    void (*destroy)(struct tp_ep *ep);
+    /* Optional, control thread: the address its socket is bound to. */
+    int (*local_addr)(struct tp_ep *ep, struct sockaddr_storage *out);
     int owns_buffer;                  /* read() points into its own buffer: no d->bufs */
     const char *read_where;           /* names a read error when it is the far end */
 };

@@ -73,6 +73,7 @@ static void udp_sockbuf(int fd, int bytes)
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
+/* At tp_pump_free, when no control-thread call can run any more. */
 static void udp_close(struct tp_ep *ep)
 {
     struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
@@ -80,14 +81,6 @@ static void udp_close(struct tp_ep *ep)
     if (u->fd >= 0)
         close(u->fd);
     u->fd = -1;
-}
-
-/* The ring of peer changes and its eventfd outlive close(): the control
- * thread may still post to them until the pump is freed. */
-static void udp_destroy(struct tp_ep *ep)
-{
-    struct tp_ep_udp *u = (struct tp_ep_udp *)ep;
-
     tp_ring_free(&u->peer_msgs);
     if (u->msg_fd >= 0)
         close(u->msg_fd);
@@ -116,7 +109,7 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     u->msg_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (u->msg_fd < 0 || tp_ring_init(&u->peer_msgs, TP_EP_PEER_RING, sizeof(struct tp__udp_peer_msg)) < 0) {
         int err = u->msg_fd < 0 ? errno : ENOMEM;
-        udp_destroy(&u->base);
+        udp_close(&u->base);
         free(u);
         return -err;
     }
@@ -132,7 +125,6 @@ static int udp_open(const struct tp_ep_args *a, struct tp_ep **out)
     if (u->fd < 0 || (udp_sockbuf(u->fd, c->sock_buf), bind(u->fd, (struct sockaddr *)&local, local_len)) < 0) {
         int err = errno;
         udp_close(&u->base);
-        udp_destroy(&u->base);
         free(u);
         return -err;
     }
@@ -371,11 +363,14 @@ static int udp_group(const struct tp_ep_udp *u, const struct tp__dir *d, int i)
 {
     const struct tp__pkt *p = &d->pkts[i];
     uint32_t size = p->hdrlen + p->len, total = size;
-    uint32_t max = u->family == AF_INET ? TP__UDP4_MAX_PAYLOAD : TP__UDP6_MAX_PAYLOAD;
+    uint32_t max = TP__UDP4_MAX_PAYLOAD;
     int k = i + 1;
 
     if (!u->udp_gso || p->group < 0)
         return 1;
+    if (u->family == AF_INET6 &&   /* an IPv4 peer of a dual-stack socket: IPv4's limit */
+        !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&u->peers[p->route])->sin6_addr))
+        max = TP__UDP6_MAX_PAYLOAD;
     while (k < d->n && k - i < TP__UDP_MAX_SEGS) {
         const struct tp__pkt *q = &d->pkts[k];
         uint32_t qs = q->hdrlen + q->len;
@@ -617,6 +612,14 @@ static int udp_inject_to(struct tp_ep *ep, const struct sockaddr_storage *to, so
     return r < 0 ? -errno : 0;
 }
 
+/* Control thread: the socket stays open until the pump is freed. */
+static int udp_local_addr(struct tp_ep *ep, struct sockaddr_storage *out)
+{
+    socklen_t len = sizeof(*out);
+
+    return getsockname(((struct tp_ep_udp *)ep)->fd, (struct sockaddr *)out, &len) < 0 ? -errno : 0;
+}
+
 const struct tp_ep_ops tp_ep_udp_ops = {
     .open = udp_open,
     .close = udp_close,
@@ -630,6 +633,6 @@ const struct tp_ep_ops tp_ep_udp_ops = {
     .peers_unapplied = udp_peers_unapplied,
     .get_peer = udp_get_peer,
     .roam = udp_roam,
-    .destroy = udp_destroy,
+    .local_addr = udp_local_addr,
     .read_where = "endpoint read",
 };

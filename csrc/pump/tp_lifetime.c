@@ -390,8 +390,6 @@ void tp_pump_free(struct tp_pump *p)
             if (w->ep[dir])
                 w->ep[dir]->ops->close(w->ep[dir]);
             tp__dir_free(&w->d[dir]);
-            if (w->ep[dir] && w->ep[dir]->ops->destroy)
-                w->ep[dir]->ops->destroy(w->ep[dir]);
             free(w->ep[dir]);
         }
         tp__xf_free(&w->xf);   /* destroy() after the worker ended */

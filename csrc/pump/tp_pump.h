@@ -235,6 +235,9 @@ int tp_pump_peers_pending(struct tp_pump *p);
  * family, addr (4 / 16 bytes) and port (host order); -ENOENT no such peer;
  * -EINVAL not a UDP pump or worker out of range. */
 int tp_pump_get_peer(struct tp_pump *p, int worker, int idx, int *family, uint8_t addr[16], unsigned *port);
+/* The address worker's UDP socket is bound to (an ephemeral port: the one
+ * the kernel chose): 0, or -EINVAL not a UDP pump / worker out of range. */
+int tp_pump_local_addr(struct tp_pump *p, int worker, int *family, uint8_t addr[16], unsigned *port);
 /* Send a device packet (as the device would hand it over, without a
  * prefix) out of the endpoint THROUGH the transform, on worker's thread, to
  * UDP peer `route` (the transform may change it): Python's own data and
