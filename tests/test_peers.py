@@ -592,3 +592,37 @@ def _veth_of(world, netns, addr):
         if any(a.get("local") == addr for a in link.get("addr_info", [])):
             return link["ifname"]
     raise AssertionError(f"no link with {addr} in {netns}")
+
+
+# ---- what a WireGuard-style transform also needs -------------------------------------
+
+def test_a_packet_injected_after_a_control_message_meets_it(net, dev, probe):
+    """transform_control() then inject(through_transform=True): the worker
+    runs the control message before the injected packet, every time, even
+    while the device keeps it busy (new session keys, then the first packet
+    under them). Here the message switches the probe between passing and
+    prepending its 32-byte header."""
+    a = net.sock(1)
+    magic = b"tunpump-probe-header-32-bytes!!!"
+    stop = threading.Event()
+
+    def device_sends():
+        while not stop.is_set():
+            dev.send(_out_packet(b"busy", dport=9999))
+            time.sleep(0.0002)
+
+    with Pump(dev, net.endpoint([_addr(a)]), transform=probe.Probe(0),
+              on_flow=lambda f: Verdict.DROP if f.dport == 9999 else None) as p:
+        sender = threading.Thread(target=device_sends)
+        sender.start()
+        try:
+            for i in range(300):
+                grow = i % 2 == 1
+                p.transform_control(bytes([5 if grow else 0]))
+                p.inject(_out_packet(b"n%d" % i, dport=9000), "endpoint", through_transform=True)
+                got = _recv(a)
+                assert got is not None, i
+                assert got.startswith(magic) == grow, (i, got[:40])
+        finally:
+            stop.set()
+            sender.join()

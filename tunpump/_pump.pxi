@@ -9,6 +9,9 @@ cdef extern from "poll.h":
     enum:
         POLLIN
 
+cdef extern from "<string.h>":
+    size_t strnlen(const char *s, size_t maxlen) nogil
+
 cdef extern from "unistd.h":
     ssize_t read(int fd, void *buf, size_t count) nogil
 

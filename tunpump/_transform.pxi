@@ -1,10 +1,5 @@
-# Included by tunpump/_core.pyx: transforms (tunpump/include/tunpump.h) as the
-# binding sees them: the capsule checks, the transform's drop reasons, the
-# built-in null transform. CorePump.start (_pump.pxi) takes what these check.
-
-cdef extern from "<string.h>":
-    size_t strnlen(const char *s, size_t maxlen) nogil
-
+# Included by tunpump/_core.pyx (one module, split by job like csrc/): transforms
+# (tunpump/include/tunpump.h): capsules checked, their names and drop reasons, the built-in Null.
 
 TRANSFORM_CAPSULE = TUNPUMP_TRANSFORM_CAPSULE.decode()
 TRANSFORM_ABI = TUNPUMP_TRANSFORM_ABI

@@ -213,17 +213,24 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
     tp__xf_apply(d, dir, st, n);
 }
 
-void tp__xf_take_control(struct tp__xf *x)
+/* The control messages posted so far, in order. */
+static void tp__xf_run_control(struct tp__xf *x)
 {
     struct tp__xf_msg *m;
-    uint64_t junk;
 
-    (void)!read(x->msg_fd, &junk, sizeof(junk));
     while ((m = tp_ring_peek(&x->msgs))) {
         x->ops->control(x->state, m->data, m->len);
         explicit_bzero(m->data, m->len);   /* messages carry keys: none stays in the ring */
         tp_ring_release(&x->msgs);
     }
+}
+
+void tp__xf_take_control(struct tp__xf *x)
+{
+    uint64_t junk;
+
+    (void)!read(x->msg_fd, &junk, sizeof(junk));
+    tp__xf_run_control(x);
 }
 
 int tp__xf_post(struct tp__xf *x, const uint8_t *msg, size_t len)
@@ -274,6 +281,12 @@ int tp__xf_take_injects(struct tp__xf *x, struct tp__dir *d, const struct tp_fmt
     int prelen = tp_fmt_prefix_len(fmt);
     struct tp__xf_inject *m;
 
+    /* A message Python posted before these packets runs before them (new
+     * keys, then the first packet under them), even when this turn's
+     * wakeup came before the message: both rings have one producer, which
+     * published the message before the packet, so a packet seen here
+     * brings every message posted before it into view. */
+    tp__xf_run_control(x);
     tp__dir_reset(d);
     while (d->n < batch && (m = tp_ring_peek(&x->injects))) {
         uint8_t *pre = d->bufs + (size_t)d->n * TP__BUF_SIZE + TP__HEADROOM - prelen;
