@@ -35,7 +35,10 @@ static int tp__l4_ok(const uint8_t *p, const struct tp__cand *c, unsigned what)
     } else if (!(what & TP_GRO_UDP) || tp_rd16(l4 + TP_UDP_CSUM_OFF) == 0 || tp_rd16(l4 + TP_UDP_LEN) != l4len) {
         return 0;
     }
-    /* The checksum must verify: merging must not launder a corrupt packet. */
+    /* The checksum must verify: merging must not launder a corrupt packet
+     * (unless the bytes were authenticated end to end). */
+    if (what & TP_GRO_CSUM_TRUSTED)
+        return 1;
     uint64_t sum = tp_l34_pseudo(p, o) + tp_csum_word((uint16_t)l4len);
     return tp_csum_fold(tp_csum_add(sum, l4, l4len)) == 0xffff;
 }
@@ -52,7 +55,7 @@ static void tp__gro_classify(const uint8_t *p, uint32_t len, int l2, unsigned wh
         return;   /* VLAN-tagged frames are not built into super-packets */
     if (o->end != len)
         return;   /* trailing bytes (padding) would land inside the super-packet */
-    if (!o->v6 && (o->iphl != TP_IPV4_HLEN || !tp__ipv4_hdr_ok(p + o->l3)))
+    if (!o->v6 && (o->iphl != TP_IPV4_HLEN || (!(what & TP_GRO_CSUM_TRUSTED) && !tp__ipv4_hdr_ok(p + o->l3))))
         return;   /* options, or a header checksum we would overwrite unverified */
     c->payload = o->end - o->l4 - o->l4hl;
     if (c->payload == 0 || !tp__l4_ok(p, c, what))

@@ -123,6 +123,10 @@ struct tp_gro_unit {
 
 #define TP_GRO_TCP 1
 #define TP_GRO_UDP 2
+/* The packets were authenticated end to end (a transform's AEAD): their IPv4
+ * header and L4 checksums are taken as good, not verified (the super-packet
+ * gets fresh ones either way). */
+#define TP_GRO_CSUM_TRUSTED 4
 
 int tp_gro_coalesce(struct tp_gro_pkt *pkts, int n, int l2, unsigned what,
                     int *next, uint32_t *skip, struct tp_gro_unit *units);

@@ -71,6 +71,7 @@ struct tp__dir {
     struct sockaddr_storage names[TP_MAX_BATCH];
     struct tp__xf *xf;              /* the transform stage (tp_xform.h); NULL: none */
     int xf_segments;                /* TUNPUMP_NEEDS_SEGMENTS: super-packets are always split */
+    int xf_trusted;                 /* TUNPUMP_AUTHENTICATED, endpoint -> device: checksums trusted */
     uint8_t *xf_arena;              /* with xf: packets copied out with room around them */
     size_t xf_arena_size;
 };

@@ -161,7 +161,8 @@ static int tp__check_xf(const struct tunpump_transform *t, const char **err)
     *err = "transform";
     if (!t->ops || !t->ops->batch)
         return -EINVAL;
-    if (t->ops->abi != TUNPUMP_TRANSFORM_ABI || (t->ops->flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES)))
+    if (t->ops->abi != TUNPUMP_TRANSFORM_ABI ||
+        (t->ops->flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED)))
         return -EPROTO;
     return 0;
 }
@@ -261,6 +262,7 @@ static int tp__worker_xf(struct tp_pump *p, const struct tp_pump_cfg *cfg, struc
             return -ENOMEM;
         w->d[dir].xf = &w->xf;
         w->d[dir].xf_segments = (cfg->xf->ops->flags & TUNPUMP_NEEDS_SEGMENTS) != 0;
+        w->d[dir].xf_trusted = dir == TP_DIR_TO_DEV && (cfg->xf->ops->flags & TUNPUMP_AUTHENTICATED);
     }
     w->xf.far = w->ep[TP_DIR_TO_DEV];
     return tp__xf_alloc(&w->xf, cfg->xf, cap, p->nworkers, err);

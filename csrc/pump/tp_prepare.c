@@ -133,6 +133,8 @@ static void tp__plan_units(struct tp__dir *d)
     unsigned what = (src && src->vnet_hdr_sz) ? 0 : tp__gro_what(dst);
 
     if (what) {
+        if (d->xf_trusted)   /* every packet left here passed the transform's authentication */
+            what |= TP_GRO_CSUM_TRUSTED;
         for (int i = 0; i < d->n; i++) {
             d->gro[i].data = d->pkts[i].data;
             d->gro[i].len = d->pkts[i].len;

@@ -170,7 +170,8 @@ static void aead_control(void *state, const uint8_t *msg, size_t len)
 
 const struct tunpump_transform_ops tp_aead_xf_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
-    .flags = TUNPUMP_NEEDS_SEGMENTS,
+    /* every packet passed toward the device had its tag verified over all its bytes */
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED,
     .name = "aead",
     .create = aead_create,
     .destroy = aead_destroy,

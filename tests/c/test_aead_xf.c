@@ -62,7 +62,7 @@ static void test_ops_table(void)
     const struct tunpump_transform_ops *o = &tp_aead_xf_ops;
     unsigned n = 0;
 
-    CHECK(o->abi == TUNPUMP_TRANSFORM_ABI && o->flags == TUNPUMP_NEEDS_SEGMENTS && strcmp(o->name, "aead") == 0,
+    CHECK(o->abi == TUNPUMP_TRANSFORM_ABI && o->flags == (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED) && strcmp(o->name, "aead") == 0,
           "ops header");
     while (o->drop_reasons[n])
         n++;

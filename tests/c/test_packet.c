@@ -275,6 +275,30 @@ static void test_coalesce_trailing(void)
         CHECK(units[u].count == 1 || units[u].first != 1, "the padded packet was merged");
 }
 
+/* Authenticated packets (TP_GRO_CSUM_TRUSTED): a bad inner checksum no longer
+ * stops the merge, and the super-packet still gets a fresh checksum. */
+static void test_coalesce_trusted(void)
+{
+    static uint8_t bufs[3][1200];
+    struct tp_gro_pkt pk[3];
+    struct tp_gro_unit units[3];
+    int next[3];
+    uint32_t skip[3];
+
+    for (int trusted = 0; trusted < 2; trusted++) {
+        for (int i = 0; i < 3; i++) {
+            pk[i].len = build(bufs[i], 0, TP_IPPROTO_TCP, 1000 + 1000 * (uint32_t)i, 1000, (uint16_t)(1 + i));
+            pk[i].data = bufs[i];
+        }
+        bufs[1][pk[1].len - 1] ^= 0x5a;   /* the second segment's TCP checksum no longer verifies */
+        int n = tp_gro_coalesce(pk, 3, TP_L2_NONE, TP_GRO_TCP | (trusted ? TP_GRO_CSUM_TRUSTED : 0), next, skip,
+                                units);
+        CHECK(n == (trusted ? 1 : 3), "trusted %d: %d units", trusted, n);
+        CHECK(!trusted || (units[0].count == 3 && (units[0].vh.flags & TP_VNET_F_NEEDS_CSUM)),
+              "merged, the checksum left to the device");
+    }
+}
+
 /* issue 12 bug 10: init never returned for a size above 2^30. */
 static void test_flow_table(void)
 {
@@ -344,6 +368,7 @@ int main(void)
     test_split_chunks(0);
     test_split_chunks(1);
     test_coalesce_trailing();
+    test_coalesce_trusted();
     test_flow_table();
     test_dgram();
     if (failures) {

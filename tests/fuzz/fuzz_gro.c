@@ -1,6 +1,7 @@
 /* GRO coalescing (tp_gro_coalesce). Input: one control byte (bit 0: TAP;
  * bit 1: TCP; bit 2: UDP; bit 3: fix the checksums of every packet first, so
- * the merge rules are reached), then packets as [length, 2 bytes][bytes].
+ * the merge rules are reached; bit 4: TP_GRO_CSUM_TRUSTED, checksums are not
+ * verified, as after an AEAD), then packets as [length, 2 bytes][bytes].
  * Every packet must land in exactly one unit, in order; a unit of one is
  * the packet unchanged; a super-packet must verify once its partial
  * checksum is completed and split back into exactly its packets' payloads. */
@@ -52,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     int l2 = data[0] & 1;
-    unsigned what = (data[0] & 2 ? TP_GRO_TCP : 0) | (data[0] & 4 ? TP_GRO_UDP : 0);
+    unsigned what = (data[0] & 2 ? TP_GRO_TCP : 0) | (data[0] & 4 ? TP_GRO_UDP : 0) |
+                    (data[0] & 16 ? TP_GRO_CSUM_TRUSTED : 0);
     size_t off = 1;
     while (n < MAXP && off + 2 <= size) {
         uint32_t len = rd16(data + off);

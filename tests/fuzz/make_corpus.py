@@ -26,8 +26,8 @@ def _write(target, name, data):
         f.write(data)
 
 
-def gro_input(pkts, l2=False, tcp=True, udp=True, fix=False):
-    ctl = (1 if l2 else 0) | (2 if tcp else 0) | (4 if udp else 0) | (8 if fix else 0)
+def gro_input(pkts, l2=False, tcp=True, udp=True, fix=False, trusted=False):
+    ctl = (1 if l2 else 0) | (2 if tcp else 0) | (4 if udp else 0) | (8 if fix else 0) | (16 if trusted else 0)
     return bytes([ctl]) + b"".join(struct.pack("!H", len(p)) + p for p in pkts)
 
 
@@ -84,6 +84,9 @@ def main():
         _write("gro", name, gro_input(pkts, l2, opts.get("tcp", True), opts.get("udp", True)))
         if sum(map(len, pkts)) < 20000:
             _write("gro", name + " fixed", gro_input(pkts, l2, fix=True))
+        if "checksum" in name:   # authenticated packets: their checksums are not verified
+            _write("gro", name + " trusted", gro_input(pkts, l2, opts.get("tcp", True), opts.get("udp", True),
+                                                       trusted=True))
     for name, pkt, tap, _ in fk.CASES:
         _write("parse", name, bytes([int(tap)]) + pkt)
     for name, data in ok.CSUM_CASES:

@@ -79,6 +79,13 @@ enum tunpump_outcome {
  * peer that roamed), instead of being dropped as "unknown_peer". The
  * transform must authenticate them: whatever it passes goes to the device. */
 #define TUNPUMP_UNKNOWN_SOURCES 0x2u
+/* Every packet the batch function passes endpoint -> device was
+ * authenticated end to end (an AEAD's tag verified over the whole packet):
+ * tunpump then trusts its inner IP and L4 checksums when it coalesces
+ * packets for the device instead of verifying them again, as Linux's
+ * WireGuard marks decrypted packets CHECKSUM_UNNECESSARY. A transform that
+ * passes bytes it did not authenticate must not set it. */
+#define TUNPUMP_AUTHENTICATED 0x4u
 
 /* One packet, as the batch function sees it. */
 struct tunpump_pkt {

@@ -22,6 +22,7 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_NEEDS_SEGMENTS
         TUNPUMP_UNKNOWN_SOURCES
+        TUNPUMP_AUTHENTICATED
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
     enum tunpump_dir:
