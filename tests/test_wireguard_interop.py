@@ -231,7 +231,8 @@ def test_bench_script_runs(privileged, wgbuild):
     r = subprocess.run([sys.executable, os.path.join(wgbuild, "bench.py"), "--seconds", "1", "--rounds", "1"],
                        capture_output=True, text=True, timeout=180, env=dict(os.environ, PYTHONPATH=wg.ROOT))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"median: wgtun [\d.]+ Gbit/s, wireguard-go [\d.]+ Gbit/s, ratio [\d.]+x", r.stdout), r.stdout
+    assert re.search(r"median: wgtun [\d.]+ Gbit/s, wireguard-go [\d.]+ Gbit/s, udp-vnet [\d.]+ Gbit/s; "
+                     r"wgtun/wireguard-go [\d.]+x, wgtun/udp-vnet [\d.]+x", r.stdout), r.stdout
 
 
 def test_two_peers_on_one_socket(net, wgbuild):

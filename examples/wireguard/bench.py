@@ -1,13 +1,16 @@
-"""Throughput of two wgtun ends against two wireguard-go ends, side by side
-in one run (issue 11's speed check; run it on a quiet machine):
+"""Throughput of two wgtun ends against two wireguard-go ends and against
+tunpump's plain offload UDP tunnel (the bench's udp-vnet scenario, no
+encryption), side by side in one run (issue 11's speed check; run it on a
+quiet machine):
 
     sudo python examples/wireguard/bench.py [--seconds 10] [--rounds 3]
 
 Each pair lives in two fresh namespaces joined by veth (198.18.50.1 <->
 .2; inside 198.18.51.1 <-> .2), carries one TCP stream for --seconds
 (tunpump.bench.traffic), and is torn down; processes are ended by PID and
-the namespaces deleted even on failure. Prints one line per round and the
-medians with wgtun's ratio to wireguard-go."""
+the namespaces deleted even on failure. udp-vnet runs as
+`python -m tunpump bench` runs it, in its own namespaces. Prints one line
+per round and the medians with wgtun's ratios to wireguard-go and udp-vnet."""
 from __future__ import annotations
 
 import argparse
@@ -132,10 +135,15 @@ def main() -> int:
     if not shutil.which("wireguard-go") or not shutil.which("wg"):
         print("bench: wireguard-go and wg are needed (apt-get install wireguard-go wireguard-tools)", file=sys.stderr)
         return 1
-    results: dict = {"wgtun": [], "wireguard-go": []}
+    from tunpump.bench import BY_NAME, run_scenario   # the bench's own udp-vnet, for the plain figure
+    results: dict = {"wgtun": [], "wireguard-go": [], "udp-vnet": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for kind in results:   # interleaved, so drift hits both alike
+            for kind in results:   # interleaved, so drift hits all alike
+                if kind == "udp-vnet":
+                    results[kind].append(run_scenario(BY_NAME["udp-vnet"], args.seconds, lambda *a: None)["gbps"])
+                    print(f"round {r + 1} {kind:13s} {results[kind][-1]:7.3f} Gbit/s", flush=True)
+                    continue
                 pair = Pair(kind, tmp)
                 try:
                     subprocess.run(["ip", "netns", "exec", pair.ns[0], "ping", "-c", "2", "-W", "2",
@@ -146,7 +154,8 @@ def main() -> int:
                 print(f"round {r + 1} {kind:13s} {results[kind][-1]:7.3f} Gbit/s", flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"median: wgtun {med['wgtun']:.3f} Gbit/s, wireguard-go {med['wireguard-go']:.3f} Gbit/s, "
-          f"ratio {med['wgtun'] / med['wireguard-go']:.2f}x")
+          f"udp-vnet {med['udp-vnet']:.3f} Gbit/s; wgtun/wireguard-go {med['wgtun'] / med['wireguard-go']:.2f}x, "
+          f"wgtun/udp-vnet {med['wgtun'] / med['udp-vnet']:.2f}x")
     return 0
 
 
