@@ -1,10 +1,18 @@
 import os
+import signal
 
 import pytest
 
 from helpers.nettest import CI, Namespaces, delete_netns, privilege_problem
 from helpers.fakedev import Rig
 from helpers.world import World
+
+# A suite started in the background of a non-interactive shell (`.ci/run &`)
+# has SIGINT ignored, and every process it starts inherits that: the tests
+# that stop a child with SIGINT (Ctrl-C) would then wait for nothing. With a
+# handler here, children start with SIGINT's default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
