@@ -481,6 +481,8 @@ class Control:
             self._failed("on_punt")
 
     def on_evicted(self, queue, flow_id, gen, key, packets, nbytes, reason, age_ns) -> None:
+        if not self.streams and self.on_event_cb is None:
+            return   # nobody listens: a table churning through flows builds no event objects
         flow = Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes)
         self._event(FlowEvicted(flow, "idle" if reason == _core.EVICT_IDLE else "table_full", packets, nbytes, age_ns / 1e9))
 
