@@ -16,6 +16,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = json.load(open(os.path.join(ROOT, "tunpump", "bench", "schema.json")))
 
 
+def bench_json(*scenarios, seconds, timeout):
+    """`tunpump bench --json` on these scenarios: its document, checked
+    against the schema."""
+    args = [a for name in scenarios for a in ("--scenario", name)]
+    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", str(seconds), *args],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    return doc
+
+
 def test_quick_json_validates(privileged):
     r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--quick", "--json"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -91,12 +103,7 @@ def test_iperf3_traffic(privileged):
 
 
 def test_small_packet_scenarios(privileged):
-    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
-                        "--scenario", "veth-u64", "--scenario", "relay-u64"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
-    jsonschema.validate(doc, SCHEMA)
+    doc = bench_json("veth-u64", "relay-u64", seconds=0.5, timeout=120)
     veth, relay = doc["results"]
     assert veth["traffic"] == relay["traffic"] == "udp64"
     assert veth["delivered_kpps"] > 0 and relay["delivered_kpps"] > 0
@@ -162,13 +169,7 @@ def test_ratios_pair_each_result_with_its_baselines():
 def test_aead_scenarios_run(privileged):
     """udp-null and udp-aead(-u64): the transforms' tunnels carry the
     traffic, reported with their ratios to the plain tunnel of the same run."""
-    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.4",
-                        "--scenario", "udp-vnet", "--scenario", "udp-null", "--scenario", "udp-aead",
-                        "--scenario", "udp-vnet-u64", "--scenario", "udp-aead-u64"],
-                       capture_output=True, text=True, timeout=180, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
-    jsonschema.validate(doc, SCHEMA)
+    doc = bench_json("udp-vnet", "udp-null", "udp-aead", "udp-vnet-u64", "udp-aead-u64", seconds=0.4, timeout=180)
     by = {x["scenario"]: x for x in doc["results"]}
     assert by["udp-null"]["transform"] == "null" and by["udp-aead"]["transform"] == "aes-256-gcm"
     for name in ("udp-null", "udp-aead"):
@@ -183,12 +184,7 @@ def test_aead_scenarios_run(privileged):
 def test_cli_scenario_runs_the_tunnel_command(privileged):
     """udp-cli: two `tunpump tunnel` processes on their defaults carry the
     traffic, and the figure comes with its ratio to the library's udp-vnet."""
-    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
-                        "--scenario", "udp-vnet", "--scenario", "udp-cli"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
-    jsonschema.validate(doc, SCHEMA)
+    doc = bench_json("udp-vnet", "udp-cli", seconds=0.5, timeout=120)
     lib, cli = doc["results"]
     assert cli["forwarder"] == "cli" and cli["bytes"] > 0 and cli["cpu_percent"] > 0
     assert cli["ratios"]["library"] == pytest.approx(cli["gbps"] / lib["gbps"])
@@ -202,12 +198,7 @@ def test_pytun_baseline(privileged):
                            capture_output=True, text=True, cwd=ROOT)
         assert r.returncode == 2 and "python-pytun is not installed" in r.stderr
         return
-    r = subprocess.run([sys.executable, "-m", "tunpump", "bench", "--json", "--seconds", "0.5",
-                        "--scenario", "pytun-relay", "--scenario", "relay"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
-    jsonschema.validate(doc, SCHEMA)
+    doc = bench_json("pytun-relay", "relay", seconds=0.5, timeout=120)
     base, relay = doc["results"]
     assert base["forwarder"] == "pytun" and base["gbps"] > 0
     assert "pytun" in relay["ratios"]
