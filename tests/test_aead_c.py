@@ -7,29 +7,17 @@ poisoned <openssl/evp.h> first on the include path): the AEAD then says it is
 unavailable and names the package to install."""
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
+from helpers.csan import build_and_run, sanitizer_gcc
 from helpers.nettest import CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFORM = os.path.join(ROOT, "csrc", "transform")
 # The AEAD alone (the other built-in transforms need the public tunpump.h).
 AEAD_SOURCES = [os.path.join(TRANSFORM, f) for f in ("tp_aead.c", "tp_replay.c")]
-SAN_ENV = dict(ASAN_OPTIONS="abort_on_error=1:detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-
-
-def _gcc():
-    gcc = shutil.which("gcc")
-    probe = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True,
-                           text=True).stdout.strip() if gcc else ""
-    if not (os.path.isabs(probe) and os.path.exists(probe)):
-        if CI:
-            pytest.fail("gcc with libasan is missing (install gcc's sanitizer runtime)")
-        pytest.skip("no gcc with libasan here")
-    return gcc
 
 
 def _have_libcrypto_headers(gcc, tmp_path):
@@ -40,26 +28,12 @@ def _have_libcrypto_headers(gcc, tmp_path):
 
 
 def _build_and_run(gcc, tmp_path, extra, test="test_aead.c"):
-    exe = tmp_path / test[:-2]
-    cmd = [gcc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Werror",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-           *extra[0], "-I", TRANSFORM, os.path.join(ROOT, "tests", "c", test),
-           *AEAD_SOURCES, *extra[1], "-o", str(exe)]
-    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stdout + build.stderr
-    env = dict(os.environ, **SAN_ENV)
-    env.pop("LD_PRELOAD", None)
-    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-4000:]
-    assert "FAIL" not in out and "runtime error" not in out and "Sanitizer" not in out, out[-4000:]
-    last = res.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"ok \d+ checks", last), out[-4000:]
-    return int(last.split()[1])
+    return build_and_run(gcc, tmp_path / test[:-2], [*extra[0], "-I", TRANSFORM, os.path.join(ROOT, "tests", "c", test),
+                                                      *AEAD_SOURCES, *extra[1]])
 
 
 def test_aead_unit_tests_with_libcrypto(tmp_path):
-    gcc = _gcc()
+    gcc = sanitizer_gcc()
     if not _have_libcrypto_headers(gcc, tmp_path):
         if CI:
             pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")
@@ -70,7 +44,7 @@ def test_aead_unit_tests_with_libcrypto(tmp_path):
 def test_aead_transform_adapter(tmp_path):
     """tests/c/test_aead_xf.c: the adapter through its tunpump.h ops (seal and
     open in the hook's room, each drop reason, rekey by control message)."""
-    gcc = _gcc()
+    gcc = sanitizer_gcc()
     if not _have_libcrypto_headers(gcc, tmp_path):
         if CI:
             pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")
@@ -81,7 +55,7 @@ def test_aead_transform_adapter(tmp_path):
 
 
 def test_aead_without_libcrypto_says_unavailable(tmp_path):
-    gcc = _gcc()
+    gcc = sanitizer_gcc()
     poison = tmp_path / "poison" / "openssl"
     poison.mkdir(parents=True)
     for h in ("evp.h", "crypto.h"):
@@ -92,7 +66,7 @@ def test_aead_without_libcrypto_says_unavailable(tmp_path):
 def test_seal_and_open_allocate_nothing_per_packet(tmp_path):
     """The whole process's malloc/realloc count (libcrypto's included, through
     an LD_PRELOAD counter) is the same for 10 and for 20,000 packets."""
-    gcc = _gcc()
+    gcc = sanitizer_gcc()
     if not _have_libcrypto_headers(gcc, tmp_path):
         if CI:
             pytest.fail("OpenSSL 3 libcrypto headers are missing (apt-get install libssl-dev)")

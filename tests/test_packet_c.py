@@ -4,12 +4,8 @@ built with ASan + UBSan and -Werror from csrc/packet alone."""
 import glob
 import os
 import re
-import shutil
-import subprocess
 
-import pytest
-
-from helpers.nettest import CI
+from helpers.csan import build_and_run, sanitizer_gcc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKET = os.path.join(ROOT, "csrc", "packet")
@@ -46,33 +42,7 @@ def test_include_rule_catches_a_violation(tmp_path):
     assert includes(str(f)) == [("<", "sys/socket.h"), ('"', "tp_compat.h"), ("<", "string.h")]
 
 
-def _compiler():
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        return None
-    probe = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    return gcc if os.path.isabs(probe) and os.path.exists(probe) else None
-
-
 def test_packet_unit_tests_under_asan_ubsan(tmp_path):
-    gcc = _compiler()
-    if gcc is None:
-        if CI:
-            pytest.fail("gcc with libasan is missing (install gcc's sanitizer runtime)")
-        pytest.skip("no gcc with libasan here")
-    exe = tmp_path / "test_packet"
-    cmd = [gcc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Werror",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-           "-I", PACKET, os.path.join(ROOT, "tests", "c", "test_packet.c"),
-           *sorted(glob.glob(os.path.join(PACKET, "*.c"))), "-o", str(exe)]
-    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stdout + build.stderr
-    env = dict(os.environ, ASAN_OPTIONS="abort_on_error=1:detect_leaks=1",
-               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    env.pop("LD_PRELOAD", None)
-    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-4000:]
-    assert "FAIL" not in out and "runtime error" not in out and "Sanitizer" not in out, out[-4000:]
-    last = res.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"ok \d+ checks", last) and int(last.split()[1]) > 1000, out[-4000:]
+    gcc = sanitizer_gcc()
+    args = ["-I", PACKET, os.path.join(ROOT, "tests", "c", "test_packet.c"), *sorted(glob.glob(os.path.join(PACKET, "*.c")))]
+    assert build_and_run(gcc, tmp_path / "test_packet", args) > 1000
