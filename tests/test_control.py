@@ -13,7 +13,7 @@ from helpers.udp import received, udp_pumps, udp_receiver, udp_send
 from helpers.world import assert_stats_add_up
 from helpers.packets import echo_reply_v4, echo_reply_v6, tap_echo_reply
 from tunpump import _core
-from tunpump import (Device, FlowEvicted, PeerDown, PeerUp, Pump, Stats, StatsTick, TCPEndpoint,
+from tunpump import (Device, FlowEvicted, Packet, PeerDown, PeerUp, Pump, Stats, StatsTick, TCPEndpoint,
                      UDPEndpoint, Verdict)
 
 def test_drop_one_port_pass_another(world):
@@ -102,6 +102,39 @@ def test_punt_icmp_and_answer_from_python(world, family):
         # the far side never saw the pings: Python answered them
         assert p2.stats().to_device.packets_out < s.flows.punted
     assert_stats_add_up(p1.stats())
+
+
+def test_punt_verdict_packets_reach_on_punt_in_batches(world):
+    # Without on_packet, a PUNT flow's packets come to on_punt as a
+    # transform's do: lists of tunpump.Packet, one call per dispatch round.
+    flows, batches = [], []
+
+    def on_flow(flow):
+        if flow.protocol != 17:
+            return Verdict.FORWARD
+        flows.append(flow)
+        time.sleep(0.3)   # the flow's packets wait in C meanwhile, then are punted together
+        return Verdict.PUNT
+
+    p1, p2 = udp_pumps(world, on_flow=on_flow, on_punt=batches.append, decision_timeout=5.0)
+    with p1, p2:
+        udp_send(world.ns, world.n1, "198.18.11.2", 7000, 20, sport=7100)
+        assert wait_until(lambda: sum(map(len, batches)) >= 20, timeout=5), batches
+        s = p1.stats()
+    got = [pkt for b in batches for pkt in b]
+    assert all(isinstance(pkt, Packet) for pkt in got)
+    assert {(pkt.direction, pkt.queue, pkt.peer, pkt.source) for pkt in got} == {("to_endpoint", 0, None, None)}
+    assert [f.id for f in flows] == [got[0].flow] and {pkt.flow for pkt in got} == {flows[0].id}
+    assert [int(pkt.data[28:]) for pkt in got] == list(range(20))   # whole IPv4/UDP packets, in order
+    assert max(map(len, batches)) > 1, [len(b) for b in batches]   # held while on_flow decided: one batch
+    assert s.flows.punted == 20
+    assert_stats_add_up(s)
+
+
+def test_on_punt_needs_a_source_of_packets(world):
+    with pytest.raises(ValueError, match=r"on_punt: nothing would reach it.*transform.*Verdict.PUNT"):
+        Pump(world.a, world.b, on_punt=print)
+    Pump(world.a, world.b, on_punt=print, on_flow=lambda f: Verdict.PUNT)   # a PUNT verdict may come
 
 
 def test_pending_packets_released_in_order(world):

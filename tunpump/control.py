@@ -34,7 +34,8 @@ _PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
 class Verdict(enum.Enum):
-    """What happens to a flow's packets: FORWARD, DROP, PUNT (to on_packet),
+    """What happens to a flow's packets: FORWARD, DROP, PUNT (to on_packet, or
+    in batches to on_punt without it),
     or ROUTE to one peer of a multi-peer UDP endpoint, given as
     `Verdict.route(peer)` with the peer's index (`UDPEndpoint.peers[peer]`).
     `on_flow` returns a member, a `Decision` (`Verdict.route(peer, ttl=...)`,
@@ -295,8 +296,9 @@ class WorkerError:
 
 @dataclass(frozen=True)
 class Packet:
-    """A packet a transform handed to Python (TUNPUMP_TO_PYTHON), as
-    `Pump(on_punt=...)` receives it, in batches.
+    """A packet handed to Python, as `Pump(on_punt=...)` receives it, in
+    batches: from a transform (TUNPUMP_TO_PYTHON), or of a flow `on_flow`
+    gave Verdict.PUNT when there is no `on_packet`.
 
     direction: "to_endpoint" (read from the device, not yet transformed) or
     "to_device" (read from the endpoint: e.g. a handshake message);
@@ -455,7 +457,12 @@ class Control:
             return self.default
 
     def on_packet(self, queue, view, flow_id, gen, key, packets, nbytes) -> None:
-        if self.on_packet_cb is None or self._stopping():
+        if self._stopping():
+            return
+        if self.on_packet_cb is None:
+            if self.on_punt_cb is not None:   # batched with the transform's punts
+                self._punts.append(Packet("to_endpoint", queue, None, None, bytes(view),
+                                          flow_uid(queue, flow_id, gen)))
             return
         try:
             self.on_packet_cb(view, Flow(queue, flow_uid(queue, flow_id, gen), key, packets, nbytes))

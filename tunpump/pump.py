@@ -116,8 +116,9 @@ class Pump:
     - `on_flow(flow) -> Verdict | Decision | None` (`Verdict.DROP`,
       `Verdict.route(peer)`, `Verdict.FORWARD.with_ttl(30)`) for the first packet of each flow the
       device sends (device -> endpoint direction); None means the default.
-    - `on_packet(packet: memoryview, flow)` for packets of PUNT flows; the
-      memoryview is valid during the call only.
+    - Packets of PUNT flows go to `on_packet(packet: memoryview, flow)`, one
+      call each (the memoryview is valid during the call only), or, without
+      `on_packet`, to `on_punt(list[Packet])` in batches (below).
     - `on_event(event)`: PeerUp, PeerDown, PeerMoved, WorkerError, FlowEvicted,
       StatsTick.
     - `flow_table_size` per queue (LRU eviction when full), `flow_idle_timeout`
@@ -129,9 +130,10 @@ class Pump:
     "tunpump.transform.v1" or an object with `__tunpump_transform__()` (such
     as `tunpump.transforms.Null()`) runs C code on every packet in both
     directions, on the workers. Packets it sends to Python arrive in batches
-    at `on_punt(list[Packet])`; `punt_ring` packets per queue (a power of
-    two, 64 KiB each, default 64) wait for Python, the rest are dropped as
-    `punt_full`. With a transform the pump fails closed: `default_verdict`
+    at `on_punt(list[Packet])` (one call per dispatch round), as do PUNT
+    flows' packets when there is no `on_packet`; `punt_ring` packets per
+    queue (a power of two, 64 KiB each, default 64) wait for Python, the
+    rest are dropped as `punt_full`. With a transform the pump fails closed: `default_verdict`
     defaults to DROP and FORWARD is refused, so nothing leaves untransformed
     because Python was slow. `transform_control(msg)` hands the transform's
     workers a message (new keys) between batches.
@@ -181,8 +183,9 @@ class Pump:
                 not 1 <= punt_ring <= _core.MAX_PUNT_RING or punt_ring & (punt_ring - 1):
             raise ValueError(f"punt_ring={punt_ring!r}: expected a power of two from 1 to {_core.MAX_PUNT_RING} "
                              f"packets per queue (64 KiB of memory each)")
-        if on_punt is not None and transform is None:
-            raise ValueError("on_punt: only a transform sends packets to on_punt (PUNT verdicts go to on_packet)")
+        if on_punt is not None and transform is None and on_flow is None:
+            raise ValueError("on_punt: nothing would reach it: packets come from a transform "
+                             "(TUNPUMP_TO_PYTHON) or from flows on_flow gives Verdict.PUNT")
         for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event),
                          ("on_punt", on_punt)):
             if cb is not None and not callable(cb):
