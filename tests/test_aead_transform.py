@@ -239,6 +239,7 @@ def test_arguments_named(kw, match):
 
 def test_drop_reasons_and_info():
     assert transforms.drop_reasons(transforms.AEAD(KEY, side=0)) == AEAD_REASONS
-    assert transforms.info(transforms.AEAD(KEY, side=0)) == ("aead", 5, True)   # NEEDS_SEGMENTS | AUTHENTICATED
+    # NEEDS_SEGMENTS | AUTHENTICATED | IN_PLACE_TO_DEVICE
+    assert transforms.info(transforms.AEAD(KEY, side=0)) == ("aead", 13, True)
     assert _tools.AEAD_DROP_REASONS == AEAD_REASONS[:7]   # the core's receive reasons keep their numbers
     assert KEY.hex() not in repr(transforms.AEAD(KEY, side=0)) and str(list(KEY)) not in repr(transforms.AEAD(KEY, side=0))

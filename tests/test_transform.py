@@ -49,7 +49,7 @@ def test_null_tcp_tunnel(world):
 
 def test_null_capsule_and_info():
     name, flags, has_control = transforms.info(transforms.Null())
-    assert name == "null" and flags == 1 and not has_control
+    assert name == "null" and flags == 9 and not has_control   # NEEDS_SEGMENTS | IN_PLACE_TO_DEVICE
     assert transforms.CAPSULE_NAME == "tunpump.transform.v1"
 
 
@@ -160,13 +160,16 @@ def test_probe_wrong_abi_refused(world, probe):
         Pump(world.a, e1, transform=probe.Probe(0, abi_off_by_one=True))
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["copied", "in-place"])
 @pytest.mark.parametrize("inner", [4, 6])
 @pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
-def test_probe_grows_packets_with_offloads(world, probe, inner):
+def test_probe_grows_packets_with_offloads(world, probe, inner, in_place):
     """A 32-byte header in the headroom of every segment, stripped on the
-    far side: segments still leave with UDP_SEGMENT and are coalesced after."""
+    far side (where it was received, with TUNPUMP_IN_PLACE_TO_DEVICE):
+    segments still leave with UDP_SEGMENT and are coalesced after."""
     e1, e2 = _udp(world)
-    with Pump(world.a, e1, transform=probe.Probe(5)) as p1, Pump(world.b, e2, transform=probe.Probe(5)) as p2:
+    with Pump(world.a, e1, transform=probe.Probe(5, in_place=in_place)) as p1, \
+            Pump(world.b, e2, transform=probe.Probe(5, in_place=in_place)) as p2:
         check_traffic(world, 32 * MiB, inner=(inner,))
     s1, s2 = p1.stats(), p2.stats()
     assert s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
@@ -175,6 +178,21 @@ def test_probe_grows_packets_with_offloads(world, probe, inner):
     for s in (s1, s2):
         assert_stats_add_up(s)
         assert s.to_device.drops["transform"] == 0
+
+
+@pytest.mark.parametrize("in_place,reason", [(False, "probe_alpha"), (True, "transform_overflow")],
+                         ids=["copied", "in-place"])
+def test_probe_room_on_the_way_in(world, probe, in_place, reason):
+    # Copied, a packet coming in has room around it; with
+    # TUNPUMP_IN_PLACE_TO_DEVICE it has none, and growing it is an overflow.
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(0)), \
+            Pump(world.b, e2, transform=probe.Probe(15, in_place=in_place)) as p2:
+        _ping(world, ok=False)
+        s = p2.stats().to_device
+        assert s.packets_out == 0 and s.drops[reason] > 0, s.drops
+        assert {k for k, v in s.drops.items() if v} == {reason}, s.drops
+    assert_stats_add_up(p2.stats())
 
 
 def test_control_switches_mode_between_batches(world, probe):

@@ -72,7 +72,7 @@ cdef extern from "tunpump.h":
     # The public transform ABI (tunpump/include/tunpump.h): what the binding checks.
     enum:
         TUNPUMP_TRANSFORM_ABI, TUNPUMP_CONTROL_MAX, TUNPUMP_NEEDS_SEGMENTS, TUNPUMP_UNKNOWN_SOURCES
-        TUNPUMP_AUTHENTICATED, TUNPUMP_MAX_DROP_REASONS
+        TUNPUMP_AUTHENTICATED, TUNPUMP_IN_PLACE_TO_DEVICE, TUNPUMP_ALL_FLAGS, TUNPUMP_MAX_DROP_REASONS
         TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM
     const char *TUNPUMP_TRANSFORM_CAPSULE
     struct tunpump_transform_ops:

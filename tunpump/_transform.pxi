@@ -23,11 +23,12 @@ cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
     if t.ops.abi != TUNPUMP_TRANSFORM_ABI:
         raise ValueError(f"transform: built for ABI version {t.ops.abi}, this tunpump speaks "
                          f"{TRANSFORM_ABI} (rebuild it against tunpump.get_include())")
-    if t.ops.flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED):
+    if t.ops.flags & ~TUNPUMP_ALL_FLAGS:
         raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows "
                          f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, "
                          f"UNKNOWN_SOURCES={TUNPUMP_UNKNOWN_SOURCES:#x}, "
-                         f"AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x})")
+                         f"AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x}, "
+                         f"IN_PLACE_TO_DEVICE={TUNPUMP_IN_PLACE_TO_DEVICE:#x})")
     _transform_drop_names(t)
     return t
 

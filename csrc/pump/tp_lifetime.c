@@ -162,7 +162,7 @@ static int tp__check_xf(const struct tunpump_transform *t, const char **err)
     if (!t->ops || !t->ops->batch)
         return -EINVAL;
     if (t->ops->abi != TUNPUMP_TRANSFORM_ABI ||
-        (t->ops->flags & ~(TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED)))
+        (t->ops->flags & ~(uint32_t)TUNPUMP_ALL_FLAGS))
         return -EPROTO;
     return 0;
 }

@@ -21,6 +21,7 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->npeers = npeers;
     x->ctl = ctl;
     x->msg_fd = -1;
+    x->in_place_in = x->ops && (x->ops->flags & TUNPUMP_IN_PLACE_TO_DEVICE);
     if (x->ops && x->ops->drop_reasons)
         while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
             x->ndrop_reasons++;
@@ -65,28 +66,11 @@ void tp__xf_free(struct tp__xf *x)
     x->msg_fd = -1;
 }
 
-/* Packet p of d copied into the arena at *off with room around it; the
- * descriptor made. 0, or -1 when the arena is full (cannot happen within
- * its bound; counted as too_big if it does). */
-static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p, size_t *off,
-                       struct tunpump_pkt *x, const struct tp__xf *xf)
+/* The descriptor of packet p, bar where its bytes are (tp__xf_place). */
+static void tp__xf_describe(const struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p,
+                            struct tunpump_pkt *x, const struct tp__xf *xf)
 {
-    uint32_t len = p->hdrlen + p->len;
-    size_t need = TUNPUMP_MIN_HEADROOM + (size_t)len + TUNPUMP_MIN_TAILROOM;
-    uint8_t *dst;
-
-    need = (need + TP__XF_ALIGN - 1) & ~(size_t)(TP__XF_ALIGN - 1);
-    if (*off + need > d->xf_arena_size)
-        return -1;
-    dst = d->xf_arena + *off + TUNPUMP_MIN_HEADROOM;
-    if (p->hdrlen)
-        memcpy(dst, p->hdr, p->hdrlen);
-    memcpy(dst + p->hdrlen, p->data, p->len);
     memset(x, 0, sizeof(*x));
-    x->data = dst;
-    x->len = len;
-    x->headroom = TUNPUMP_MIN_HEADROOM;
-    x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
     x->queue = (uint16_t)xf->queue;
     x->peer = (int16_t)(xf->udp && (dir == TP_DIR_TO_EP || p->src >= 0) && p->route < TP_MAX_PEERS ? p->route : -1);
     x->flow = p->flow;
@@ -100,6 +84,35 @@ static int tp__xf_copy(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt 
         x->gso = vh.gso_type != TP_VNET_GSO_NONE;
         x->gso_size = x->gso ? vh.gso_size : 0;
     }
+}
+
+/* Where the transform gets packet p's bytes: where they lie, with no room
+ * (TUNPUMP_IN_PLACE_TO_DEVICE, a packet in one piece: it may only shrink),
+ * or copied into the arena at *off with room around them. 0, or -1 when
+ * the arena is full (cannot happen within its bound; counted as too_big if
+ * it does). */
+static int tp__xf_place(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p, size_t *off,
+                        struct tunpump_pkt *x, const struct tp__xf *xf)
+{
+    uint32_t len = p->hdrlen + p->len;
+    size_t need = TUNPUMP_MIN_HEADROOM + (size_t)len + TUNPUMP_MIN_TAILROOM;
+    uint8_t *dst;
+
+    x->len = len;
+    if (dir == TP_DIR_TO_DEV && xf->in_place_in && !p->hdrlen) {
+        x->data = p->data;
+        return 0;
+    }
+    need = (need + TP__XF_ALIGN - 1) & ~(size_t)(TP__XF_ALIGN - 1);
+    if (*off + need > d->xf_arena_size)
+        return -1;
+    dst = d->xf_arena + *off + TUNPUMP_MIN_HEADROOM;
+    if (p->hdrlen)
+        memcpy(dst, p->hdr, p->hdrlen);
+    memcpy(dst + p->hdrlen, p->data, p->len);
+    x->data = dst;
+    x->headroom = TUNPUMP_MIN_HEADROOM;
+    x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
     *off += need;
     return 0;
 }
@@ -198,7 +211,8 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
 
     for (int i = 0; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
-        if (tp__xf_copy(d, dir, p, &off, &xf->desc[n], xf) < 0) {
+        tp__xf_describe(d, dir, p, &xf->desc[n], xf);
+        if (tp__xf_place(d, dir, p, &off, &xf->desc[n], xf) < 0) {
             TP__ADD(st->drops[TP_DROP_TOO_BIG], p->segs);
             continue;
         }

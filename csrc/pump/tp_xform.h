@@ -1,9 +1,10 @@
 /* The transform stage (tunpump.h's ABI, seen from inside the pump): per
  * worker, the transform's state, the descriptors handed to its batch
  * function, and the ring of control messages from Python. The stage copies
- * each packet of a batch into the direction's arena with room around it,
- * calls the transform once, checks what it left, and keeps, drops or punts
- * each packet. Not public. */
+ * each packet of a batch into the direction's arena with room around it
+ * (or, with TUNPUMP_IN_PLACE_TO_DEVICE, hands endpoint -> device packets
+ * over where they were read), calls the transform once, checks what it
+ * left, and keeps, drops or punts each packet. Not public. */
 #ifndef TP_XFORM_H
 #define TP_XFORM_H
 
@@ -35,6 +36,7 @@ struct tp__xf {
     int created;                /* create() succeeded: destroy() is owed */
     int queue;
     int udp;                    /* the far end is a UDP socket: peer indexes mean something */
+    int in_place_in;            /* TUNPUMP_IN_PLACE_TO_DEVICE: endpoint -> device packets are not copied */
     int npeers;                 /* UDP: peer indexes a packet may leave to (the endpoint drops
                                  * one it has no peer for as no_peer too) */
     struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets and roam events go */

@@ -171,7 +171,7 @@ static void aead_control(void *state, const uint8_t *msg, size_t len)
 const struct tunpump_transform_ops tp_aead_xf_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
     /* every packet passed toward the device had its tag verified over all its bytes */
-    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED,
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE,   /* opens in place */
     .name = "aead",
     .create = aead_create,
     .destroy = aead_destroy,

@@ -538,7 +538,8 @@ static int wg_create(const void *config, size_t config_len, int queue, int nqueu
 
 static const struct tunpump_transform_ops wg_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
-    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES,   /* strangers: initiations, roamers */
+    /* strangers: initiations, roamers; decryption only strips: no copy in */
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_IN_PLACE_TO_DEVICE,
     .name = "wireguard",
     .create = wg_create,
     .destroy = wg_destroy,

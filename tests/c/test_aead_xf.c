@@ -62,8 +62,9 @@ static void test_ops_table(void)
     const struct tunpump_transform_ops *o = &tp_aead_xf_ops;
     unsigned n = 0;
 
-    CHECK(o->abi == TUNPUMP_TRANSFORM_ABI && o->flags == (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED) && strcmp(o->name, "aead") == 0,
-          "ops header");
+    CHECK(o->abi == TUNPUMP_TRANSFORM_ABI &&
+          o->flags == (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE) &&
+          strcmp(o->name, "aead") == 0, "ops header");
     while (o->drop_reasons[n])
         n++;
     CHECK(n == TP_AEAD_XF__END - 1 && n <= TUNPUMP_MAX_DROP_REASONS, "%u reasons", n);

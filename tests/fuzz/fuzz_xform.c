@@ -8,13 +8,15 @@
  * each: len (2), hdrlen (1), route (1), src (1), content (1), outcome (1),
  * mode (1), off (4, signed), newlen (4), peer (2, signed); little-endian.
  *   flags: 1 to the device, 2 UDP endpoint, 4 sink is a device (dst_fmt),
- *          8 TAP, 16 source read with a vnet_hdr (pre), 32 ... with PI too
+ *          8 TAP, 16 source read with a vnet_hdr (pre), 32 ... with PI too,
+ *          64 the transform sets TUNPUMP_IN_PLACE_TO_DEVICE
  *   mode:  1 off from the room's start (else from data), 2 keep the length
  *          (else newlen), 4 write the new packet (where it lies in its room),
  *          8 make it look like IPv4, 16 scribble over the whole room first
  *
  * Checked: the copies handed to the transform are exact, disjoint, inside
- * the arena, with at least the minimum room and the right peer / source /
+ * the arena, with at least the minimum room (or, in place, the packet
+ * itself where it was read, with no room) and the right peer / source /
  * flow / gso; every packet is counted exactly once (out, too_big, transform,
  * transform_overflow, malformed, no_peer or punted) as a reference model
  * says; packets kept lie inside their room, in order, with the peer the
@@ -44,6 +46,7 @@ static struct {
     struct tp__dir *d;
     enum tp_dir dir;
     int udp, npeers, batch_calls;
+    int in_place;                   /* TUNPUMP_IN_PLACE_TO_DEVICE */
     const struct rec *recs;
     uint8_t **hdr, **data;          /* the packets as read: exact-size buffers */
     uintptr_t lo[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];   /* room of desc j, by original index */
@@ -104,6 +107,12 @@ static enum fate model(const struct rec *r, uint32_t len, const uint8_t *bytes)
     return F_OUT;
 }
 
+/* Whether the stage hands packet r over where it lies (tp__xf_place). */
+static int in_place(const struct rec *r)
+{
+    return g.in_place && g.dir == TP_DIR_TO_DEV && !r->hdrlen;
+}
+
 static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pkts, unsigned n)
 {
     const struct tp__dir *d = g.d;
@@ -117,10 +126,14 @@ static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
         const struct rec *r = &g.recs[i];
         uintptr_t lo = (uintptr_t)x->data - x->headroom, hi = (uintptr_t)x->data + x->len + x->tailroom;
 
-        /* The copy: exact, with its room, inside the arena, after the last. */
         require(x->len == r->hdrlen + r->len && x->outcome == TUNPUMP_PASS);
-        require(x->headroom >= TUNPUMP_MIN_HEADROOM && x->tailroom >= TUNPUMP_MIN_TAILROOM);
-        require(lo >= prev_hi && hi <= (uintptr_t)d->xf_arena + d->xf_arena_size);
+        if (in_place(r)) {   /* where it was read, no room: ASan sees any write outside */
+            require(x->data == g.data[i] && x->headroom == 0 && x->tailroom == 0);
+        } else {             /* the copy: exact, with its room, inside the arena, after the last */
+            require(x->headroom >= TUNPUMP_MIN_HEADROOM && x->tailroom >= TUNPUMP_MIN_TAILROOM);
+            require(lo >= prev_hi && hi <= (uintptr_t)d->xf_arena + d->xf_arena_size);
+            prev_hi = hi;
+        }
         require(memcmp(x->data, g.hdr[i], r->hdrlen) == 0);
         require(memcmp(x->data + r->hdrlen, g.data[i], r->len) == 0);
         require(x->flow == 1000 + i && x->queue == 3);
@@ -134,7 +147,6 @@ static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
             require(x->gso == (r->content & 1) && x->gso_size == (x->gso ? 1000 + r->content : 0));
         else
             require(x->gso == 0 && x->gso_size == 0);
-        prev_hi = hi;
 
         /* What the fake transform leaves: anything the record says. */
         if (r->mode & 16)
@@ -161,6 +173,9 @@ static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
 
 static const struct tunpump_transform_ops fake_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI, .name = "fuzz", .batch = fake_batch,
+};
+static const struct tunpump_transform_ops fake_in_place_ops = {
+    .abi = TUNPUMP_TRANSFORM_ABI, .flags = TUNPUMP_IN_PLACE_TO_DEVICE, .name = "fuzz", .batch = fake_batch,
 };
 
 static void parse_rec(const uint8_t *p, struct rec *r)
@@ -198,6 +213,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
     g.dir = (in[0] & 1) ? TP_DIR_TO_DEV : TP_DIR_TO_EP;
     g.udp = !!(in[0] & 2);
     g.npeers = in[1] % (TP_MAX_PEERS + 1);
+    g.in_place = !!(in[0] & 64);
+    t.ops = g.in_place ? &fake_in_place_ops : &fake_ops;
     dst_fmt.tap = !!(in[0] & 8);
     src_fmt.vnet_hdr_sz = (in[0] & 16) ? 10 + 2 * (in[1] >> 7) : 0;
     src_fmt.pi = !!(in[0] & 32);
@@ -269,7 +286,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
         /* The arena's bound, as tp__xf_copy keeps it: a packet that does not fit is too_big. */
         size_t need = (TUNPUMP_MIN_HEADROOM + (size_t)r->hdrlen + r->len + TUNPUMP_MIN_TAILROOM + TP__XF_ALIGN - 1) &
                       ~(size_t)(TP__XF_ALIGN - 1);
-        if (arena_off + need > d.xf_arena_size)
+        if (in_place(r))
+            ;   /* not copied: never too_big */
+        else if (arena_off + need > d.xf_arena_size)
             g.fate[i] = F_TOO_BIG;
         else
             arena_off += need;

@@ -170,6 +170,10 @@ def xform_seeds():
         ("arena full", 0, 0, 0, [R(65535, mode=2) for _ in range(8)] + [R(10)]),
         ("split headers and gso", 1 | 2 | 16 | 32, 0x83, 7, [R(1400, hdrlen=h, src=h % 7, content=c, mode=6)
                                                            for h, c in [(0, 1), (54, 0x45), (128, 3), (0, 0x60)]]),
+        ("in place to device", 1 | 2 | 4 | 64, 2, 7, [R(60, src=0, mode=m, off=o, newlen=n) for o, n, m in [
+            (0, 60, 2), (16, 28, 4 | 8), (-1, 61, 4), (0, 61, 0), (0, 60, 16 | 4 | 8), (60, 0, 0)]]
+         + [R(60, hdrlen=40, mode=2), R(0, mode=2)]),
+        ("in place flag on the way out", 2 | 64, 1, 7, [R(80, mode=4, off=-16, newlen=112), R(80, mode=2)]),
         ("many small", 2, 16, 7, [R(i % 90, route=i % 16, peer=i % 19, outcome=i % 4, mode=i % 32, off=i - 80,
                                    newlen=i % 200) for i in range(300)]),
     ]:

@@ -45,7 +45,8 @@
 #define TUNPUMP_TRANSFORM_CAPSULE "tunpump.transform.v1"
 
 /* Room every packet has around it (more is possible: read pkt->headroom
- * and pkt->tailroom): enough for a WireGuard-size header and tag. */
+ * and pkt->tailroom): enough for a WireGuard-size header and tag. The one
+ * exception is TUNPUMP_IN_PLACE_TO_DEVICE (below). */
 #define TUNPUMP_MIN_HEADROOM 64
 #define TUNPUMP_MIN_TAILROOM 64
 /* The largest packet a transform may leave (an IP packet / datagram). */
@@ -86,6 +87,16 @@ enum tunpump_outcome {
  * WireGuard marks decrypted packets CHECKSUM_UNNECESSARY. A transform that
  * passes bytes it did not authenticate must not set it. */
 #define TUNPUMP_AUTHENTICATED 0x4u
+/* Endpoint -> device, the batch function never grows a packet: it only
+ * reads and rewrites bytes inside [data, data + len), moves data forward
+ * and shortens len (decryption: strip a header and a tag, decrypt in
+ * place). tunpump then hands it each packet where it was received, without
+ * copying it, with headroom and tailroom 0; a packet it grows anyway is
+ * dropped as "transform_overflow". Device -> endpoint is not affected. */
+#define TUNPUMP_IN_PLACE_TO_DEVICE 0x8u
+/* Every flag this ABI knows: a transform with another bit set is refused. */
+#define TUNPUMP_ALL_FLAGS \
+    (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE)
 
 /* One packet, as the batch function sees it. */
 struct tunpump_pkt {

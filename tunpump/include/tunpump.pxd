@@ -23,6 +23,8 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_NEEDS_SEGMENTS
         TUNPUMP_UNKNOWN_SOURCES
         TUNPUMP_AUTHENTICATED
+        TUNPUMP_IN_PLACE_TO_DEVICE
+        TUNPUMP_ALL_FLAGS
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
     enum tunpump_dir:

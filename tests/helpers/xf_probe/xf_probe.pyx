@@ -21,9 +21,12 @@ config and changed by control messages (one byte), says what it does:
  12 roam and drop   as 9, but the packet is dropped (a keepalive)
  13 named drop      to_endpoint packets are dropped with drop_reason 2 ("beta")
  14 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
+ 15 room in         to_device packets given any room are dropped with drop_reason 1
+                    ("alpha"); the rest (no room: in place) grow a byte at the front
 
 The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
-Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES.
+Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES;
+Probe(..., in_place=True) sets TUNPUMP_IN_PLACE_TO_DEVICE.
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
@@ -32,7 +35,7 @@ from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 
 from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_transform_ops,
                       TUNPUMP_TRANSFORM_ABI, TUNPUMP_TRANSFORM_CAPSULE, TUNPUMP_NEEDS_SEGMENTS,
-                      TUNPUMP_UNKNOWN_SOURCES,
+                      TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE,
                       TUNPUMP_DIR_TO_ENDPOINT, TUNPUMP_PASS, TUNPUMP_DROP, TUNPUMP_TO_PYTHON)
 
 DEF HDR = 32
@@ -75,6 +78,13 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].roam = 1
             if mode == 12:
                 pkts[i].outcome = TUNPUMP_DROP
+        elif mode == 15 and not out:
+            if pkts[i].headroom or pkts[i].tailroom:
+                pkts[i].outcome = TUNPUMP_DROP
+                pkts[i].drop_reason = 1
+            else:
+                pkts[i].data -= 1
+                pkts[i].len += 1
         elif mode == 10 and not out:
             if pkts[i].peer < 0:
                 pkts[i].outcome = TUNPUMP_TO_PYTHON
@@ -149,6 +159,10 @@ cdef tunpump_transform_ops OPS_UNKNOWN   # datagrams from strangers reach it
 OPS_UNKNOWN = OPS
 OPS_UNKNOWN.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES
 
+cdef tunpump_transform_ops OPS_IN_PLACE   # to_device packets where they were received
+OPS_IN_PLACE = OPS
+OPS_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_IN_PLACE_TO_DEVICE
+
 cdef tunpump_transform_ops OPS_BAD_REASONS
 OPS_BAD_REASONS = OPS
 OPS_BAD_REASONS.drop_reasons = BAD_REASONS
@@ -174,19 +188,22 @@ class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
     def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False,
-                 bad_reasons=False):
+                 bad_reasons=False, in_place=False):
         self.mode = mode
         self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
         self.segments = segments
         self.arg = arg
         self.unknown_sources = unknown_sources
+        self.in_place = in_place
 
     def __tunpump_transform__(self):
         if self.abi_off_by_one:
             return _capsule(&OPS_OLD_ABI, self.mode)
         if self.unknown_sources:
             return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
+        if self.in_place:
+            return _capsule(&OPS_IN_PLACE, self.mode, self.arg)
         if self.bad_reasons:
             return _capsule(&OPS_BAD_REASONS, self.mode)
         return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode, self.arg)
