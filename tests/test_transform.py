@@ -329,6 +329,27 @@ def test_relay_through_a_transform(ns, probe, segments):
     assert_stats_add_up(s)
 
 
+def test_empty_inject_through_the_transform(world, probe):
+    """An empty packet (a keepalive) goes through the transform, which says
+    what it becomes: here probe mode 5's 32-byte header alone."""
+    import socket
+    from tunpump import netns
+    e1, _ = _udp(world, port=6200)
+    with netns.entered(world.n2):
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with peer, Pump(world.a, e1, transform=probe.Probe(5)) as p1:
+        peer.bind(("198.18.10.2", 6200))
+        peer.settimeout(5)
+        p1.inject(b"", "endpoint", through_transform=True)
+        while (got := peer.recv(2048)) != b"tunpump-probe-header-32-bytes!!!":
+            assert len(got) > 32, got   # the device's own packets, behind the header
+        with pytest.raises(ValueError, match="packet: empty.*through_transform=True"):
+            p1.inject(b"", "endpoint")
+        s = p1.stats()
+    assert s.to_endpoint.injected == 1
+    assert_stats_add_up(s)
+
+
 def test_inject_through_the_transform(world):
     """Python's own packet leaves through the transform (here Null on n1),
     as the device's would: it reaches n2's device and its stack answers."""

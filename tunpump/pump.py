@@ -433,8 +433,8 @@ class Pump:
         `through_transform=True` (to="endpoint" only): then `packet` is a
         device packet (an IP packet, or a frame for TAP) that queue `queue`'s
         worker sends through the transform as if the device had sent it
-        (Python's own data, a keepalive), counted in packets_in too, past
-        the verdicts; BlockingIOError when that worker's 64-packet ring is
+        (Python's own data, a keepalive: it may be empty, for the transform
+        to read as it likes), counted in packets_in too, past the verdicts; BlockingIOError when that worker's 64-packet ring is
         full. Each injected packet is counted in stats() as `injected` of
         its direction (to_device / to_endpoint). A TCP stream's framing
         belongs to its worker, so injecting into a TCP endpoint is refused
@@ -450,8 +450,9 @@ class Pump:
         transform have no prefix: prefix=True is refused there."""
         check_prefix_flag(prefix)
         data = bytes(packet)
-        if not data:
-            raise ValueError("packet: empty")
+        if not data and not through_transform:
+            raise ValueError("packet: empty (only through_transform=True takes an empty packet: the "
+                             "transform says what it means, such as a keepalive)")
         target: Endpoint
         if to == "device" or to is self.device:
             target = self.device

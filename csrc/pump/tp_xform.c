@@ -271,7 +271,8 @@ int tp__xf_post_inject(struct tp__xf *x, int peer, const uint8_t *data, size_t l
         return -EAGAIN;
     m->len = (uint32_t)len;
     m->peer = (uint8_t)peer;
-    memcpy(m->data, data, len);
+    if (len)   /* an empty packet (a keepalive) may come with data NULL */
+        memcpy(m->data, data, len);
     tp_ring_publish(&x->injects);
     (void)!write(x->msg_fd, &one, sizeof(one));
     return 0;

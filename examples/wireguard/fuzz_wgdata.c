@@ -7,7 +7,7 @@
  *   op & 3 == 1: an inner IPv4/IPv6 packet built from the bytes, out of A
  *                (device -> endpoint) and, when it passes, into B; op's
  *                bits pick the family, the peer, a wrong source, a flipped
- *                byte, or the keepalive marker
+ *                byte, or an empty packet (a keepalive)
  *   op & 3 == 2: the bytes as a control message to B
  *   op & 3 == 3: the last datagram A sealed, into B again (a replay)
  * Invariants: every packet stays inside its room; what B passes is an IP
@@ -135,11 +135,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((op & 3) == 0) {
             run(b, TUNPUMP_DIR_TO_DEVICE, slot, data, n, 0);
         } else if ((op & 3) == 1) {
-            uint32_t len = op & 32 ? 1 : inner_packet(op, data, n > AREA - 40 ? AREA - 40 : n, pkt);
+            uint32_t len = op & 32 ? 0 : inner_packet(op, data, n > AREA - 40 ? AREA - 40 : n, pkt);   /* 0: a keepalive */
             uint64_t auth = bb.sh.drops[R_AUTH];
             struct tunpump_pkt p;
-            if (op & 32)
-                pkt[0] = 0;      /* the keepalive marker */
             p = run(a, TUNPUMP_DIR_TO_ENDPOINT, slot, pkt, len, 0);
             if (p.outcome == TUNPUMP_PASS) {
                 require(p.len >= 32 && ((p.len - 32) % 16 == 0 || p.len - 32 > 1420));

@@ -7,8 +7,8 @@
  * framed as a type-4 transport message:
  *     type 4 | 3 zero bytes | receiver index (u32 LE) | counter (u64 LE) | ciphertext | tag
  * A packet whose peer has no usable session goes to Python (which stages it
- * and starts a handshake). A 1-byte packet 0x00 injected by Python for peer
- * i is a keepalive: an empty transport message.
+ * and starts a handshake). An empty packet injected by Python for peer i
+ * is a keepalive: an empty transport message.
  *
  * Endpoint -> device (TUNPUMP_UNKNOWN_SOURCES: datagrams from strangers
  * too): handshake messages (types 1-3, exact sizes) go to Python; a
@@ -296,7 +296,7 @@ static uint32_t padded_len(uint32_t len, uint32_t mtu)
 
 static void wg_out(struct wg_state *st, struct tunpump_pkt *p)
 {
-    int keepalive = p->len == 1 && p->data[0] == 0, peer = p->peer;
+    int keepalive = p->len == 0, peer = p->peer;
     struct wg_session *s;
     uint64_t *c;
     uint32_t len = keepalive ? 0 : p->len, pad;

@@ -34,7 +34,7 @@ log = logging.getLogger("wgtun")
 RUN_DIR = "/run/wgtun"          # show sockets, one per device
 DEFAULT_MTU = 1420
 STAGED_MAX = 128                # packets held per peer while a handshake runs (wireguard-go: 128)
-KEEPALIVE = b"\0"               # wgdata sends an empty transport message for this injected byte
+KEEPALIVE = b""                 # wgdata sends an empty transport message for an empty packet
 
 
 class Peer:
