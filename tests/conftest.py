@@ -4,6 +4,7 @@ import signal
 import pytest
 
 from helpers.nettest import CI, Namespaces, delete_netns, namespace_prefix, privilege_problem
+from helpers.extbuild import built_extension
 from helpers.fakedev import Rig
 from helpers.sanitizer import SanitizerRun, libasan
 from helpers.world import World
@@ -82,6 +83,16 @@ def sanitizer_run(request, privileged):
     if run is None:     # started some other way than a normal session: start it now
         run = request.config.stash[_SANITIZER_RUN] = SanitizerRun(lib)
     return run
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory):
+    """tests/helpers/xf_probe, the test transform, built once (a second
+    build would import as the first: same module name) in a temporary
+    directory with this Python, seeing only tunpump's public headers."""
+    with built_extension(os.path.join(os.path.dirname(__file__), "helpers", "xf_probe"),
+                         ("xf_probe.pyx", "setup.py"), tmp_path_factory.mktemp("xf_probe"), "xf_probe") as mod:
+        yield mod
 
 
 @pytest.fixture(params=["fake", "real"])

@@ -88,23 +88,9 @@ def test_wrong_capsule_name_refused(world):
 
 # ---- the probe: a Cython transform built against get_include() ---------------------
 
-import os
 import threading
 
-from helpers.extbuild import built_extension
 from helpers.nettest import wait_until
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
-
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    """tests/helpers/xf_probe built in a temporary directory with this
-    Python, seeing only tunpump's public headers."""
-    with built_extension(os.path.join(HERE, "helpers", "xf_probe"), ("xf_probe.pyx", "setup.py"),
-                         tmp_path_factory.mktemp("xf_probe"), "xf_probe") as mod:
-        yield mod
 
 
 def _ping(world, ok=True):
