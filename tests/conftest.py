@@ -3,8 +3,10 @@ import signal
 
 import pytest
 
-from helpers.nettest import CI, Namespaces, delete_netns, privilege_problem
+from helpers.nettest import CI, Namespaces, delete_netns, namespace_prefix, privilege_problem
+from helpers.extbuild import built_extension
 from helpers.fakedev import Rig
+from helpers.sanitizer import SanitizerRun, libasan
 from helpers.world import World
 
 # A suite started in the background of a non-interactive shell (`.ci/run &`)
@@ -48,6 +50,51 @@ def world(request, ns):
         w.close()
 
 
+_SANITIZER_RUN = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(items):
+    # The sanitizer run works in the background from collection on
+    # (helpers/sanitizer.py); its test waits for it, so it goes last.
+    items.sort(key=lambda item: "sanitizer_run" in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_finish(session):
+    """Start the sanitizer run now if its test will run and can (root and
+    libasan; else the test skips, or fails under CI, as it says why)."""
+    opt = session.config.option
+    if opt.collectonly or getattr(opt, "setupplan", False):
+        return
+    if any("sanitizer_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        lib = libasan()
+        if lib is not None and privilege_problem() is None:
+            session.config.stash[_SANITIZER_RUN] = SanitizerRun(lib)
+
+
+@pytest.fixture
+def sanitizer_run(request, privileged):
+    """The sanitizer run started at collection (helpers/sanitizer.py)."""
+    lib = libasan()
+    if lib is None:
+        if CI:
+            pytest.fail("libasan is missing (install gcc's sanitizer runtime)")
+        pytest.skip("gcc has no libasan here")
+    run = request.config.stash.get(_SANITIZER_RUN, None)
+    if run is None:     # started some other way than a normal session: start it now
+        run = request.config.stash[_SANITIZER_RUN] = SanitizerRun(lib)
+    return run
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory):
+    """tests/helpers/xf_probe, the test transform, built once (a second
+    build would import as the first: same module name) in a temporary
+    directory with this Python, seeing only tunpump's public headers."""
+    with built_extension(os.path.join(os.path.dirname(__file__), "helpers", "xf_probe"),
+                         ("xf_probe.pyx", "setup.py"), tmp_path_factory.mktemp("xf_probe"), "xf_probe") as mod:
+        yield mod
+
+
 @pytest.fixture(params=["fake", "real"])
 def rig(request):
     """Two devices and the stacks behind them: fake devices (socketpairs, no
@@ -65,8 +112,11 @@ def rig(request):
 
 def pytest_sessionfinish(session, exitstatus):
     # Nothing a test made may outlive the run.
+    run = session.config.stash.get(_SANITIZER_RUN, None)
+    if run is not None:
+        run.stop()     # ended early (Ctrl-C, -x): stop it; else remove its copy
     if os.path.isdir("/run/netns"):
-        left = [n for n in os.listdir("/run/netns") if n.startswith(f"tpt{os.getpid() % 100000}x")]
+        left = [n for n in os.listdir("/run/netns") if n.startswith(namespace_prefix(os.getpid()))]
         if left:
             stuck = [n for n in left if not delete_netns(n)]
             print(f"\nnamespaces left behind by a test: {left}; could not delete: {stuck}")

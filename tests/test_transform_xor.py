@@ -99,7 +99,7 @@ def test_xor_wrong_key_id_gets_nothing_through(world, tpxor):
     e2 = UDPEndpoint(("198.18.10.2", 6000), ("198.18.10.1", 6000), netns=world.n2)
     with Pump(world.a, e1, transform=tpxor.XOR(KEY, key_id=1)), \
             Pump(world.b, e2, transform=tpxor.XOR(KEY, key_id=2)) as p2:
-        r = world.ns.ping(world.n1, "198.18.11.2", timeout=2)
+        r = world.ns.ping(world.n1, "198.18.11.2", timeout=1)   # probes out in 0.4 s, no reply
         assert r.returncode != 0
         assert p2.stats().to_device.drops["transform"] > 0
         assert p2.stats().to_device.packets_out == 0

@@ -7,5 +7,7 @@
            tests run without root; Rig runs one test body on fake or real devices.
 - framing: simpletun's framing ([2-byte length][packet]) for TCP tests.
 - simpletun: a reference simpletun, run as a script inside a namespace.
+- sanitizer: the ASan + UBSan copy of the tree and the child pytest of the
+           C-level tests (C_LEVEL_TESTS) run in the background of the session.
 
 Packet builders live in tests/packets.py (import it as `packets`)."""

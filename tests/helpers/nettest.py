@@ -30,7 +30,14 @@ def privilege_problem() -> Optional[str]:
 
 
 def unique(prefix: str = "tpt") -> str:
-    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    """A name no other process makes: the pid is in it (a sanitizer child
+    pytest runs the same tests beside this session), and it fits IFNAMSIZ."""
+    return f"{namespace_prefix(os.getpid(), prefix)}{next(_counter)}"
+
+
+def namespace_prefix(pid: int, prefix: str = "tpt") -> str:
+    """What the names process `pid` makes with unique() start with."""
+    return f"{prefix}{pid % 100000}x"
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -167,14 +167,22 @@ class WireguardGo:
 
 # Capture UDP datagrams to or from a port on every interface of a namespace
 # (AF_PACKET: outgoing too) for a bounded time / count; print payloads as hex.
+# It also ends when its stdin closes (Capture.payloads: the test's traffic is
+# over), once it has read every frame already queued: a frame is queued as it
+# crosses the interface, so nothing the test sent before is lost.
 CAPTURE = r"""
 import select, socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
 print("ready", flush=True)
 port, end, out = int(sys.argv[3]), time.monotonic() + float(sys.argv[1]), []
+done = False
 while time.monotonic() < end and len(out) < int(sys.argv[2]):
-    if not select.select([s], [], [], 0.2)[0]:
+    ready = select.select([s, sys.stdin], [], [], 0 if done else 0.2)[0]
+    done = done or sys.stdin in ready
+    if s not in ready:
+        if done:
+            break
         continue
     pkt = s.recv(1 << 17)
     v = pkt[0] >> 4 if pkt else 0
@@ -189,11 +197,12 @@ print("\n".join(out))
 
 class Capture:
     def __init__(self, ns, ns_name: str, seconds: float, count: int = 100000, port: int = PORT) -> None:
-        self.p = ns.python(ns_name, "-c", CAPTURE, str(seconds), str(count), str(port))
+        self.p = ns.python(ns_name, "-c", CAPTURE, str(seconds), str(count), str(port), stdin=subprocess.PIPE)
         assert self.p.stdout.readline().strip() == "ready"
 
     def payloads(self, timeout: float = 120) -> List[bytes]:
-        out, err = self.p.communicate(timeout=timeout)
+        """What it saw until now (or its time / count ran out before)."""
+        out, err = self.p.communicate(timeout=timeout)   # closes its stdin: it stops
         return [bytes.fromhex(x) for x in out.split()]
 
 
