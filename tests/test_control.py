@@ -132,8 +132,9 @@ def test_punt_verdict_packets_reach_on_punt_in_batches(world):
 
 
 def test_on_punt_needs_a_source_of_packets(world):
-    with pytest.raises(ValueError, match=r"on_punt: nothing would reach it.*transform.*Verdict.PUNT"):
-        Pump(world.a, world.b, on_punt=print)
+    for kw in ({}, {"on_flow": lambda f: Verdict.PUNT, "on_packet": print}):   # on_packet takes PUNTs first
+        with pytest.raises(ValueError, match=r"on_punt: nothing would reach it.*transform.*Verdict.PUNT"):
+            Pump(world.a, world.b, on_punt=print, **kw)
     Pump(world.a, world.b, on_punt=print, on_flow=lambda f: Verdict.PUNT)   # a PUNT verdict may come
 
 

@@ -337,6 +337,23 @@ def test_empty_inject_through_the_transform(world, probe):
     assert_stats_add_up(s)
 
 
+def test_empty_packet_never_framed_on_a_tcp_stream(world):
+    """Regression: a packet the transform leaves empty (Null passing an
+    empty inject) went out as a 0-length frame, which the far end reads as
+    a broken stream; it is dropped as malformed and the stream goes on."""
+    e1 = TCPEndpoint.listen(("198.18.10.1", 6510), netns=world.n1)
+    e2 = TCPEndpoint.connect(("198.18.10.1", 6510), netns=world.n2)
+    with Pump(world.a, e1, transform=transforms.Null()) as p1, \
+            Pump(world.b, e2, transform=transforms.Null()) as p2:
+        _ping(world)
+        p1.inject(b"", "endpoint", through_transform=True)
+        assert wait_until(lambda: p1.stats().to_endpoint.drops["malformed"] == 1, timeout=5), p1.stats()
+        _ping(world)
+    for p in (p1, p2):
+        assert_stats_add_up(p.stats())
+    assert p2.stats().to_device.drops["malformed"] == 0
+
+
 def test_inject_through_the_transform(world):
     """Python's own packet leaves through the transform (here Null on n1),
     as the device's would: it reaches n2's device and its stack answers."""

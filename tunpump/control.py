@@ -480,8 +480,8 @@ class Control:
         if not self._punts:
             return
         batch, self._punts = self._punts, []
-        if self.on_punt_cb is None:
-            return
+        if self.on_punt_cb is None or self._stopping():
+            return   # no callback starts after stop(), even with packets gathered before it
         try:
             self.on_punt_cb(batch)
         except BaseException:

@@ -183,9 +183,10 @@ class Pump:
                 not 1 <= punt_ring <= _core.MAX_PUNT_RING or punt_ring & (punt_ring - 1):
             raise ValueError(f"punt_ring={punt_ring!r}: expected a power of two from 1 to {_core.MAX_PUNT_RING} "
                              f"packets per queue (64 KiB of memory each)")
-        if on_punt is not None and transform is None and on_flow is None:
+        if on_punt is not None and transform is None and (on_flow is None or on_packet is not None):
             raise ValueError("on_punt: nothing would reach it: packets come from a transform "
-                             "(TUNPUMP_TO_PYTHON) or from flows on_flow gives Verdict.PUNT")
+                             "(TUNPUMP_TO_PYTHON) or, without on_packet, from flows on_flow gives "
+                             "Verdict.PUNT")
         for name, cb in (("on_flow", on_flow), ("on_packet", on_packet), ("on_event", on_event),
                          ("on_punt", on_punt)):
             if cb is not None and not callable(cb):

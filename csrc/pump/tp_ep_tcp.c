@@ -403,9 +403,11 @@ static int tcp_frame_iov(struct tp__dir *d, struct tp_dir_stats *st)
     for (int i = d->next; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
         uint32_t flen = p->hdrlen + p->len;
-        if (flen > TP_FRAME_MAX) {   /* cannot be framed in 2 bytes */
+        /* Cannot be framed: over 2 bytes' worth, or empty (a transform may
+         * leave nothing), which the far end reads as a broken stream. */
+        if (flen == 0 || flen > TP_FRAME_MAX) {
             if (i == d->next && d->off == 0) {
-                TP__ADD(st->drops[TP_DROP_TOO_BIG], 1);
+                TP__ADD(st->drops[flen ? TP_DROP_TOO_BIG : TP_DROP_MALFORMED], 1);
                 d->next++;
                 continue;
             }

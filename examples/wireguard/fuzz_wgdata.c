@@ -70,24 +70,33 @@ static void install_msg(void *st, int initiator, uint32_t local, uint32_t remote
     wg_control(st, m, sizeof(m));
 }
 
-/* One packet through one direction of st, in a slot with room around it. */
+/* One packet through one direction of st: device -> endpoint in a slot
+ * with room around it; endpoint -> device where it lies with no room, as
+ * tunpump hands it over (TUNPUMP_IN_PLACE_TO_DEVICE): a buffer of exactly
+ * its size, so ASan sees any write outside it. */
 static struct tunpump_pkt run(void *st, enum tunpump_dir dir, uint8_t *slot, const uint8_t *data, uint32_t len,
                               int16_t peer)
 {
-    struct tunpump_pkt p = { .data = slot + ROOM, .len = len, .headroom = ROOM, .tailroom = SLOT - ROOM - len,
-                             .peer = peer };
+    int in = dir == TUNPUMP_DIR_TO_DEVICE;
+    uint8_t *lo = in ? malloc(len ? len : 1) : slot, *hi = in ? lo + len : slot + SLOT;
+    struct tunpump_pkt p = { .data = in ? lo : slot + ROOM, .len = len, .headroom = in ? 0 : ROOM,
+                             .tailroom = in ? 0 : SLOT - ROOM - len, .peer = peer };
 
-    memmove(slot + ROOM, data, len);
+    require(lo != NULL);
+    memmove(p.data, data, len);
     wg_batch(st, dir, &p, 1);
     require(p.outcome <= TUNPUMP_TO_PYTHON && p.drop_reason <= R_N);
     require(p.outcome == TUNPUMP_DROP || !p.drop_reason);
     /* roam only for an authenticated datagram, naming a configured peer */
-    require(!p.roam || (dir == TUNPUMP_DIR_TO_DEVICE && p.peer >= 0 &&
-                        (uint32_t)p.peer < ((struct wg_state *)st)->cfg->npeers));
+    require(!p.roam || (in && p.peer >= 0 && (uint32_t)p.peer < ((struct wg_state *)st)->cfg->npeers));
     if (p.outcome != TUNPUMP_DROP) {
-        require(p.data >= slot && p.len <= SLOT && p.data + p.len <= slot + SLOT);
-        if (dir == TUNPUMP_DIR_TO_DEVICE && p.outcome == TUNPUMP_PASS)
+        require(p.data >= lo && p.data <= hi && p.len <= (uint32_t)(hi - p.data));
+        if (in && p.outcome == TUNPUMP_PASS)
             require(p.len >= 20 && (p.data[0] >> 4 == 4 || p.data[0] >> 4 == 6));
+    }
+    if (in) {
+        free(lo);
+        p.data = NULL;   /* callers read only the outcome of this direction */
     }
     return p;
 }

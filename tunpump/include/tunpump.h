@@ -90,9 +90,12 @@ enum tunpump_outcome {
 /* Endpoint -> device, the batch function never grows a packet: it only
  * reads and rewrites bytes inside [data, data + len), moves data forward
  * and shortens len (decryption: strip a header and a tag, decrypt in
- * place). tunpump then hands it each packet where it was received, without
- * copying it, with headroom and tailroom 0; a packet it grows anyway is
- * dropped as "transform_overflow". Device -> endpoint is not affected. */
+ * place). tunpump then hands it each packet in one piece where it was
+ * received, without copying it, with headroom and tailroom 0; a packet it
+ * grows anyway is dropped as "transform_overflow", and a write outside
+ * [data, data + len) would land in the next packet. Segments tunpump cut
+ * from a super-packet (a relay's second device) are still copied with room,
+ * and device -> endpoint is not affected. */
 #define TUNPUMP_IN_PLACE_TO_DEVICE 0x8u
 /* Every flag this ABI knows: a transform with another bit set is refused. */
 #define TUNPUMP_ALL_FLAGS \
