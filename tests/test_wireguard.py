@@ -13,7 +13,7 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from helpers import wg
+from helpers import csan, wg
 
 sys.path.insert(0, wg.EXAMPLE)
 import noise  # noqa: E402
@@ -289,33 +289,10 @@ def test_wgdata_refuses_bad_configs(wgdata):
 # ---- the C data path alone: fuzz target and a scripted run -------------------------
 
 def _gcc_build(tmp_path, sources, name):
-    import shutil
-    import subprocess
-    from helpers.nettest import CI
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        if CI:
-            pytest.fail("gcc is missing (the sanitizer build of the wgdata fuzz target)")
-        pytest.skip("no gcc here")
     import tunpump
-    exe = tmp_path / name
-    cmd = [gcc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-           "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-I", tunpump.get_include(),
-           "-I", os.path.join(wg.ROOT, "tests", "fuzz"), "-I", wg.EXAMPLE, *sources, "-lcrypto", "-o", str(exe)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return str(exe)
-
-
-def _run_sanitized(args):
-    import subprocess
-    env = dict(os.environ, ASAN_OPTIONS="abort_on_error=1:detect_leaks=1",
-               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    env.pop("LD_PRELOAD", None)
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0 and "Sanitizer" not in out and "runtime error" not in out, out[-4000:]
-    return r.stdout
+    return csan.build(csan.sanitizer_gcc(), tmp_path / name,
+                      ["-I", tunpump.get_include(), "-I", os.path.join(wg.ROOT, "tests", "fuzz"), "-I", wg.EXAMPLE,
+                       *sources, "-lcrypto"])
 
 
 def _seeds(directory, n=400):
@@ -340,7 +317,7 @@ def test_wgdata_fuzz_target_replays_clean_under_asan_ubsan(tmp_path):
     exe = _gcc_build(tmp_path, [os.path.join(wg.EXAMPLE, "fuzz_wgdata.c"),
                                 os.path.join(wg.ROOT, "tests", "fuzz", "driver.c")], "fuzz_wgdata")
     _seeds(str(tmp_path / "corpus"))
-    assert "replayed 400 inputs" in _run_sanitized([exe, str(tmp_path / "corpus")])
+    assert "replayed 400 inputs" in csan.run([exe, str(tmp_path / "corpus")])
 
 
 CHECK = r"""
@@ -372,7 +349,7 @@ def test_wgdata_counts_each_drop_reason(tmp_path):
     src = tmp_path / "check.c"
     src.write_text(CHECK)
     exe = _gcc_build(tmp_path, [str(src)], "check")
-    got = dict(line.split("=") for line in _run_sanitized([exe]).split())
+    got = dict(line.split("=") for line in csan.run([exe]).split())
     assert {k: int(v) for k, v in got.items()} == {
         "short": 1, "bad_type": 1, "bad_length": 0, "no_session": 0, "expired": 0, "replay": 1, "auth": 0,
         "keepalive": 1, "bad_inner": 0, "src_filter": 1, "no_route": 0, "too_big": 0, "rx_data": 2, "keepalives_rx": 1,

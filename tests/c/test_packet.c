@@ -251,6 +251,15 @@ static void test_split_chunks(int v6)
     CHECK(tp_vnet_split_begin(&s, &h, pkt, len, TP_L2_NONE) == TP_VNET_ETOOMANY, "past the bound");
 }
 
+/* Three back-to-back 1000-byte TCP segments of one flow, which coalesce. */
+static void build_run(uint8_t bufs[3][1200], struct tp_gro_pkt pk[3])
+{
+    for (int i = 0; i < 3; i++) {
+        pk[i].len = build(bufs[i], 0, TP_IPPROTO_TCP, 1000 + 1000 * (uint32_t)i, 1000, (uint16_t)(1 + i));
+        pk[i].data = bufs[i];
+    }
+}
+
 /* issue 12 bug 3: bytes after the IP length went into the super-packet. */
 static void test_coalesce_trailing(void)
 {
@@ -260,13 +269,9 @@ static void test_coalesce_trailing(void)
     int next[3];
     uint32_t skip[3];
 
-    for (int i = 0; i < 3; i++) {
-        pk[i].len = build(bufs[i], 0, TP_IPPROTO_TCP, 1000 + 1000 * (uint32_t)i, 1000, (uint16_t)(1 + i));
-        pk[i].data = bufs[i];
-    }
+    build_run(bufs, pk);
     CHECK(tp_gro_coalesce(pk, 3, TP_L2_NONE, TP_GRO_TCP, next, skip, units) == 1, "a clean run merges");
-    for (int i = 0; i < 3; i++)
-        pk[i].len = build(bufs[i], 0, TP_IPPROTO_TCP, 1000 + 1000 * (uint32_t)i, 1000, (uint16_t)(1 + i));
+    build_run(bufs, pk);
     memcpy(bufs[1] + pk[1].len, "JUNK", 4);
     pk[1].len += 4;
     int n = tp_gro_coalesce(pk, 3, TP_L2_NONE, TP_GRO_TCP, next, skip, units);
@@ -286,10 +291,7 @@ static void test_coalesce_trusted(void)
     uint32_t skip[3];
 
     for (int trusted = 0; trusted < 2; trusted++) {
-        for (int i = 0; i < 3; i++) {
-            pk[i].len = build(bufs[i], 0, TP_IPPROTO_TCP, 1000 + 1000 * (uint32_t)i, 1000, (uint16_t)(1 + i));
-            pk[i].data = bufs[i];
-        }
+        build_run(bufs, pk);
         bufs[1][pk[1].len - 1] ^= 0x5a;   /* the second segment's TCP checksum no longer verifies */
         int n = tp_gro_coalesce(pk, 3, TP_L2_NONE, TP_GRO_TCP | (trusted ? TP_GRO_CSUM_TRUSTED : 0), next, skip,
                                 units);
