@@ -49,8 +49,9 @@ def test_null_tcp_tunnel(world):
 
 def test_null_capsule_and_info():
     name, flags, has_control = transforms.info(transforms.Null())
-    assert name == "null" and flags == 9 and not has_control   # NEEDS_SEGMENTS | IN_PLACE_TO_DEVICE
-    assert transforms.CAPSULE_NAME == "tunpump.transform.v1"
+    # NEEDS_SEGMENTS | IN_PLACE_TO_DEVICE | GATHER_TO_ENDPOINT
+    assert name == "null" and flags == 0x1 | 0x8 | 0x10 and not has_control
+    assert transforms.CAPSULE_NAME == "tunpump.transform.v2" and transforms.ABI_VERSION == 2
 
 
 def test_transform_fails_closed(world):
@@ -71,7 +72,7 @@ def test_punt_ring_checked(world, bad):
 
 def test_not_a_capsule_refused(world):
     e1, _ = _udp(world)
-    with pytest.raises(TypeError, match="transform=.*PyCapsule named 'tunpump.transform.v1'"):
+    with pytest.raises(TypeError, match="transform=.*PyCapsule named 'tunpump.transform.v2'"):
         Pump(world.a, e1, transform=object())
 
 
@@ -80,9 +81,9 @@ def test_wrong_capsule_name_refused(world):
     new = ctypes.pythonapi.PyCapsule_New
     new.restype = ctypes.py_object
     new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-    cap = new(ctypes.cast(ctypes.pointer(ctypes.c_int(1)), ctypes.c_void_p), b"tunpump.transform.v0", None)
+    cap = new(ctypes.cast(ctypes.pointer(ctypes.c_int(1)), ctypes.c_void_p), b"tunpump.transform.v1", None)   # built against ABI 1
     e1, _ = _udp(world)
-    with pytest.raises(ValueError, match="a capsule named 'tunpump.transform.v0'.*takes 'tunpump.transform.v1'"):
+    with pytest.raises(ValueError, match="a capsule named 'tunpump.transform.v1'.*takes 'tunpump.transform.v2'"):
         Pump(world.a, e1, transform=cap)
 
 
@@ -143,7 +144,7 @@ def test_probe_bad_drop_reason_name_refused(world, probe):
 
 def test_probe_wrong_abi_refused(world, probe):
     e1, _ = _udp(world)
-    with pytest.raises(ValueError, match="built for ABI version 2, this tunpump speaks 1"):
+    with pytest.raises(ValueError, match="built for ABI version 3, this tunpump speaks 2"):
         Pump(world.a, e1, transform=probe.Probe(0, abi_off_by_one=True))
 
 

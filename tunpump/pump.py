@@ -127,7 +127,7 @@ class Pump:
       per queue held while their flow waits for a verdict.
 
     Transform (docs/transforms.md): `transform=` a capsule named
-    "tunpump.transform.v1" or an object with `__tunpump_transform__()` (such
+    "tunpump.transform.v2" or an object with `__tunpump_transform__()` (such
     as `tunpump.transforms.Null()`) runs C code on every packet in both
     directions, on the workers. Packets it sends to Python arrive in batches
     at `on_punt(list[Packet])` (one call per dispatch round), as do PUNT

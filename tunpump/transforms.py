@@ -2,7 +2,7 @@
 docs/transforms.md and tunpump/include/tunpump.h).
 
 `Pump(..., transform=...)` takes either a PyCapsule named
-"tunpump.transform.v1" (from any C or Cython module built against
+"tunpump.transform.v2" (from any C or Cython module built against
 `tunpump.get_include()`), or an object with a `__tunpump_transform__()`
 method returning one (the built-ins below, and the way a third-party
 transform class should present itself)."""

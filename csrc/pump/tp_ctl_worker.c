@@ -284,19 +284,22 @@ void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pk
 {
     struct tp_event *ev = c->events.slots ? tp_ring_reserve(&c->events) : NULL;
     uint8_t *slot = ev ? tp_ring_reserve(&c->punts) : NULL;
+    uint32_t len = x->head_len + x->len;   /* in two pieces with TUNPUMP_GATHER_TO_ENDPOINT */
 
-    if (!ev || !slot || x->len > TP__PUNT_SLOT) {
+    if (!ev || !slot || len > TP__PUNT_SLOT) {
         TP__ADD(st->drops[TP_DROP_PUNT_FULL], segs);
         return;
     }
-    memcpy(slot, x->data, x->len);
+    if (x->head_len)
+        memcpy(slot, x->head, x->head_len);
+    memcpy(slot + x->head_len, x->data, x->len);
     memset(ev, 0, sizeof(*ev));
     ev->type = TP_EV_PUNT;
     ev->worker = (uint16_t)c->idx;
     ev->flow = x->flow;
     if (x->flow >= 0 && (uint32_t)x->flow < c->flows.cap)
         ev->gen = c->flows.e[x->flow].gen;   /* Python's flow id holds the slot's generation */
-    ev->len = x->len;
+    ev->len = len;
     ev->dir = (uint8_t)dir;
     ev->peer = x->peer;
     if (x->src)

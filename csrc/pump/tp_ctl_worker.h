@@ -75,7 +75,8 @@ void tp__ctl_notify(struct tp__ctl *c);
 int tp__ctl_classify(struct tp__ctl *c, struct tp__pkt *r, struct tp_dir_stats *st);
 
 /* A packet the transform sent to Python (TUNPUMP_TO_PYTHON): into the punt
- * ring with its direction, peer and source, or dropped as punt_full. */
+ * ring with its direction, peer and source, or dropped as punt_full. x is
+ * checked (tp_xform.c): head_len is 0, or head is the packet's first piece. */
 struct tunpump_pkt;
 /* segs: the wire packets x stands for (a super-packet passed whole: its segments). */
 void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,

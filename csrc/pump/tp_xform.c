@@ -22,6 +22,7 @@ void tp__xf_init(struct tp__xf *x, const struct tunpump_transform *t, int queue,
     x->ctl = ctl;
     x->msg_fd = -1;
     x->in_place_in = x->ops && (x->ops->flags & TUNPUMP_IN_PLACE_TO_DEVICE);
+    x->gather_out = x->ops && (x->ops->flags & TUNPUMP_GATHER_TO_ENDPOINT);
     if (x->ops && x->ops->drop_reasons)
         while (x->ndrop_reasons < TUNPUMP_MAX_DROP_REASONS && x->ops->drop_reasons[x->ndrop_reasons])
             x->ndrop_reasons++;
@@ -33,7 +34,8 @@ int tp__xf_alloc(struct tp__xf *x, const struct tunpump_transform *t, int cap, i
 
     *err = "malloc";
     x->desc = malloc(sizeof(*x->desc) * (size_t)cap);
-    if (!x->desc || tp_ring_init(&x->msgs, TP__XF_MSG_RING, sizeof(struct tp__xf_msg)) < 0 ||
+    x->rooms = malloc(sizeof(*x->rooms) * (size_t)cap);
+    if (!x->desc || !x->rooms || tp_ring_init(&x->msgs, TP__XF_MSG_RING, sizeof(struct tp__xf_msg)) < 0 ||
         tp_ring_init(&x->injects, TP__XF_INJECT_RING, sizeof(struct tp__xf_inject)) < 0)
         return -ENOMEM;
     *err = "eventfd";
@@ -58,7 +60,9 @@ void tp__xf_free(struct tp__xf *x)
         x->ops->destroy(x->state);
     x->created = 0;
     free(x->desc);
+    free(x->rooms);
     x->desc = NULL;
+    x->rooms = NULL;
     tp_ring_free(&x->msgs);
     tp_ring_free(&x->injects);
     if (x->msg_fd >= 0)
@@ -86,45 +90,73 @@ static void tp__xf_describe(const struct tp__dir *d, enum tp_dir dir, const stru
     }
 }
 
-/* Where the transform gets packet p's bytes: where they lie, with no room
- * (TUNPUMP_IN_PLACE_TO_DEVICE, a packet in one piece: it may only shrink),
- * or copied into the arena at *off with room around them. 0, or -1 when
- * the arena is full (cannot happen within its bound; counted as too_big if
- * it does). */
+/* Where the transform gets packet p's bytes, and the room it may leave
+ * them in (*room):
+ *  - TUNPUMP_IN_PLACE_TO_DEVICE, a packet in one piece: where they lie,
+ *    with no room (it may only shrink);
+ *  - TUNPUMP_GATHER_TO_ENDPOINT: where they lie, in their one or two pieces,
+ *    read-only; the room is out, arena space of the size a copy would take;
+ *  - otherwise copied into the arena at *off with room around them.
+ * 0, or -1 when the arena is full (cannot happen within its bound; counted
+ * as too_big if it does). */
 static int tp__xf_place(struct tp__dir *d, enum tp_dir dir, const struct tp__pkt *p, size_t *off,
-                        struct tunpump_pkt *x, const struct tp__xf *xf)
+                        struct tunpump_pkt *x, struct tp__xf_room *room, const struct tp__xf *xf)
 {
     uint32_t len = p->hdrlen + p->len;
     size_t need = TUNPUMP_MIN_HEADROOM + (size_t)len + TUNPUMP_MIN_TAILROOM;
-    uint8_t *dst;
+    uint8_t *at;
 
-    x->len = len;
     if (dir == TP_DIR_TO_DEV && xf->in_place_in && !p->hdrlen) {
         x->data = p->data;
+        x->len = len;
+        room->lo = p->data;
+        room->hi = p->data + len;
         return 0;
     }
     need = (need + TP__XF_ALIGN - 1) & ~(size_t)(TP__XF_ALIGN - 1);
     if (*off + need > d->xf_arena_size)
         return -1;
-    dst = d->xf_arena + *off + TUNPUMP_MIN_HEADROOM;
+    at = d->xf_arena + *off;
+    *off += need;
+    room->lo = at;
+    room->hi = at + need;
+    if (dir == TP_DIR_TO_EP && xf->gather_out) {
+        x->head = p->hdrlen ? p->hdr : NULL;
+        x->head_len = p->hdrlen;
+        x->data = p->data;
+        x->len = p->len;
+        x->out = at;
+        x->out_size = (uint32_t)need;
+        return 0;
+    }
     if (p->hdrlen)
-        memcpy(dst, p->hdr, p->hdrlen);
-    memcpy(dst + p->hdrlen, p->data, p->len);
-    x->data = dst;
+        memcpy(at + TUNPUMP_MIN_HEADROOM, p->hdr, p->hdrlen);
+    memcpy(at + TUNPUMP_MIN_HEADROOM + p->hdrlen, p->data, p->len);
+    x->data = at + TUNPUMP_MIN_HEADROOM;
+    x->len = len;
     x->headroom = TUNPUMP_MIN_HEADROOM;
     x->tailroom = (uint32_t)(need - TUNPUMP_MIN_HEADROOM - len);
-    *off += need;
     return 0;
 }
 
-/* Whether the transform left x inside the room it was given. */
-static int tp__xf_fits(const struct tunpump_pkt *x, const uint8_t *lo, const uint8_t *hi)
+enum tp__xf_left { TP__XF_OUTSIDE, TP__XF_IN_ROOM, TP__XF_AS_GIVEN };
+
+/* Where the transform left x (packet p before the stage): in one piece
+ * inside the room it was given, or (TUNPUMP_GATHER_TO_ENDPOINT) untouched
+ * where it lies, or anywhere else. */
+static enum tp__xf_left tp__xf_where(const struct tp__xf *xf, enum tp_dir dir, const struct tunpump_pkt *x,
+                                     const struct tp__pkt *p, const struct tp__xf_room *room)
 {
     /* As integers: the transform's pointer may point anywhere, and comparing
      * pointers into different objects is undefined. */
-    uintptr_t p = (uintptr_t)x->data, l = (uintptr_t)lo, h = (uintptr_t)hi;
+    uintptr_t d = (uintptr_t)x->data, l = (uintptr_t)room->lo, h = (uintptr_t)room->hi;
 
-    return x->len <= TUNPUMP_MAX_PACKET && p >= l && p <= h && h - p >= x->len;
+    if (dir == TP_DIR_TO_EP && xf->gather_out && x->data == p->data && x->len == p->len &&
+        x->head_len == p->hdrlen && (!p->hdrlen || x->head == p->hdr))
+        return TP__XF_AS_GIVEN;
+    if (x->head_len == 0 && x->len <= TUNPUMP_MAX_PACKET && d >= l && d <= h && h - d >= x->len)
+        return TP__XF_IN_ROOM;
+    return TP__XF_OUTSIDE;
 }
 
 /* pkt->roam (tunpump.h): the transform authenticated datagram p as coming
@@ -170,20 +202,20 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
     for (int i = 0; i < n; i++) {
         struct tunpump_pkt *x = &xf->desc[i];
         struct tp__pkt *p = &d->pkts[i];
-        const uint8_t *lo = p->hdr, *hi = p->hdr + p->hdrlen;   /* the room given (tp__xf_run) */
+        enum tp__xf_left left = tp__xf_where(xf, dir, x, p, &xf->rooms[i]);
 
         if (x->roam)
             tp__xf_roam(xf, d, dir, p, x);
         if (x->outcome == TUNPUMP_DROP) {
             tp__xf_count_drop(xf, x, st, p->segs);
         } else if (x->outcome == TUNPUMP_TO_PYTHON) {
-            if (!tp__xf_fits(x, lo, hi))
+            if (left == TP__XF_OUTSIDE)
                 TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
             else
                 tp__ctl_punt_xf(xf->ctl, dir, x, st, p->segs);
         } else if (x->outcome != TUNPUMP_PASS) {
             TP__ADD(st->drops[TP_DROP_TRANSFORM], p->segs);   /* not an outcome: fail closed */
-        } else if (!tp__xf_fits(x, lo, hi)) {
+        } else if (left == TP__XF_OUTSIDE) {
             TP__ADD(st->drops[TP_DROP_TRANSFORM_OVERFLOW], p->segs);
         } else if (dir == TP_DIR_TO_DEV && d->dst_fmt && !tp__plausible(d->dst_fmt, x->data, x->len)) {
             TP__ADD(st->drops[TP_DROP_MALFORMED], p->segs);   /* the endpoint skipped this check for us */
@@ -194,10 +226,12 @@ static void tp__xf_apply(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats
             *q = *p;
             if (dir == TP_DIR_TO_EP && xf->udp)
                 q->route = (uint8_t)x->peer;              /* the transform may choose the peer */
-            q->data = x->data;
-            q->len = x->len;
-            q->hdr = NULL;
-            q->hdrlen = 0;
+            if (left == TP__XF_IN_ROOM) {                 /* else it leaves as it came */
+                q->data = x->data;
+                q->len = x->len;
+                q->hdr = NULL;
+                q->hdrlen = 0;
+            }
         }
     }
     d->n = out;
@@ -212,15 +246,11 @@ void tp__xf_run(struct tp__dir *d, enum tp_dir dir, struct tp_dir_stats *st)
     for (int i = 0; i < d->n; i++) {
         struct tp__pkt *p = &d->pkts[i];
         tp__xf_describe(d, dir, p, &xf->desc[n], xf);
-        if (tp__xf_place(d, dir, p, &off, &xf->desc[n], xf) < 0) {
+        if (tp__xf_place(d, dir, p, &off, &xf->desc[n], &xf->rooms[n], xf) < 0) {
             TP__ADD(st->drops[TP_DROP_TOO_BIG], p->segs);
             continue;
         }
-        d->pkts[n] = *p;
-        /* Remember the room given (hdr / hdrlen are rewritten in apply). */
-        d->pkts[n].hdr = xf->desc[n].data - xf->desc[n].headroom;
-        d->pkts[n].hdrlen = xf->desc[n].headroom + xf->desc[n].len + xf->desc[n].tailroom;
-        n++;
+        d->pkts[n++] = *p;
     }
     if (n)
         xf->ops->batch(xf->state, (enum tunpump_dir)dir, xf->desc, (unsigned)n);

@@ -2,8 +2,8 @@
  * worker, the transform's state, the descriptors handed to its batch
  * function, and the ring of control messages from Python. The stage copies
  * each packet of a batch into the direction's arena with room around it
- * (or, with TUNPUMP_IN_PLACE_TO_DEVICE, hands endpoint -> device packets
- * over where they were read), calls the transform once, checks what it
+ * (or, with TUNPUMP_IN_PLACE_TO_DEVICE / TUNPUMP_GATHER_TO_ENDPOINT, hands
+ * packets over where they were read), calls the transform once, checks what it
  * left, and keeps, drops or punts each packet. Not public. */
 #ifndef TP_XFORM_H
 #define TP_XFORM_H
@@ -16,6 +16,11 @@
 
 #define TP__XF_MSG_RING 64      /* control messages waiting per worker */
 #define TP__XF_INJECT_RING 64   /* injected packets waiting per worker (64 KiB each) */
+
+/* The room a packet was handed in (tp__xf_place): [lo, hi). */
+struct tp__xf_room {
+    uint8_t *lo, *hi;
+};
 
 /* One control message in the ring. */
 struct tp__xf_msg {
@@ -37,11 +42,13 @@ struct tp__xf {
     int queue;
     int udp;                    /* the far end is a UDP socket: peer indexes mean something */
     int in_place_in;            /* TUNPUMP_IN_PLACE_TO_DEVICE: endpoint -> device packets are not copied */
+    int gather_out;             /* TUNPUMP_GATHER_TO_ENDPOINT: nor device -> endpoint packets */
     int npeers;                 /* UDP: peer indexes a packet may leave to (the endpoint drops
                                  * one it has no peer for as no_peer too) */
     struct tp__ctl *ctl;        /* where TUNPUMP_TO_PYTHON packets and roam events go */
     struct tp_ep *far;          /* the endpoint packets come from (roaming); NULL: none */
     struct tunpump_pkt *desc;   /* cap of the larger direction */
+    struct tp__xf_room *rooms;  /* idem: desc[i]'s room, which the transform cannot move */
     struct tp_ring msgs;        /* control -> worker: struct tp__xf_msg */
     struct tp_ring injects;     /* control -> worker: struct tp__xf_inject, sent through the transform */
     int msg_fd;                 /* eventfd: messages are waiting */

@@ -12,7 +12,7 @@ static void null_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
 
 static const struct tunpump_transform_ops null_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
-    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_IN_PLACE_TO_DEVICE,   /* the flags an AEAD sets */
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_IN_PLACE_TO_DEVICE | TUNPUMP_GATHER_TO_ENDPOINT,   /* what an AEAD wants */
     .name = "null",
     .batch = null_batch,
 };

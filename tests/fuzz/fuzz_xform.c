@@ -222,10 +222,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
      * (remade per input, the large allocations cost most of the run time). */
     static struct tp__dir made[8];
     static struct tunpump_pkt *descs[8];
+    static struct tp__xf_room *rooms[8];
     int b = in[2] % 8;
     if (!made[b].pkts) {
         if (tp__dir_alloc(&made[b], 1 + b, 0) < 0 || tp__dir_alloc_xf(&made[b], 1 + b) < 0 ||
-            !(descs[b] = malloc(sizeof(*descs[b]) * (size_t)made[b].cap)))
+            !(descs[b] = malloc(sizeof(*descs[b]) * (size_t)made[b].cap)) ||
+            !(rooms[b] = malloc(sizeof(*rooms[b]) * (size_t)made[b].cap)))
             abort();
     }
     d.cap = made[b].cap;
@@ -246,6 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 
     tp__xf_init(&xf, &t, 3, g.udp, g.npeers, NULL);
     xf.desc = descs[b];
+    xf.rooms = rooms[b];
     xf.state = &g;
     d.xf = &xf;
     g.d = &d;

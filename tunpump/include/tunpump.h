@@ -1,4 +1,4 @@
-/* tunpump.h: tunpump's public C API for packet transforms (ABI version 1).
+/* tunpump.h: tunpump's public C API for packet transforms (ABI version 2).
  *
  * A transform is C code that runs on tunpump's worker threads, without the
  * GIL, on every packet in both directions:
@@ -40,13 +40,17 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define TUNPUMP_TRANSFORM_ABI 1
+/* 2: struct tunpump_pkt gained head, out, head_len and out_size
+ * (TUNPUMP_GATHER_TO_ENDPOINT). A transform built for 1 is refused: rebuild
+ * it against this header. */
+#define TUNPUMP_TRANSFORM_ABI 2
 /* The capsule name spells the ABI, like scipy's LowLevelCallable. */
-#define TUNPUMP_TRANSFORM_CAPSULE "tunpump.transform.v1"
+#define TUNPUMP_TRANSFORM_CAPSULE "tunpump.transform.v2"
 
 /* Room every packet has around it (more is possible: read pkt->headroom
  * and pkt->tailroom): enough for a WireGuard-size header and tag. The one
- * exception is TUNPUMP_IN_PLACE_TO_DEVICE (below). */
+ * exceptions are TUNPUMP_IN_PLACE_TO_DEVICE and TUNPUMP_GATHER_TO_ENDPOINT
+ * (below). */
 #define TUNPUMP_MIN_HEADROOM 64
 #define TUNPUMP_MIN_TAILROOM 64
 /* The largest packet a transform may leave (an IP packet / datagram). */
@@ -97,9 +101,25 @@ enum tunpump_outcome {
  * from a super-packet (a relay's second device) are still copied with room,
  * and device -> endpoint is not affected. */
 #define TUNPUMP_IN_PLACE_TO_DEVICE 0x8u
+/* Device -> endpoint, the batch function reads each packet where tunpump
+ * holds it, read-only and in up to two pieces: pkt->head[0 .. head_len)
+ * then data[0 .. len) (a segment cut from a super-packet is its own new
+ * headers and its share of the payload; head_len is 0 for a packet in one
+ * piece), with headroom and tailroom 0. A packet it changes it writes into
+ * pkt->out[0 .. out_size), scratch of at least head_len + len +
+ * TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM bytes, setting data and len
+ * there and head_len to 0: encryption seals from the pieces into out in
+ * one pass, where without the flag tunpump first copies each packet into
+ * room of its own. A packet left with head, head_len, data and len as
+ * given leaves as it came, without any copy (a transform that only looks,
+ * or passes some packets unchanged). Anything else is dropped as
+ * "transform_overflow", whatever the outcome. Endpoint -> device is not
+ * affected. */
+#define TUNPUMP_GATHER_TO_ENDPOINT 0x10u
 /* Every flag this ABI knows: a transform with another bit set is refused. */
-#define TUNPUMP_ALL_FLAGS \
-    (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE)
+#define TUNPUMP_ALL_FLAGS                                                                                   \
+    (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE | \
+     TUNPUMP_GATHER_TO_ENDPOINT)
 
 /* One packet, as the batch function sees it. */
 struct tunpump_pkt {
@@ -135,6 +155,14 @@ struct tunpump_pkt {
      * no peer for, or roam elsewhere, is counted ("roams_refused") and
      * ignored. Preset to 0. */
     uint8_t roam;
+    /* With TUNPUMP_GATHER_TO_ENDPOINT, device -> endpoint (else NULL and 0):
+     * the packet's first piece, read-only (the packet is head[0 .. head_len)
+     * then data[0 .. len)), and the scratch the transform writes a changed
+     * packet into. See the flag for what the batch function may leave. */
+    const uint8_t *head;
+    uint8_t *out;
+    uint32_t head_len;
+    uint32_t out_size;
 };
 
 /* The transform's functions. Unused optional ones are NULL. None of them
@@ -153,7 +181,9 @@ struct tunpump_transform_ops {
      * packet grows, shrinks or moves, staying inside [data - headroom,
      * data + len + tailroom) and at most TUNPUMP_MAX_PACKET bytes long. A
      * packet outside that room is dropped and counted as
-     * "transform_overflow". Required. */
+     * "transform_overflow". (With TUNPUMP_GATHER_TO_ENDPOINT, device ->
+     * endpoint packets are read where they lie and written into pkt->out:
+     * see the flag.) Required. */
     void (*batch)(void *state, enum tunpump_dir dir, struct tunpump_pkt *pkts, unsigned n);
     /* A message from Python (Pump.transform_control), run on the worker
      * thread between batches, in the order they were sent: the place to

@@ -1,7 +1,7 @@
 # cython: language_level=3
 # tunpump's public C API for transforms (tunpump.h), for Cython:
 #     from tunpump cimport tunpump   # with include_dirs=[tunpump.get_include()]
-# or `cdef extern from "tunpump.h"` through this file. ABI version 1.
+# or `cdef extern from "tunpump.h"` through this file. ABI version 2.
 
 from libc.stdint cimport uint8_t, uint16_t, int16_t, uint32_t, int32_t
 
@@ -24,6 +24,7 @@ cdef extern from "tunpump.h" nogil:
         TUNPUMP_UNKNOWN_SOURCES
         TUNPUMP_AUTHENTICATED
         TUNPUMP_IN_PLACE_TO_DEVICE
+        TUNPUMP_GATHER_TO_ENDPOINT
         TUNPUMP_ALL_FLAGS
     const char *TUNPUMP_TRANSFORM_CAPSULE
 
@@ -51,6 +52,10 @@ cdef extern from "tunpump.h" nogil:
         socklen_t src_len
         uint8_t drop_reason
         uint8_t roam
+        const uint8_t *head
+        uint8_t *out
+        uint32_t head_len
+        uint32_t out_size
 
     struct tunpump_transform_ops:
         uint32_t abi
