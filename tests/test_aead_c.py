@@ -1,10 +1,11 @@
 """The AEAD transform's C core (csrc/transform/tp_aead.c, tp_replay.c) and
 its adapter to tunpump.h (tp_aead_xf.c, tests/c/test_aead_xf.c): the
 unit tests of tests/c/test_aead.c built with ASan + UBSan and -Werror, once
-with OpenSSL 3 libcrypto (known answers, round trips, drop reasons, rekey,
-counter exhaustion) and once as a build without libcrypto headers sees it (a
-poisoned <openssl/evp.h> first on the include path): the AEAD then says it is
-unavailable and names the package to install."""
+with OpenSSL 3 libcrypto (known answers, round trips, sealing from two
+pieces at every split, drop reasons, rekey, counter exhaustion) and once as
+a build without libcrypto headers sees it (a poisoned <openssl/evp.h> first
+on the include path): the AEAD then says it is unavailable and names the
+package to install."""
 import os
 import re
 import subprocess
@@ -42,8 +43,9 @@ def test_aead_unit_tests_with_libcrypto(tmp_path):
 
 
 def test_aead_transform_adapter(tmp_path):
-    """tests/c/test_aead_xf.c: the adapter through its tunpump.h ops (seal and
-    open in the hook's room, each drop reason, rekey by control message)."""
+    """tests/c/test_aead_xf.c: the adapter through its tunpump.h ops (seal from
+    the packet's read-only pieces into out, open in the hook's room, each drop
+    reason, rekey by control message)."""
     gcc = sanitizer_gcc()
     if not _have_libcrypto_headers(gcc, tmp_path):
         if CI:

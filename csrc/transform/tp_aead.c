@@ -51,6 +51,23 @@ static inline uint32_t get32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* In place: the gather seal with the packet as its only piece, the
+ * datagram starting 16 bytes before it (out + 16 == data: the one overlap
+ * allowed). Without 16 bytes of headroom there is no place to start: size 0
+ * makes it -ENOBUFS, after the checks that come first. */
+int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
+                 uint8_t **out, uint32_t *out_len)
+{
+    uint8_t *dgram = headroom >= TP_AEAD_HEADER_LEN ? data - TP_AEAD_HEADER_LEN : data;
+    uint64_t room = headroom >= TP_AEAD_HEADER_LEN ? (uint64_t)TP_AEAD_HEADER_LEN + len + tailroom : 0;
+    int rc = tp_aead_seal_gather(st, NULL, 0, data, len, dgram, room > UINT32_MAX ? UINT32_MAX : (uint32_t)room,
+                                 out_len);
+
+    if (rc == 0)
+        *out = dgram;
+    return rc;
+}
+
 void tp_aead_seal_batch(struct tp_aead *st, struct tp_aead_pkt *pkts, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
@@ -115,24 +132,45 @@ struct tp_aead {
     struct tp_aead_key keys[2];
 };
 
+/* What one AEAD call transforms: head[0 .. head_len) then data[0 .. len)
+ * into out[0 .. head_len + len), the tag at tag. In place: head_len 0 and
+ * out == data (OpenSSL allows exactly that overlap, no other). */
+struct aead_io {
+    const uint8_t *head, *data;
+    uint32_t head_len, len;
+    uint8_t *out, *tag;
+};
+
+static struct aead_io in_place(uint8_t *buf, uint32_t len)
+{
+    return (struct aead_io){ .data = buf, .len = len, .out = buf, .tag = buf + len };
+}
+
 /* The one place libcrypto runs the AEAD: ctx already holds the key. Sets
- * the nonce, feeds aad, transforms buf[0..len) in place, and writes (enc) or
- * checks (!enc) the 16-byte tag. 0, or -1 if libcrypto fails or the tag
- * does not verify. */
+ * the nonce, feeds aad, transforms io's input into io->out (two updates when
+ * it lies in two pieces: one pass, no copy), and writes (enc) or checks
+ * (!enc) the 16-byte tag. 0, or -1 if libcrypto fails, the output lengths
+ * do not add up, or the tag does not verify. */
 static int aead_crypt(EVP_CIPHER_CTX *ctx, int enc, const uint8_t *nonce, const uint8_t *aad, int aad_len,
-                      uint8_t *buf, uint32_t len, uint8_t *tag)
+                      const struct aead_io *io)
 {
     /* The tag goes through an OSSL_PARAM made here, not EVP_CIPHER_CTX_ctrl,
      * which would build one per call and is a measurable share of a small
      * packet's cost; on open it rides along with the nonce's init. */
-    OSSL_PARAM tp[2] = { OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TP_AEAD_TAG_LEN),
+    OSSL_PARAM tp[2] = { OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, io->tag, TP_AEAD_TAG_LEN),
                          OSSL_PARAM_construct_end() };
-    int n, fin;
+    int n, h = 0, d = 0, fin;
 
+    /* Both ciphers stream (every update returns all its bytes), but the
+     * second update writes where the first stopped and the sum is checked,
+     * so a buffering cipher could never leave a gap or a short datagram.
+     * An empty piece is not fed (it may be NULL). */
     if (EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, enc, enc ? NULL : tp) != 1 ||
         EVP_CipherUpdate(ctx, NULL, &n, aad, aad_len) != 1 ||
-        EVP_CipherUpdate(ctx, buf, &n, buf, (int)len) != 1 ||
-        EVP_CipherFinal_ex(ctx, buf + n, &fin) != 1 || (uint32_t)(n + fin) != len)
+        (io->head_len && EVP_CipherUpdate(ctx, io->out, &h, io->head, (int)io->head_len) != 1) ||
+        (io->len && EVP_CipherUpdate(ctx, io->out + h, &d, io->data, (int)io->len) != 1) ||
+        EVP_CipherFinal_ex(ctx, io->out + h + d, &fin) != 1 ||
+        (uint64_t)h + (uint64_t)d + (uint64_t)fin != (uint64_t)io->head_len + io->len)
         return -1;
     return enc && EVP_CIPHER_CTX_get_params(ctx, tp) != 1 ? -1 : 0;
 }
@@ -143,12 +181,14 @@ int tp_aead_oneshot(int cipher, int enc, const uint8_t key[TP_AEAD_KEY_LEN], con
     const char *name = tp_aead_cipher_name(cipher);
     EVP_CIPHER *c = name ? EVP_CIPHER_fetch(NULL, name, NULL) : NULL;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    struct aead_io io = in_place(buf, len);
     int rc = -EINVAL;
 
+    io.tag = tag;
     if (name && len <= TP_AEAD_MAX_PLAIN && aad_len <= TP_AEAD_MAX_PLAIN) {
         rc = -EIO;
         if (c && ctx && EVP_CipherInit_ex2(ctx, c, key, NULL, enc, NULL) == 1)
-            rc = aead_crypt(ctx, enc, nonce, aad, (int)aad_len, buf, len, tag) == 0 ? 0 : -EBADMSG;
+            rc = aead_crypt(ctx, enc, nonce, aad, (int)aad_len, &io) == 0 ? 0 : -EBADMSG;
     }
     EVP_CIPHER_CTX_free(ctx);
     EVP_CIPHER_free(c);
@@ -300,31 +340,41 @@ uint64_t tp_aead_next_counter(const struct tp_aead *st)
     return st->counter;
 }
 
-int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
-                 uint8_t **out, uint32_t *out_len)
+/* Header of the next datagram under k into h[0 .. 16), and the counter
+ * spent: a nonce is used once, even if libcrypto then fails. */
+static void put_header(struct tp_aead *st, const struct tp_aead_key *k, uint8_t *h)
 {
-    struct tp_aead_key *k = &st->keys[st->cur];
-    uint8_t *h = data - TP_AEAD_HEADER_LEN;
-
-    if (!k->valid)
-        return -ENOKEY;
-    if (headroom < TP_AEAD_HEADER_LEN || tailroom < TP_AEAD_TAG_LEN)
-        return -ENOBUFS;
-    if (len > TP_AEAD_MAX_PLAIN)
-        return -EMSGSIZE;
-    if (st->counter == TP_AEAD_COUNTER_MAX)
-        return -EOVERFLOW;
     h[0] = TP_AEAD_TYPE_DATA_V1;
     h[1] = k->id;
     h[2] = h[3] = 0;
     put32(h + 4, st->cfg.tx_sender);
     put32(h + 8, (uint32_t)(st->counter >> 32));
     put32(h + 12, (uint32_t)st->counter);
-    st->counter++;                  /* spent even if libcrypto fails below: a nonce is used once */
-    if (aead_crypt(k->enc, 1, h + 4, h, TP_AEAD_HEADER_LEN, data, len, data + len) != 0)
+    st->counter++;
+}
+
+/* The one sealing path (tp_aead_seal is this with one piece, in place). */
+int tp_aead_seal_gather(struct tp_aead *st, const uint8_t *head, uint32_t head_len, const uint8_t *data, uint32_t len,
+                        uint8_t *out, uint32_t out_size, uint32_t *out_len)
+{
+    struct tp_aead_key *k = &st->keys[st->cur];
+    uint64_t plen = (uint64_t)head_len + len;
+    struct aead_io io;
+
+    if (!k->valid)
+        return -ENOKEY;
+    if (plen > TP_AEAD_MAX_PLAIN)
+        return -EMSGSIZE;
+    if (out_size < plen + TP_AEAD_OVERHEAD)
+        return -ENOBUFS;
+    if (st->counter == TP_AEAD_COUNTER_MAX)
+        return -EOVERFLOW;
+    put_header(st, k, out);
+    io = (struct aead_io){ .head = head, .head_len = head_len, .data = data, .len = len,
+                           .out = out + TP_AEAD_HEADER_LEN, .tag = out + TP_AEAD_HEADER_LEN + plen };
+    if (aead_crypt(k->enc, 1, out + 4, out, TP_AEAD_HEADER_LEN, &io) != 0)
         return -EIO;
-    *out = h;
-    *out_len = len + TP_AEAD_OVERHEAD;
+    *out_len = (uint32_t)plen + TP_AEAD_OVERHEAD;
     return 0;
 }
 
@@ -342,6 +392,7 @@ int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out,
 {
     uint8_t *plain = data + TP_AEAD_HEADER_LEN;
     struct tp_aead_key *k;
+    struct aead_io io;
     uint64_t counter;
     uint32_t plen;
     int v;
@@ -359,7 +410,8 @@ int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out,
     /* The cheap window check first; it is marked only after the tag verified. */
     if ((v = tp_replay_check(&k->win, counter)) != TP_REPLAY_OK)
         return v == TP_REPLAY_SEEN ? TP_AEAD_DROP_REPLAY : TP_AEAD_DROP_TOO_OLD;
-    if (aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, plain, plen, plain + plen) != 0)
+    io = in_place(plain, plen);
+    if (aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, &io) != 0)
         return TP_AEAD_DROP_AUTH;
     tp_replay_mark(&k->win, counter);
     if (st->staged && k == &st->keys[!st->cur])
@@ -372,6 +424,7 @@ int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out,
 int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len)
 {
     struct tp_aead_key *k;
+    struct aead_io io;
     uint32_t plen;
 
     if (len < TP_AEAD_OVERHEAD || data[0] != TP_AEAD_TYPE_DATA_V1 || data[2] || data[3])
@@ -379,8 +432,8 @@ int tp_aead_authentic(struct tp_aead *st, uint8_t *data, uint32_t len)
     plen = len - TP_AEAD_OVERHEAD;
     if (plen > TP_AEAD_MAX_PLAIN || !(k = key_for(st, data[1])))
         return 0;
-    return aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, data + TP_AEAD_HEADER_LEN, plen,
-                      data + TP_AEAD_HEADER_LEN + plen) == 0;
+    io = in_place(data + TP_AEAD_HEADER_LEN, plen);
+    return aead_crypt(k->dec, 0, data + 4, data, TP_AEAD_HEADER_LEN, &io) == 0;
 }
 
 #else   /* built without libcrypto headers: the AEAD says so and makes no state */
@@ -420,10 +473,10 @@ int tp_aead_stage_key(struct tp_aead *st, uint8_t id, const uint8_t key[TP_AEAD_
 void tp_aead_tick(struct tp_aead *st, uint64_t now_ns) { (void)st; (void)now_ns; }
 int tp_aead_sending_key(const struct tp_aead *st) { (void)st; return -1; }
 uint64_t tp_aead_next_counter(const struct tp_aead *st) { (void)st; return 0; }
-int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
-                 uint8_t **out, uint32_t *out_len)
+int tp_aead_seal_gather(struct tp_aead *st, const uint8_t *head, uint32_t head_len, const uint8_t *data, uint32_t len,
+                        uint8_t *out, uint32_t out_size, uint32_t *out_len)
 {
-    (void)st; (void)data; (void)len; (void)headroom; (void)tailroom; (void)out; (void)out_len;
+    (void)st; (void)head; (void)head_len; (void)data; (void)len; (void)out; (void)out_size; (void)out_len;
     return -ENOTSUP;
 }
 int tp_aead_open(struct tp_aead *st, uint8_t *data, uint32_t len, uint8_t **out, uint32_t *out_len)

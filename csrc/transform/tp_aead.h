@@ -141,10 +141,22 @@ int tp_aead_sending_key(const struct tp_aead *st);
 /* The next counter seal will use. */
 uint64_t tp_aead_next_counter(const struct tp_aead *st);
 
-/* Seal in place: header into the 16 bytes before data, tag after it.
- * *out, *out_len: the datagram (data - 16, len + 32). 0, or -ENOKEY (no key
- * yet), -ENOBUFS (headroom < 16 or tailroom < 16), -EMSGSIZE (len >
- * TP_AEAD_MAX_PLAIN), -EOVERFLOW (counters used up), -EIO (libcrypto). */
+/* Seal from two read-only pieces in one pass: the plaintext is
+ * head[0 .. head_len) then data[0 .. len) (either piece may be empty, and
+ * then NULL), the datagram (header, ciphertext, tag:
+ * head_len + len + 32 bytes, *out_len) is written at out[0 ..), never
+ * beyond out_size. out must not overlap the pieces (but see tp_aead_seal).
+ * 0, or -ENOKEY (no key yet), -EMSGSIZE (head_len + len >
+ * TP_AEAD_MAX_PLAIN), -ENOBUFS (out_size < head_len + len + 32),
+ * -EOVERFLOW (counters used up), -EIO (libcrypto: the counter is spent and
+ * out may hold part of a datagram), -ENOTSUP (built without libcrypto).
+ * Checked in that order; the refusals spend no counter and write nothing. */
+int tp_aead_seal_gather(struct tp_aead *st, const uint8_t *head, uint32_t head_len, const uint8_t *data, uint32_t len,
+                        uint8_t *out, uint32_t out_size, uint32_t *out_len);
+/* Seal in place (tp_aead_seal_gather with data as the only piece and out =
+ * data - 16): header into the 16 bytes before data, tag after it.
+ * *out, *out_len: the datagram (data - 16, len + 32). Errors as above,
+ * -ENOBUFS meaning headroom < 16 or tailroom < 16. */
 int tp_aead_seal(struct tp_aead *st, uint8_t *data, uint32_t len, uint32_t headroom, uint32_t tailroom,
                  uint8_t **out, uint32_t *out_len);
 /* Open in place: on TP_AEAD_OK, *out, *out_len is the plaintext (data + 16,

@@ -97,17 +97,21 @@ static uint8_t seal_reason(int rc)
     }
 }
 
+/* TUNPUMP_GATHER_TO_ENDPOINT: each packet is sealed from where it lies
+ * (its one or two read-only pieces) straight into its out area, in one
+ * pass; the datagram then lies at the start of out. */
 static void seal_all(struct aead_xf *x, struct tunpump_pkt *pkts, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         struct tunpump_pkt *p = &pkts[i];
-        uint8_t *out;
         uint32_t out_len;
-        int rc = tp_aead_seal(x->aead, p->data, p->len, p->headroom, p->tailroom, &out, &out_len);
+        int rc = tp_aead_seal_gather(x->aead, p->head, p->head_len, p->data, p->len, p->out, p->out_size, &out_len);
 
         if (rc == 0) {
-            p->data = out;
+            p->data = p->out;
             p->len = out_len;
+            p->head = NULL;
+            p->head_len = 0;
         } else {
             p->outcome = TUNPUMP_DROP;
             p->drop_reason = seal_reason(rc);
@@ -170,8 +174,11 @@ static void aead_control(void *state, const uint8_t *msg, size_t len)
 
 const struct tunpump_transform_ops tp_aead_xf_ops = {
     .abi = TUNPUMP_TRANSFORM_ABI,
-    /* every packet passed toward the device had its tag verified over all its bytes */
-    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE,   /* opens in place */
+    /* AUTHENTICATED: every packet passed toward the device had its tag
+     * verified over all its bytes. IN_PLACE_TO_DEVICE: opens in place.
+     * GATHER_TO_ENDPOINT: seals from the packet's pieces into out (no copy
+     * before the seal). */
+    .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE | TUNPUMP_GATHER_TO_ENDPOINT,
     .name = "aead",
     .create = aead_create,
     .destroy = aead_destroy,

@@ -1,6 +1,8 @@
 /* The built-in AEAD (tp_aead.h) as a transform (tunpump.h): one tp_aead
- * state per worker, sealing on the way out and opening on the way in, with
- * TUNPUMP_NEEDS_SEGMENTS (each wire datagram is sealed on its own).
+ * state per worker, sealing on the way out (from the packet's one or two
+ * pieces straight into out: TUNPUMP_GATHER_TO_ENDPOINT) and opening in place
+ * on the way in (TUNPUMP_IN_PLACE_TO_DEVICE), with TUNPUMP_NEEDS_SEGMENTS
+ * (each wire datagram is sealed on its own).
  *
  * Nonces: worker q of the end on side s sends as sender (s << 16 | q) and
  * accepts only (!s << 16 | q), its paired worker on the other end (worker

@@ -517,6 +517,113 @@ static void test_seal_errors_and_exhaustion(int cipher)
     CHECK(tp_aead_new(&bad, &none) == -EINVAL && none == NULL, "unknown cipher");
 }
 
+/* ---- sealing from two pieces (the transform's TUNPUMP_GATHER_TO_ENDPOINT) ---- */
+
+/* A copy of src[0 .. len) in its own exact-size heap block (ASan sees any
+ * read past it); NULL for an empty piece, as the hook gives head. */
+static uint8_t *piece(const uint8_t *src, uint32_t len)
+{
+    uint8_t *p = len ? malloc(len) : NULL;
+    if (len)
+        memcpy(p, src, len);
+    return p;
+}
+
+/* Seal plain[0 .. len) on g from two pieces split at `split` into an
+ * exact-size out, and on ref (same key, sender, counter) in place; both
+ * datagrams must be the same bytes, the pieces untouched, and b must open
+ * g's to plain. */
+static void check_gather_split(struct tp_aead *g, struct tp_aead *ref, struct tp_aead *b, const uint8_t *plain,
+                               uint32_t len, uint32_t split, const char *name)
+{
+    uint8_t *head = piece(plain, split), *data = piece(plain + split, len - split);
+    uint8_t *out = malloc(len + TP_AEAD_OVERHEAD), *back = malloc(len ? len : 1);
+    uint32_t out_len = 0, blen = 0;
+    int rc, rrc;
+    uint64_t c = tp_aead_next_counter(g);
+    struct dgram d = seal_new(ref, plain, len, &rrc);
+
+    rc = tp_aead_seal_gather(g, head, split, data, len - split, out, len + TP_AEAD_OVERHEAD, &out_len);
+    CHECK(rc == 0 && rrc == 0 && out_len == len + TP_AEAD_OVERHEAD && d.len == out_len, "%s gather %u/%u: %d %d",
+          name, split, len, rc, rrc);
+    CHECK(rc == 0 && rrc == 0 && memcmp(out, d.data, out_len) == 0, "%s split %u/%u: same datagram as in place",
+          name, split, len);
+    CHECK(tp_aead_next_counter(g) == c + 1, "%s split %u/%u: one counter", name, split, len);
+    CHECK((!split || memcmp(head, plain, split) == 0) && (split == len || memcmp(data, plain + split, len - split) == 0),
+          "%s split %u/%u: pieces untouched", name, split, len);
+    struct dgram od = { NULL, out, out_len };
+    CHECK(rc == 0 && open_copy(b, &od, back, &blen) == TP_AEAD_OK && blen == len && memcmp(back, plain, len) == 0,
+          "%s split %u/%u opens to the original", name, split, len);
+    free(head);
+    free(data);
+    free(out);
+    free(back);
+    free(d.block);
+}
+
+static void test_seal_gather(int cipher)
+{
+    static const uint32_t sizes[] = { 0, 1, 15, 16, 17, 100, 1400 };
+    const char *name = tp_aead_cipher_name(cipher);
+    struct tp_aead *a, *b, *ref = make(cipher, 0x00000003, 0x00010003, 1000, 0);
+    uint8_t *plain = malloc(TP_AEAD_MAX_PLAIN);
+
+    make_pair(cipher, &a, &b, 0);
+    CHECK(tp_aead_set_key(ref, 1, KEY1, 0) == 0, "key ref");
+    for (uint32_t i = 0; i < TP_AEAD_MAX_PLAIN; i++)
+        plain[i] = (uint8_t)(i * 13 + 5);
+    /* every split of each size, both pieces empty included */
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        for (uint32_t split = 0; split <= sizes[i]; split++)
+            check_gather_split(a, ref, b, plain, sizes[i], split, name);
+    /* the longest packet, split as a segment's headers and payload would be */
+    check_gather_split(a, ref, b, plain, TP_AEAD_MAX_PLAIN, 0, name);
+    check_gather_split(a, ref, b, plain, TP_AEAD_MAX_PLAIN, 52, name);
+    check_gather_split(a, ref, b, plain, TP_AEAD_MAX_PLAIN, TP_AEAD_MAX_PLAIN, name);
+    tp_aead_free(a);
+    tp_aead_free(b);
+    tp_aead_free(ref);
+    free(plain);
+}
+
+/* Refusals: each spends no counter and writes nothing into out, in an
+ * exact-size block (ASan catches a write past out_size). */
+static void test_seal_gather_refusals(int cipher)
+{
+    const char *name = tp_aead_cipher_name(cipher);
+    struct tp_aead *st = make(cipher, 1, 2, UINT64_MAX - 1, 0);
+    uint8_t head[40], *data = malloc(TP_AEAD_MAX_PLAIN), *out = malloc(100 + 40 + 31), *big = malloc(200);
+    uint32_t out_len = 7;
+
+    memset(head, 'h', sizeof(head));
+    memset(data, 'd', TP_AEAD_MAX_PLAIN);
+    memset(out, 0x5c, 100 + 40 + 31);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 100, big, 200, &out_len) == -ENOKEY, "%s no key", name);
+    tp_aead_set_key(st, 1, KEY1, 0);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 100, out, 100 + 40 + 31, &out_len) == -ENOBUFS,
+          "%s out one byte short", name);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 100, out, 0, &out_len) == -ENOBUFS, "%s out size 0", name);
+    int untouched = 1;
+    for (int i = 0; i < 100 + 40 + 31; i++)
+        untouched &= out[i] == 0x5c;
+    CHECK(untouched && out_len == 7, "%s a refused seal writes nothing", name);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, TP_AEAD_MAX_PLAIN - 39, big, UINT32_MAX, &out_len) == -EMSGSIZE,
+          "%s total one past the limit", name);
+    /* the total is summed wide: head_len + len wrapping 32 bits is still too long */
+    CHECK(tp_aead_seal_gather(st, head, UINT32_MAX, data, 2, big, 200, &out_len) == -EMSGSIZE, "%s no 32-bit wrap",
+          name);
+    CHECK(tp_aead_next_counter(st) == UINT64_MAX - 1, "%s refusals spend no counter", name);
+    /* room to spare: the datagram is written at out's start and nothing after it */
+    memset(big, 0x5c, 200);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 60, big, 200, &out_len) == 0 && out_len == 132 &&
+          big[0] == TP_AEAD_TYPE_DATA_V1 && big[132] == 0x5c && big[199] == 0x5c, "%s the datagram only", name);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 60, big, 200, &out_len) == -EOVERFLOW, "%s counters used up", name);
+    free(data);
+    free(out);
+    free(big);
+    tp_aead_free(st);
+}
+
 static void test_batches(int cipher)
 {
     enum { N = 8 };
@@ -681,6 +788,8 @@ int main(int argc, char **argv)
         test_rekey_staged(CIPHERS[c]);
         test_seal_errors_and_exhaustion(CIPHERS[c]);
         test_batches(CIPHERS[c]);
+        test_seal_gather(CIPHERS[c]);
+        test_seal_gather_refusals(CIPHERS[c]);
         test_random_garbage(CIPHERS[c]);
     }
     printf("ok %d checks\n", checks);
@@ -700,6 +809,10 @@ int main(void)
           strstr(tp_aead_unavailable_reason(), "OpenSSL 3"), "the reason names the package");
     CHECK(tp_aead_new(&cfg, &st) == -ENOTSUP && st == NULL, "no state");
     CHECK(tp_aead_oneshot(TP_AEAD_AES_256_GCM, 1, key, nonce, NULL, 0, buf, 0, tag) == -ENOTSUP, "no oneshot");
+    uint8_t *out = NULL;
+    uint32_t out_len = 0;
+    CHECK(tp_aead_seal_gather(st, buf, 0, buf, 0, tag, sizeof(tag), &out_len) == -ENOTSUP, "no gather seal");
+    CHECK(tp_aead_seal(st, key + 16, 0, 16, 16, &out, &out_len) == -ENOTSUP && out == NULL, "no seal");
     test_replay_window();
     printf("ok %d checks\n", checks);
     return failures != 0;

@@ -1,7 +1,8 @@
 /* Unit tests of the AEAD transform's adapter (csrc/transform/tp_aead_xf.c)
  * through its tunpump.h ops, as the pump calls them, built with ASan + UBSan
- * by tests/test_aead_c.py: each packet in its own exact-size heap block with
- * the hook's room around it, so any write outside the room is caught. Every
+ * by tests/test_aead_c.py: each packet in its own exact-size heap block (on
+ * the way in with the hook's room around it; on the way out its read-only
+ * pieces and its out each in their own), so any access outside is caught. Every
  * failed check prints a line starting "FAIL"; the last line is "ok N checks". */
 #include "tp_aead_xf.h"
 
@@ -42,16 +43,60 @@ static void *make(int side, uint8_t key_byte, uint64_t grace_ns)
     return st;
 }
 
-/* Seal plain on `from`, then hand the datagram (copied into a fresh slot) to
- * `to`; returns the receive slot (caller frees block). */
+/* A packet as the hook hands it over device -> endpoint
+ * (TUNPUMP_GATHER_TO_ENDPOINT): read-only pieces head[0 .. split) (NULL
+ * when split is 0) and data, and the scratch out, each in its own
+ * exact-size heap block, so a read or write past any of them is caught. */
+struct gslot {
+    uint8_t *head, *data, *out;
+    struct tunpump_pkt p;
+};
+
+static struct gslot gslot_new(const uint8_t *plain, uint32_t len, uint32_t split, uint32_t out_size)
+{
+    struct gslot s = { split ? malloc(split) : NULL, malloc(len > split ? len - split : 1), malloc(out_size), { 0 } };
+    if (split)
+        memcpy(s.head, plain, split);
+    memcpy(s.data, plain + split, len - split);
+    s.p.head = s.head;
+    s.p.head_len = split;
+    s.p.data = s.data;
+    s.p.len = len - split;
+    s.p.out = s.out;
+    s.p.out_size = out_size;
+    s.p.queue = 3;
+    return s;
+}
+
+/* The out the hook gives: room for a copy of the packet (tunpump.h). */
+#define OUT_SIZE(len) ((len) + TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM)
+
+static void gslot_free(struct gslot *s)
+{
+    free(s->head);
+    free(s->data);
+    free(s->out);
+}
+
+/* Sealed: passed, the datagram at out's start in one piece, the pieces as they were. */
+static int sealed_ok(const struct gslot *s, const uint8_t *plain, uint32_t len, uint32_t split)
+{
+    return s->p.outcome == TUNPUMP_PASS && s->p.len == len + TP_AEAD_OVERHEAD && s->p.data == s->out &&
+           s->p.head == NULL && s->p.head_len == 0 && (!split || memcmp(s->head, plain, split) == 0) &&
+           memcmp(s->data, plain + split, len - split) == 0;
+}
+
+/* Seal plain on `from` (in two pieces when long enough, as a segment's
+ * headers and payload), then hand the datagram (copied into a fresh slot)
+ * to `to`; returns the receive slot (caller frees block). */
 static struct slot carry(void *from, void *to, const uint8_t *plain, uint32_t len)
 {
-    struct slot s = slot_new(plain, len, ROOM);
+    uint32_t split = len > 20 ? 20 : 0;
+    struct gslot s = gslot_new(plain, len, split, OUT_SIZE(len));
     tp_aead_xf_ops.batch(from, TUNPUMP_DIR_TO_ENDPOINT, &s.p, 1);
-    CHECK(s.p.outcome == TUNPUMP_PASS && s.p.len == len + TP_AEAD_OVERHEAD && s.p.data == s.block + ROOM - 16,
-          "sealed in place, outcome %d len %u", s.p.outcome, s.p.len);
+    CHECK(sealed_ok(&s, plain, len, split), "sealed into out, outcome %d len %u", s.p.outcome, s.p.len);
     struct slot r = slot_new(s.p.data, s.p.len, ROOM);
-    free(s.block);
+    gslot_free(&s);
     if (to)
         tp_aead_xf_ops.batch(to, TUNPUMP_DIR_TO_DEVICE, &r.p, 1);
     return r;
@@ -63,7 +108,8 @@ static void test_ops_table(void)
     unsigned n = 0;
 
     CHECK(o->abi == TUNPUMP_TRANSFORM_ABI &&
-          o->flags == (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE) &&
+          o->flags == (TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE |
+                       TUNPUMP_GATHER_TO_ENDPOINT) &&
           strcmp(o->name, "aead") == 0, "ops header");
     while (o->drop_reasons[n])
         n++;
@@ -87,15 +133,19 @@ static void test_round_trip_and_reasons(void)
 
     for (unsigned i = 0; i < sizeof(plain); i++)
         plain[i] = (uint8_t)(i * 7);
-    /* a batch of several: each sealed and opened on its own */
-    struct slot s[4];
-    for (int i = 0; i < 4; i++)
-        s[i] = slot_new(plain, 40u + 50u * (unsigned)i, ROOM);
+    /* a batch of several, in one piece and in two (split 0, 10, 20, 30):
+     * each sealed from its pieces and opened on its own */
+    struct gslot s[4];
     struct tunpump_pkt pk[4];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
+        uint32_t len = 40u + 50u * (unsigned)i;
+        s[i] = gslot_new(plain, len, 10u * (unsigned)i, OUT_SIZE(len));
         pk[i] = s[i].p;
+    }
     tp_aead_xf_ops.batch(a, TUNPUMP_DIR_TO_ENDPOINT, pk, 4);
     for (int i = 0; i < 4; i++) {
+        s[i].p = pk[i];
+        CHECK(sealed_ok(&s[i], plain, 40u + 50u * (unsigned)i, 10u * (unsigned)i), "packet %d sealed", i);
         struct slot r = slot_new(pk[i].data, pk[i].len, ROOM);
         tp_aead_xf_ops.batch(b, TUNPUMP_DIR_TO_DEVICE, &r.p, 1);
         CHECK(r.p.outcome == TUNPUMP_PASS && r.p.len == 40u + 50u * (unsigned)i &&
@@ -106,7 +156,7 @@ static void test_round_trip_and_reasons(void)
         CHECK(again.p.outcome == TUNPUMP_DROP && again.p.drop_reason == TP_AEAD_DROP_REPLAY, "replay %d", i);
         free(r.block);
         free(again.block);
-        free(s[i].block);
+        gslot_free(&s[i]);
     }
     /* what b gets from a's own side: same_side if it is sealed with the key, else bad_sender */
     struct slot own = carry(a, a, plain, 60);
@@ -127,11 +177,13 @@ static void test_round_trip_and_reasons(void)
     CHECK(g.p.drop_reason == TP_AEAD_DROP_GARBAGE && t.p.drop_reason == TP_AEAD_DROP_TRUNCATED, "garbage, truncated");
     free(g.block);
     free(t.block);
-    /* a packet without room for the header cannot be sealed: dropped, named */
-    struct slot tight = slot_new(plain, 100, 8);
+    /* an out too small for the datagram (one byte short): dropped, named,
+     * nothing written past it, the packet left as given */
+    struct gslot tight = gslot_new(plain, 100, 20, 100 + TP_AEAD_OVERHEAD - 1);
     tp_aead_xf_ops.batch(a, TUNPUMP_DIR_TO_ENDPOINT, &tight.p, 1);
-    CHECK(tight.p.outcome == TUNPUMP_DROP && tight.p.drop_reason == TP_AEAD_XF_TOO_BIG, "no room: too_big");
-    free(tight.block);
+    CHECK(tight.p.outcome == TUNPUMP_DROP && tight.p.drop_reason == TP_AEAD_XF_TOO_BIG && tight.p.data == tight.data &&
+          tight.p.head_len == 20, "no room: too_big");
+    gslot_free(&tight);
     tp_aead_xf_ops.destroy(a);
     tp_aead_xf_ops.destroy(b);
     tp_aead_xf_ops.destroy(stranger);
