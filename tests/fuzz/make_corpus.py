@@ -149,7 +149,7 @@ def xform_seeds():
     """The transform stage (fuzz_xform.c): flags, npeers, batch, records."""
     d = os.path.join(HERE, "corpus", "xform")
     for f in os.listdir(d) if os.path.isdir(d) else []:
-        if not f.startswith("regress-"):
+        if not f.startswith(("regress-", "found-")):   # a fuzzer's: kept
             os.remove(os.path.join(d, f))
     R = xform_rec
     for name, flags, npeers, batch, recs in [
