@@ -2,7 +2,8 @@
 transform through tunnels with offloads on, capsule checks, and a probe
 transform (tests/helpers/xf_probe.pyx, built here against
 tunpump.get_include() like any third-party one) for outcomes, overflow,
-punting and control messages."""
+punting, control messages and TUNPUMP_GATHER_TO_ENDPOINT (packets handed
+where they lie, in pieces, with an out area)."""
 import pytest
 
 from helpers.world import assert_stats_add_up, check_traffic
@@ -300,15 +301,25 @@ def test_transform_chooses_the_peer(world, probe):
     assert_stats_add_up(p.stats())
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["copied", "gathered"])
 @pytest.mark.parametrize("segments", [True, False], ids=["needs-segments", "whole"])
-def test_relay_through_a_transform(ns, probe, segments):
+def test_relay_through_a_transform(ns, probe, segments, gather):
     """TUN-to-TUN relay with vnet_hdr on both: with NEEDS_SEGMENTS
     super-packets are cut before the stage; without it they pass it whole
-    (pkt->gso) and go on as super-packets. Traffic arrives intact."""
+    (pkt->gso) and go on as super-packets. Traffic arrives intact, also
+    when a -> b packets are handed where they lie and left as given
+    (TUNPUMP_GATHER_TO_ENDPOINT: a segment in two pieces, a super-packet
+    in one)."""
     from helpers.world import World
     w = World(ns, mtu=None, vnet=(True, True), underlay=False)
-    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments)) as pump:
+    probe.reset_gathered()
+    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments, gather=gather)) as pump:
         check_traffic(w, 16 * MiB, inner=(4, 6))
+    g = probe.gathered()
+    if gather:
+        assert g["bad"] == 0 and g["one"] > 0 and (g["two"] > 0) == segments, g
+    else:
+        assert g == {"one": 0, "two": 0, "bad": 0}, g
     s = pump.stats()
     if segments:
         assert s.to_endpoint.gso_split > 0 and s.to_endpoint.gso_passed == 0

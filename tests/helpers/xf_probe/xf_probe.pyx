@@ -38,7 +38,8 @@ config and changed by control messages (one byte), says what it does:
 The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
 Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES;
 Probe(..., in_place=True) sets TUNPUMP_IN_PLACE_TO_DEVICE;
-Probe(..., gather=True) sets TUNPUMP_GATHER_TO_ENDPOINT (with in_place=True: both).
+Probe(..., gather=True) sets TUNPUMP_GATHER_TO_ENDPOINT (with in_place=True: both;
+with segments=False: without TUNPUMP_NEEDS_SEGMENTS).
 
 gathered() counts, over the module's life (reset_gathered() zeroes it), the
 to_endpoint packets handed with an out area, in any mode: "one" in one piece
@@ -249,6 +250,10 @@ cdef tunpump_transform_ops OPS_GATHER_IN_PLACE   # both: what an AEAD sets
 OPS_GATHER_IN_PLACE = OPS
 OPS_GATHER_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_GATHER_TO_ENDPOINT | TUNPUMP_IN_PLACE_TO_DEVICE
 
+cdef tunpump_transform_ops OPS_GATHER_WHOLE   # gather, super-packets whole (no NEEDS_SEGMENTS)
+OPS_GATHER_WHOLE = OPS
+OPS_GATHER_WHOLE.flags = TUNPUMP_GATHER_TO_ENDPOINT
+
 cdef tunpump_transform_ops OPS_BAD_REASONS
 OPS_BAD_REASONS = OPS
 OPS_BAD_REASONS.drop_reasons = BAD_REASONS
@@ -290,7 +295,8 @@ class Probe:
         if self.unknown_sources:
             return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
         if self.gather:
-            return _capsule(&OPS_GATHER_IN_PLACE if self.in_place else &OPS_GATHER, self.mode, self.arg)
+            return _capsule(&OPS_GATHER_IN_PLACE if self.in_place else &OPS_GATHER if self.segments
+                            else &OPS_GATHER_WHOLE, self.mode, self.arg)
         if self.in_place:
             return _capsule(&OPS_IN_PLACE, self.mode, self.arg)
         if self.bad_reasons:
