@@ -2,7 +2,8 @@
 transform through tunnels with offloads on, capsule checks, and a probe
 transform (tests/helpers/xf_probe.pyx, built here against
 tunpump.get_include() like any third-party one) for outcomes, overflow,
-punting and control messages."""
+punting, control messages and TUNPUMP_GATHER_TO_ENDPOINT (packets handed
+where they lie, in pieces, with an out area)."""
 import pytest
 
 from helpers.world import assert_stats_add_up, check_traffic
@@ -300,15 +301,25 @@ def test_transform_chooses_the_peer(world, probe):
     assert_stats_add_up(p.stats())
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["copied", "gathered"])
 @pytest.mark.parametrize("segments", [True, False], ids=["needs-segments", "whole"])
-def test_relay_through_a_transform(ns, probe, segments):
+def test_relay_through_a_transform(ns, probe, segments, gather):
     """TUN-to-TUN relay with vnet_hdr on both: with NEEDS_SEGMENTS
     super-packets are cut before the stage; without it they pass it whole
-    (pkt->gso) and go on as super-packets. Traffic arrives intact."""
+    (pkt->gso) and go on as super-packets. Traffic arrives intact, also
+    when a -> b packets are handed where they lie and left as given
+    (TUNPUMP_GATHER_TO_ENDPOINT: a segment in two pieces, a super-packet
+    in one)."""
     from helpers.world import World
     w = World(ns, mtu=None, vnet=(True, True), underlay=False)
-    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments)) as pump:
+    probe.reset_gathered()
+    with Pump(w.a, w.b, transform=probe.Probe(0, segments=segments, gather=gather)) as pump:
         check_traffic(w, 16 * MiB, inner=(4, 6))
+    g = probe.gathered()
+    if gather:
+        assert g["bad"] == 0 and g["one"] > 0 and (g["two"] > 0) == segments, g
+    else:
+        assert g == {"one": 0, "two": 0, "bad": 0}, g
     s = pump.stats()
     if segments:
         assert s.to_endpoint.gso_split > 0 and s.to_endpoint.gso_passed == 0
@@ -378,3 +389,193 @@ def test_inject_through_the_transform(world):
     with Pump(world.a, e1) as p:
         with pytest.raises(ValueError, match="no transform"):
             p.inject(b"x", "endpoint", through_transform=True)
+
+
+# ---- TUNPUMP_GATHER_TO_ENDPOINT: device -> endpoint packets in their pieces ---------
+
+import socket
+import struct
+
+from helpers.packets import verify_l4_checksum
+from tunpump import netns
+
+MAGIC = b"tunpump-probe-header-32-bytes!!!"   # probe modes 5 and 16
+SOL_UDP, UDP_SEGMENT = 17, 103
+
+
+def _inner_socket(world, n, port):
+    """A UDP socket in namespace n bound to its inner address (198.18.11.x:port)."""
+    with netns.entered(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("198.18.11.1" if n == world.n1 else "198.18.11.2", port))
+    s.settimeout(5)
+    return s
+
+
+def _send_inner(world, payload, seg=0, port=9100):
+    """One datagram from n1 to 198.18.11.2:port through device a; with seg,
+    sent with UDP_SEGMENT so that a vnet_hdr device hands it over as one USO
+    super-packet, which the pump splits (NEEDS_SEGMENTS) into segments in two
+    pieces: new headers, and their share of the payload where it lies."""
+    with _inner_socket(world, world.n1, 0) as s:
+        if seg:
+            s.setsockopt(SOL_UDP, UDP_SEGMENT, seg)
+        s.sendto(payload, ("198.18.11.2", port))
+
+
+def _udp_payload(pkt):
+    """(source port, destination port, payload) of an IPv4 UDP packet whose
+    lengths agree with its size."""
+    assert pkt[0] >> 4 == 4 and pkt[9] == 17, pkt[:40].hex()
+    ihl = (pkt[0] & 15) * 4
+    assert struct.unpack("!H", pkt[2:4])[0] == len(pkt), pkt[:40].hex()
+    sport, dport, ulen = struct.unpack("!HHH", pkt[ihl:ihl + 6])
+    assert ulen == len(pkt) - ihl
+    return sport, dport, pkt[ihl + 8:]
+
+
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_gather_passes_pieces_untouched(world, probe):
+    """Probe(0, gather=True) looks and passes: every device -> endpoint packet
+    comes as its own pieces (a split TCP segment in two: its new headers and
+    its payload where it lies) and leaves as it came, without a copy; the
+    transfer arrives intact, offloads on."""
+    probe.reset_gathered()
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(0, gather=True)) as p1, \
+            Pump(world.b, e2, transform=probe.Probe(0, gather=True)) as p2:
+        check_traffic(world, 32 * MiB, inner=(4, 6))
+    g = probe.gathered()
+    assert g["two"] > 1000 and g["one"] > 0 and g["bad"] == 0, g
+    s1, s2 = p1.stats(), p2.stats()
+    assert s1.to_endpoint.gso_split > 0 and s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
+    assert s2.to_device.gro_built > 0
+    for s in (s1, s2):
+        assert_stats_add_up(s)
+        for d in ("to_endpoint", "to_device"):
+            drops = s.direction(d).drops
+            assert drops["transform"] == drops["transform_overflow"] == drops["too_big"] == 0, (d, drops)
+
+
+CAPTURE_UDP_6000 = r"""
+import select, socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))   # ETH_P_ALL: outgoing too
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+print("ready", flush=True)
+end, out = time.monotonic() + float(sys.argv[1]), []
+while time.monotonic() < end and len(out) < int(sys.argv[2]):
+    if not select.select([s], [], [], 0.2)[0]:
+        continue
+    pkt = s.recv(1 << 17)
+    if len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 17:
+        continue
+    ihl = (pkt[0] & 15) * 4
+    sport, dport = int.from_bytes(pkt[ihl:ihl+2], "big"), int.from_bytes(pkt[ihl+2:ihl+4], "big")
+    if 6000 in (sport, dport):
+        out.append("%d %s" % (sport == 6000, pkt[ihl + 8:].hex()))
+print("\n".join(out))
+"""
+
+
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_gather_copy_into_out_end_to_end(world, probe):
+    """Probe mode 16 on n1 writes each packet's pieces into out behind a
+    32-byte header (as a sealing transform would); mode 5 on n2 strips it
+    (and adds it on the way back, which mode 16 strips). On the underlay every
+    datagram carries the header, with the whole inner packet behind it; the
+    transfer inside arrives intact."""
+    probe.reset_gathered()
+    cap = world.ns.python(world.n1, "-c", CAPTURE_UDP_6000, "30", "400")
+    assert cap.stdout.readline().strip() == "ready"
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(16, gather=True, in_place=True)) as p1, \
+            Pump(world.b, e2, transform=probe.Probe(5)) as p2:
+        check_traffic(world, 32 * MiB, inner=(4, 6))
+    out, err = cap.communicate(timeout=60)
+    lines = [ln.split() for ln in out.splitlines() if ln.strip()]
+    assert len(lines) >= 50, err
+    sent_by_n1 = 0
+    for mine, hexdata in lines:
+        p = bytes.fromhex(hexdata)
+        # UDP_SEGMENT: the capture sees a super-datagram whole; its first segment starts here
+        assert p[:32] == MAGIC, p[:48].hex()
+        assert p[32] >> 4 in (4, 6), p[:48].hex()
+        if mine == "1" and p[32] >> 4 == 4:
+            sent_by_n1 += p[32 + 12:32 + 20] == bytes([198, 18, 11, 1, 198, 18, 11, 2])
+    assert sent_by_n1 > 0
+    g = probe.gathered()
+    assert g["two"] > 1000 and g["bad"] == 0, g
+    s1, s2 = p1.stats(), p2.stats()
+    assert s1.to_endpoint.gso_split > 0 and s1.to_endpoint.packets_out > 2 * s1.to_endpoint.write_calls
+    assert s1.to_endpoint.bytes_out >= s1.to_endpoint.bytes_in + 32 * s1.to_endpoint.packets_out
+    for s in (s1, s2):
+        assert_stats_add_up(s)
+        for d in ("to_endpoint", "to_device"):
+            drops = s.direction(d).drops
+            assert drops["transform"] == drops["transform_overflow"] == drops["probe_alpha"] == 0, (d, drops)
+
+
+def test_gather_copy_needs_the_flag(world, probe):
+    """Without TUNPUMP_GATHER_TO_ENDPOINT the packet comes copied with room and
+    no out: probe mode 16's check drops every one as probe_alpha."""
+    e1, e2 = _udp(world)
+    with Pump(world.a, e1, transform=probe.Probe(16)) as p1, Pump(world.b, e2, transform=probe.Probe(5)):
+        _ping(world, ok=False)
+        s = p1.stats().to_endpoint
+        assert s.packets_out == 0 and s.drops["probe_alpha"] > 0, s.drops
+    assert_stats_add_up(p1.stats())
+
+
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_gather_head_left_behind_is_overflow(world, probe):
+    """Probe mode 17 writes each packet into out but leaves head_len as given:
+    a packet that came in one piece (head_len 0) leaves from out, each segment
+    of a split one (two pieces) is transform_overflow and never leaves."""
+    probe.reset_gathered()
+    e1, e2 = _udp(world)
+    with _inner_socket(world, world.n2, 9101) as rx, \
+            Pump(world.a, e1, transform=probe.Probe(17, gather=True)) as p1, \
+            Pump(world.b, e2, transform=probe.Probe(0)) as p2:
+        _send_inner(world, b"one piece", port=9101)
+        assert rx.recv(2048) == b"one piece"
+        _send_inner(world, bytes(range(200)) * 6, seg=400, port=9101)   # 3 segments of 400
+        assert wait_until(lambda: p1.stats().to_endpoint.drops["transform_overflow"] >= 3)
+        _send_inner(world, b"after", port=9101)
+        assert rx.recv(2048) == b"after"   # nothing of the segments came before it
+        s = p1.stats().to_endpoint
+    assert s.drops["transform_overflow"] == 3 and s.gso_split >= 1, s
+    assert probe.gathered()["two"] == 3 and probe.gathered()["bad"] == 0, probe.gathered()
+    assert p2.stats().to_device.drops["transform_overflow"] == 0
+    for p in (p1, p2):
+        assert_stats_add_up(p.stats())
+
+
+@pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
+def test_gather_punt_gives_python_whole_packets(world, probe):
+    """Probe mode 4 with the flag punts packets it never copied: Python gets
+    each one whole, its pieces joined (head, then data): a datagram in one
+    piece, and the three segments of a USO super-datagram (each new headers
+    + its share of the payload), with lengths and checksums right."""
+    probe.reset_gathered()
+    got = []
+    e1, _ = _udp(world)
+    plain = bytes(range(256)) + b"plain"
+    chunks = [bytes([k]) * 7 + bytes(range(k, k + 200)) * 2 + bytes([k]) * 93 for k in range(3)]   # 500 each
+    with Pump(world.a, e1, transform=probe.Probe(4, gather=True), on_punt=got.extend, punt_ring=256) as p1:
+        _send_inner(world, plain, port=9102)
+        _send_inner(world, b"".join(chunks), seg=500, port=9102)
+
+        def ours():
+            return [p for p in got if p.direction == "to_endpoint" and p.data[0] >> 4 == 4 and p.data[9] == 17
+                    and p.data[22:24] == struct.pack("!H", 9102)]
+        assert wait_until(lambda: len(ours()) >= 4), [p.data[:40].hex() for p in got]
+        pkts = [p.data for p in ours()]
+    assert len(pkts) == 4
+    assert [_udp_payload(p)[2] for p in pkts] == [plain] + chunks
+    for p in pkts:
+        assert p[12:20] == bytes([198, 18, 11, 1, 198, 18, 11, 2]) and verify_l4_checksum(p), p[:40].hex()
+    g = probe.gathered()
+    assert g["two"] == 3 and g["one"] >= 1 and g["bad"] == 0, g
+    s = p1.stats()
+    assert s.to_endpoint.punted >= 4 and s.to_endpoint.packets_out == 0
+    assert_stats_add_up(s)

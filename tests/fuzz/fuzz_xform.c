@@ -1,26 +1,40 @@
-/* The transform stage (csrc/pump/tp_xform.c: tp__xf_run, its copy into the
- * direction's arena, tp__xf_apply and tp__xf_fits) driven by a fake
- * transform, written against tunpump.h only, that leaves each packet where
- * the fuzz input says: any data pointer (inside, across or far outside its
- * room), any length, any outcome byte, any peer.
+/* The transform stage (csrc/pump/tp_xform.c: tp__xf_run, tp__xf_place's copy
+ * into the direction's arena or hand-over where the packet lies,
+ * tp__xf_apply and tp__xf_where) driven by a fake transform, written
+ * against tunpump.h only, that leaves each packet where the fuzz input
+ * says: any data pointer (inside, across or far outside its room), any
+ * length, any head_len, any outcome byte, any peer.
  *
  * Input: flags (1), npeers (1), batch (1), then 18-byte records, one packet
  * each: len (2), hdrlen (1), route (1), src (1), content (1), outcome (1),
  * mode (1), off (4, signed), newlen (4), peer (2, signed); little-endian.
  *   flags: 1 to the device, 2 UDP endpoint, 4 sink is a device (dst_fmt),
  *          8 TAP, 16 source read with a vnet_hdr (pre), 32 ... with PI too,
- *          64 the transform sets TUNPUMP_IN_PLACE_TO_DEVICE
+ *          64 the transform sets TUNPUMP_IN_PLACE_TO_DEVICE,
+ *          128 ... TUNPUMP_GATHER_TO_ENDPOINT (to the endpoint, packets are
+ *          "gathered": handed where they lie, head + data, read-only, and
+ *          their room is the scratch out[0 .. out_size))
  *   mode:  1 off from the room's start (else from data), 2 keep the length
  *          (else newlen), 4 write the new packet (where it lies in its room),
- *          8 make it look like IPv4, 16 scribble over the whole room first
+ *          8 make it look like IPv4, 16 scribble over the whole room first,
+ *          32 (gathered) leave head, head_len, data and len as given, but
+ *          with 64 move head by off (ignored when head_len is 0), else
+ *          64 leave head_len nonzero (as given, or 1 for a one-piece
+ *          packet; else head_len is set to 0 and head to NULL)
  *
  * Checked: the copies handed to the transform are exact, disjoint, inside
  * the arena, with at least the minimum room (or, in place, the packet
- * itself where it was read, with no room) and the right peer / source /
- * flow / gso; every packet is counted exactly once (out, too_big, transform,
- * transform_overflow, malformed, no_peer or punted) as a reference model
- * says; packets kept lie inside their room, in order, with the peer the
- * transform chose. ASan sees every access outside the exact-size buffers. */
+ * itself where it was read, with no room; or, gathered, the packet's own
+ * pieces with no room and a disjoint out of at least the minimum size in
+ * the arena) and the right peer / source / flow / gso; every packet is
+ * counted exactly once (out, too_big, transform, transform_overflow,
+ * malformed, no_peer or punted) as a reference model says (a gathered
+ * packet left as given is kept, one left in one piece inside out is too,
+ * anything else overflows); packets kept lie inside their room in one piece
+ * or, left as given, are exactly the pieces read, in order, with the peer
+ * the transform chose; punted packets reach the punt ring whole (head then
+ * data); the pieces of a packet not handed over in place are never
+ * written. ASan sees every access outside the exact-size buffers. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +54,10 @@ struct rec {
 };
 
 enum fate { F_OUT, F_TOO_BIG, F_TRANSFORM, F_OVERFLOW, F_MALFORMED, F_NO_PEER, F_PUNT };
+/* Where the fake transform left a packet (the stage's tp__xf_where, modelled). */
+enum left { L_OUTSIDE, L_IN_ROOM, L_AS_GIVEN };
+
+#define NMAX (TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS)
 
 /* What one input set up, for the fake transform and the punt stand-in. */
 static struct {
@@ -47,28 +65,46 @@ static struct {
     enum tp_dir dir;
     int udp, npeers, batch_calls;
     int in_place;                   /* TUNPUMP_IN_PLACE_TO_DEVICE */
+    int gather;                     /* TUNPUMP_GATHER_TO_ENDPOINT */
+    int n;                          /* packets in the input */
     const struct rec *recs;
     uint8_t **hdr, **data;          /* the packets as read: exact-size buffers */
-    uintptr_t lo[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];   /* room of desc j, by original index */
-    uintptr_t hi[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
-    enum fate fate[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
-    int16_t peer[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    uintptr_t lo[NMAX];             /* room of desc j, by original index */
+    uintptr_t hi[NMAX];
+    enum fate fate[NMAX];
+    enum left left[NMAX];
+    int16_t peer[NMAX];
     uint64_t punted;
 } g;
 
 static uint32_t rd32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
+static uint8_t pattern[TP__PKT_MAX + 256];   /* pattern + c: the bytes c, c + 1, ... (filled once) */
+
 /* Stands in for the control plane's punt ring (tp_ctl_worker.c): takes the
- * bytes the way the real one does, so ASan sees the read. */
+ * bytes the way the real one does (head, then data), so ASan sees both
+ * reads; a packet left as given arrives as the bytes read. */
 void tp__ctl_punt_xf(struct tp__ctl *c, enum tp_dir dir, const struct tunpump_pkt *x, struct tp_dir_stats *st,
                      unsigned segs)
 {
-    static uint8_t slot[TUNPUMP_MAX_PACKET];
+    static uint8_t slot[TP_VNET_HDR_ROOM + TUNPUMP_MAX_PACKET];
+    int i = x->flow - 1000;
 
     (void)c;
-    require(dir == g.dir && x->len <= sizeof(slot));
-    memcpy(slot, x->data, x->len);
+    require(dir == g.dir && i >= 0 && i < g.n && g.fate[i] == F_PUNT);
+    require((size_t)x->head_len + x->len <= sizeof(slot));
+    if (x->head_len)
+        memcpy(slot, x->head, x->head_len);
+    memcpy(slot + x->head_len, x->data, x->len);
+    if (g.left[i] == L_AS_GIVEN) {
+        const struct rec *r = &g.recs[i];
+        require(x->head_len == r->hdrlen && x->len == r->len);
+        require(memcmp(slot, pattern + (uint8_t)~r->content, r->hdrlen) == 0);
+        require(memcmp(slot + r->hdrlen, pattern + r->content, r->len) == 0);
+    } else {
+        require(x->head_len == 0);
+    }
     g.punted += segs;
     TP__ADD(st->punted, segs);
 }
@@ -107,10 +143,32 @@ static enum fate model(const struct rec *r, uint32_t len, const uint8_t *bytes)
     return F_OUT;
 }
 
-/* Whether the stage hands packet r over where it lies (tp__xf_place). */
+/* Whether the stage hands packet r over where it lies (tp__xf_place), in
+ * one piece that it may change ... */
 static int in_place(const struct rec *r)
 {
     return g.in_place && g.dir == TP_DIR_TO_DEV && !r->hdrlen;
+}
+
+/* ... or in its pieces, read-only, with scratch (out) to write into. */
+static int gathered(void)
+{
+    return g.gather && g.dir == TP_DIR_TO_EP;
+}
+
+/* Where packet i's descriptor x, as the transform left it, lies: the
+ * reference for tp__xf_where, in the input's own terms (the pieces the
+ * harness made, the room the transform was handed). */
+static enum left where(int i, const struct tunpump_pkt *x, uintptr_t lo, uintptr_t hi)
+{
+    const struct rec *r = &g.recs[i];
+
+    if (gathered() && x->data == g.data[i] && x->len == r->len && x->head_len == r->hdrlen &&
+        (!r->hdrlen || x->head == g.hdr[i]))
+        return L_AS_GIVEN;
+    if (!x->head_len && fits((uintptr_t)x->data, x->len, lo, hi))
+        return L_IN_ROOM;
+    return L_OUTSIDE;
 }
 
 static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pkts, unsigned n)
@@ -126,16 +184,29 @@ static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
         const struct rec *r = &g.recs[i];
         uintptr_t lo = (uintptr_t)x->data - x->headroom, hi = (uintptr_t)x->data + x->len + x->tailroom;
 
-        require(x->len == r->hdrlen + r->len && x->outcome == TUNPUMP_PASS);
-        if (in_place(r)) {   /* where it was read, no room: ASan sees any write outside */
-            require(x->data == g.data[i] && x->headroom == 0 && x->tailroom == 0);
-        } else {             /* the copy: exact, with its room, inside the arena, after the last */
-            require(x->headroom >= TUNPUMP_MIN_HEADROOM && x->tailroom >= TUNPUMP_MIN_TAILROOM);
+        require(x->outcome == TUNPUMP_PASS);
+        if (gathered()) {    /* the pieces read, no room; out: the room, in the arena, after the last */
+            require(x->head == (r->hdrlen ? g.hdr[i] : NULL) && x->head_len == r->hdrlen);
+            require(x->data == g.data[i] && x->len == r->len && x->headroom == 0 && x->tailroom == 0);
+            lo = (uintptr_t)x->out;
+            hi = lo + x->out_size;
+            require(x->out_size >= r->hdrlen + r->len + TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM);
             require(lo >= prev_hi && hi <= (uintptr_t)d->xf_arena + d->xf_arena_size);
             prev_hi = hi;
+        } else {
+            require(x->len == r->hdrlen + r->len);
+            require(x->head == NULL && x->head_len == 0 && x->out == NULL && x->out_size == 0);
+            if (in_place(r)) {   /* where it was read, no room: ASan sees any write outside */
+                require(x->data == g.data[i] && x->headroom == 0 && x->tailroom == 0);
+            } else {             /* the copy: exact, with its room, inside the arena, after the last */
+                require(x->headroom >= TUNPUMP_MIN_HEADROOM && x->tailroom >= TUNPUMP_MIN_TAILROOM);
+                require(lo >= prev_hi && hi <= (uintptr_t)d->xf_arena + d->xf_arena_size);
+                prev_hi = hi;
+            }
+            if (r->hdrlen)
+                require(memcmp(x->data, g.hdr[i], r->hdrlen) == 0);
+            require(memcmp(x->data + r->hdrlen, g.data[i], r->len) == 0);
         }
-        require(memcmp(x->data, g.hdr[i], r->hdrlen) == 0);
-        require(memcmp(x->data + r->hdrlen, g.data[i], r->len) == 0);
         require(x->flow == 1000 + i && x->queue == 3);
         require(x->peer == (g.udp && (g.dir == TP_DIR_TO_EP || r->src >= 0) && r->route < TP_MAX_PEERS ?
                             r->route : -1));   /* a route past the table: a stranger (TP_EP_NO_PEER) */
@@ -148,34 +219,48 @@ static void fake_batch(void *state, enum tunpump_dir dir, struct tunpump_pkt *pk
         else
             require(x->gso == 0 && x->gso_size == 0);
 
-        /* What the fake transform leaves: anything the record says. */
+        /* What the fake transform leaves: anything the record says, but it
+         * writes only inside its room (never a gathered packet's pieces). */
         if (r->mode & 16)
-            memset(x->data - x->headroom, 0xa5, (size_t)(hi - lo));
-        uintptr_t base = (r->mode & 1) ? lo : (uintptr_t)x->data;
-        uintptr_t nd = base + (uintptr_t)(intptr_t)r->off;
-        uint32_t nl = (r->mode & 2) ? x->len : r->newlen;
-        int in = fits(nd, nl, lo, hi);
-        if (in && (r->mode & 4) && nl) {
-            memset((uint8_t *)nd, r->content, nl);
-            if (r->mode & 8)
-                *(uint8_t *)nd = 0x45;
+            memset((uint8_t *)lo, 0xa5, (size_t)(hi - lo));
+        if (gathered() && (r->mode & 32)) {   /* as given, bar head moved */
+            if (r->mode & 64)
+                x->head = (const uint8_t *)((uintptr_t)x->head + (uintptr_t)(intptr_t)r->off);
+        } else {
+            uintptr_t base = (r->mode & 1) ? lo : (uintptr_t)x->data;
+            uintptr_t nd = base + (uintptr_t)(intptr_t)r->off;
+            uint32_t nl = (r->mode & 2) ? x->len : r->newlen;
+            if (fits(nd, nl, lo, hi) && (r->mode & 4) && nl) {
+                memset((uint8_t *)nd, r->content, nl);
+                if (r->mode & 8)
+                    *(uint8_t *)nd = 0x45;
+            }
+            x->data = (uint8_t *)nd;
+            x->len = nl;
+            if (r->mode & 64) {
+                x->head_len = x->head_len ? x->head_len : 1;
+            } else {
+                x->head = NULL;
+                x->head_len = 0;
+            }
         }
-        x->data = (uint8_t *)nd;
-        x->len = nl;
         x->outcome = r->outcome;
         x->peer = r->peer;
         g.lo[i] = lo;
         g.hi[i] = hi;
         g.peer[i] = r->peer;
-        g.fate[i] = model(r, nl, in ? (const uint8_t *)nd : NULL);
+        g.left[i] = where(i, x, lo, hi);
+        g.fate[i] = model(r, x->len, g.left[i] != L_OUTSIDE ? x->data : NULL);
     }
 }
 
-static const struct tunpump_transform_ops fake_ops = {
-    .abi = TUNPUMP_TRANSFORM_ABI, .name = "fuzz", .batch = fake_batch,
-};
-static const struct tunpump_transform_ops fake_in_place_ops = {
-    .abi = TUNPUMP_TRANSFORM_ABI, .flags = TUNPUMP_IN_PLACE_TO_DEVICE, .name = "fuzz", .batch = fake_batch,
+/* By flags 64 (in place) and 128 (gather). */
+static const struct tunpump_transform_ops fake_ops[4] = {
+    { .abi = TUNPUMP_TRANSFORM_ABI, .name = "fuzz", .batch = fake_batch },
+    { .abi = TUNPUMP_TRANSFORM_ABI, .flags = TUNPUMP_IN_PLACE_TO_DEVICE, .name = "fuzz", .batch = fake_batch },
+    { .abi = TUNPUMP_TRANSFORM_ABI, .flags = TUNPUMP_GATHER_TO_ENDPOINT, .name = "fuzz", .batch = fake_batch },
+    { .abi = TUNPUMP_TRANSFORM_ABI, .flags = TUNPUMP_IN_PLACE_TO_DEVICE | TUNPUMP_GATHER_TO_ENDPOINT,
+      .name = "fuzz", .batch = fake_batch },
 };
 
 static void parse_rec(const uint8_t *p, struct rec *r)
@@ -198,9 +283,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
     struct tp__xf xf;
     struct tp_dir_stats st;
     struct tp_fmt src_fmt = { 0 }, dst_fmt = { 0 };
-    struct tunpump_transform t = { .ops = &fake_ops };
-    static uint8_t pattern[TP__PKT_MAX + 256];   /* pattern + c: the bytes c, c + 1, ... */
-    static struct rec recs[TP_VNET_SPLIT_MAX_SEGS + 8 * TP_VNET_MAX_SEGS];
+    struct tunpump_transform t = { .ops = &fake_ops[0] };
+    static struct rec recs[NMAX];
     uint64_t want[F_PUNT + 1] = { 0 };
     size_t arena_off = 0;
     int n;
@@ -214,7 +298,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
     g.udp = !!(in[0] & 2);
     g.npeers = in[1] % (TP_MAX_PEERS + 1);
     g.in_place = !!(in[0] & 64);
-    t.ops = g.in_place ? &fake_in_place_ops : &fake_ops;
+    g.gather = !!(in[0] & 128);
+    t.ops = &fake_ops[g.in_place + 2 * g.gather];
     dst_fmt.tap = !!(in[0] & 8);
     src_fmt.vnet_hdr_sz = (in[0] & 16) ? 10 + 2 * (in[1] >> 7) : 0;
     src_fmt.pi = !!(in[0] & 32);
@@ -245,6 +330,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
     if (!pattern[1])
         for (size_t k = 0; k < sizeof(pattern); k++)
             pattern[k] = (uint8_t)k;
+    g.n = n;
 
     tp__xf_init(&xf, &t, 3, g.udp, g.npeers, NULL);
     xf.desc = descs[b];
@@ -323,20 +409,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
         total += st.drops[r];
     require(total == (uint64_t)n);
 
-    /* The packets kept: in order, inside their room, plain, with their peer. */
+    /* The packets kept: in order, with their peer, inside their room in one
+     * piece or, left as given, exactly the pieces read (no copy). */
     int last = -1;
     for (int k = 0; k < d.n; k++) {
         const struct tp__pkt *q = &d.pkts[k];
         int i = q->group;
         require(i > last && i < n && g.fate[i] == F_OUT);
         last = i;
-        require(fits((uintptr_t)q->data, q->len, g.lo[i], g.hi[i]));
-        require(q->hdr == NULL && q->hdrlen == 0 && q->flow == 1000 + i && q->pre == pre[i]);
+        if (g.left[i] == L_AS_GIVEN) {
+            require(q->hdr == (recs[i].hdrlen ? g.hdr[i] : NULL) && q->hdrlen == recs[i].hdrlen);
+            require(q->data == g.data[i] && q->len == recs[i].len);
+        } else {
+            require(g.left[i] == L_IN_ROOM && fits((uintptr_t)q->data, q->len, g.lo[i], g.hi[i]));
+            require(q->hdr == NULL && q->hdrlen == 0);
+        }
+        require(q->flow == 1000 + i && q->pre == pre[i]);
         require(q->route == (g.dir == TP_DIR_TO_EP && g.udp ? (uint8_t)g.peer[i] : recs[i].route));
         uint32_t sum = 0;
-        for (uint32_t b = 0; b < q->len; b++)   /* ASan: every byte kept is readable */
+        for (uint32_t b = 0; b < q->hdrlen; b++)   /* ASan: every byte kept is readable */
+            sum += q->hdr[b];
+        for (uint32_t b = 0; b < q->len; b++)
             sum += q->data[b];
         (void)sum;
+    }
+
+    /* Nothing wrote the pieces read, bar a transform handed them in place. */
+    for (int i = 0; i < n; i++) {
+        if (in_place(&recs[i]))
+            continue;
+        require(memcmp(g.hdr[i], pattern + (uint8_t)~recs[i].content, recs[i].hdrlen) == 0);
+        require(memcmp(g.data[i], pattern + recs[i].content, recs[i].len) == 0);
     }
 
     for (int i = 0; i < n; i++) {

@@ -149,7 +149,7 @@ def xform_seeds():
     """The transform stage (fuzz_xform.c): flags, npeers, batch, records."""
     d = os.path.join(HERE, "corpus", "xform")
     for f in os.listdir(d) if os.path.isdir(d) else []:
-        if not f.startswith("regress-"):
+        if not f.startswith(("regress-", "found-")):   # a fuzzer's: kept
             os.remove(os.path.join(d, f))
     R = xform_rec
     for name, flags, npeers, batch, recs in [
@@ -176,6 +176,39 @@ def xform_seeds():
         ("in place flag on the way out", 2 | 64, 1, 7, [R(80, mode=4, off=-16, newlen=112), R(80, mode=2)]),
         ("many small", 2, 16, 7, [R(i % 90, route=i % 16, peer=i % 19, outcome=i % 4, mode=i % 32, off=i - 80,
                                    newlen=i % 200) for i in range(300)]),
+        # TUNPUMP_GATHER_TO_ENDPOINT (flag 128): pieces read-only, out the room;
+        # mode 32 leaves a packet as given, 64 leaves head_len (or moves head)
+        ("gather as given", 2 | 128, 1, 7, [R(60, mode=32), R(1400, hdrlen=54, mode=32), R(0, mode=32),
+                                            R(1, hdrlen=128, mode=32), R(80, hdrlen=40, mode=32 | 16)]),
+        ("gather into out", 2 | 128, 1, 7, [
+            R(100, hdrlen=40, mode=1 | 4, off=64 - 32, newlen=32 + 140 + 16),   # sealed in out
+            R(100, mode=1 | 2 | 4 | 8, off=64), R(100, hdrlen=40, mode=1, off=0, newlen=272),
+            R(100, hdrlen=40, mode=1, off=0, newlen=273), R(100, hdrlen=40, mode=1, off=272, newlen=0),
+            R(100, hdrlen=40, mode=1 | 16, off=-1, newlen=10), R(100, mode=4, off=0, newlen=100)]),
+        ("gather head len left", 2 | 128, 1, 7, [
+            R(100, hdrlen=40, mode=1 | 4 | 64, off=64, newlen=140), R(100, mode=1 | 4 | 64, off=64, newlen=100),
+            R(100, hdrlen=40, mode=2 | 64), R(100, hdrlen=40, mode=2), R(100, mode=2), R(100, mode=64 | 2)]),
+        ("gather head moved", 2 | 128, 1, 7, [R(100, hdrlen=40, mode=32 | 64, off=o) for o in (1, -40, 0)]
+         + [R(100, mode=32 | 64, off=12345), R(100, hdrlen=1, mode=32 | 64, off=-(1 << 31))]),
+        ("gather punts", 2 | 128, 1, 7, [
+            R(1400, hdrlen=54, outcome=2, mode=32), R(100, outcome=2, mode=1 | 4, off=64, newlen=100),
+            R(100, hdrlen=40, outcome=2, mode=1 | 4 | 64, off=64, newlen=100), R(100, hdrlen=40, outcome=2, mode=2),
+            R(65535, hdrlen=128, outcome=2, mode=32), R(70, hdrlen=20, outcome=1, mode=32),
+            R(70, hdrlen=20, outcome=9, mode=32), R(70, hdrlen=20, peer=3, mode=32)]),
+        ("gather arena full", 128, 0, 0, [R(65535, hdrlen=128, mode=32) for _ in range(8)] + [R(10, mode=32)]),
+        ("gather flag on the way in", 1 | 2 | 4 | 128, 2, 7, [R(60, src=0, mode=m, off=o, newlen=n) for o, n, m in [
+            (0, 60, 2), (0, 0, 32), (0, 60, 2 | 64), (0, 60, 32 | 64), (-64, 60, 4 | 8)]]
+         + [R(60, hdrlen=40, mode=2)]),
+        ("gather and in place", 2 | 64 | 128, 1, 7, [R(80, mode=32), R(80, hdrlen=40, mode=1 | 4, off=64, newlen=120),
+                                                    R(80, hdrlen=40, mode=2)]),
+        ("gather and in place to device", 1 | 2 | 4 | 64 | 128, 2, 7, [
+            R(60, src=0, mode=m, off=o, newlen=n) for o, n, m in [(0, 60, 2), (0, 60, 32 | 2), (16, 28, 4 | 8 | 64)]]),
+        ("gather split headers and gso", 2 | 16 | 32 | 128, 0x83, 7, [
+            R(1400, hdrlen=h, src=h % 7, content=c, mode=m, off=64, newlen=h + 1400)
+            for h, c, m in [(0, 1, 32), (54, 0x45, 32), (128, 3, 1 | 4), (0, 0x60, 1 | 4), (54, 7, 1 | 4 | 64)]]),
+        ("gather many small", 2 | 128, 16, 7, [R(i % 90, hdrlen=(i * 7) % 60, route=i % 16, peer=i % 19,
+                                                 outcome=i % 4, mode=i % 128, off=i - 80 + 64 * (i % 3),
+                                                 newlen=i % 200) for i in range(300)]),
     ]:
         _write("xform", name, bytes([flags, npeers, batch]) + b"".join(recs))
 

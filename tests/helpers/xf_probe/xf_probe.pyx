@@ -23,23 +23,92 @@ config and changed by control messages (one byte), says what it does:
  14 unnamed drop    to_endpoint packets are dropped with drop_reason 7 (it names 2)
  15 room in         to_device packets given any room are dropped with drop_reason 1
                     ("alpha"); the rest (no room: in place) grow a byte at the front
+ 16 gather copy     to_endpoint (for TUNPUMP_GATHER_TO_ENDPOINT): a packet not
+                    handed as pieces (headroom or tailroom, no out, or out
+                    smaller than head_len + len + both minimum rooms) is dropped
+                    with drop_reason 1 ("alpha"); the rest are written into
+                    out at TUNPUMP_MIN_HEADROOM (head, then data) behind the
+                    32-byte header of mode 5, with head_len 0 (as encryption
+                    would); to_device: as mode 5 (checked and stripped)
+ 17 gather leave head  to_endpoint: as 16 without the header, but head and
+                    head_len are left as given: a packet in two pieces is
+                    then neither as given nor in one piece (transform_overflow),
+                    one in one piece leaves from out; to_device: pass
 
 The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
 Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES;
-Probe(..., in_place=True) sets TUNPUMP_IN_PLACE_TO_DEVICE.
+Probe(..., in_place=True) sets TUNPUMP_IN_PLACE_TO_DEVICE;
+Probe(..., gather=True) sets TUNPUMP_GATHER_TO_ENDPOINT (with in_place=True: both;
+with segments=False: without TUNPUMP_NEEDS_SEGMENTS).
+
+gathered() counts, over the module's life (reset_gathered() zeroes it), the
+to_endpoint packets handed with an out area, in any mode: "one" in one piece
+(head_len 0, head NULL), "two" in two pieces (head_len > 0, head set), "bad"
+given otherwise (any room, or out_size below the minimum).
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint32_t
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 
 from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_transform_ops,
                       TUNPUMP_TRANSFORM_ABI, TUNPUMP_TRANSFORM_CAPSULE, TUNPUMP_NEEDS_SEGMENTS,
-                      TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE,
+                      TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE, TUNPUMP_GATHER_TO_ENDPOINT,
+                      TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM,
                       TUNPUMP_DIR_TO_ENDPOINT, TUNPUMP_PASS, TUNPUMP_DROP, TUNPUMP_TO_PYTHON)
 
 DEF HDR = 32
 cdef const char *MAGIC = b"tunpump-probe-header-32-bytes!!!"
+
+# Counters shared by every worker (relaxed atomics: workers run without the GIL).
+cdef extern from *:
+    """
+    static unsigned long long xf_probe_gathered[3];
+    #define XF_PROBE_COUNT(i) __atomic_fetch_add(&xf_probe_gathered[i], 1, __ATOMIC_RELAXED)
+    #define XF_PROBE_READ(i) __atomic_load_n(&xf_probe_gathered[i], __ATOMIC_RELAXED)
+    #define XF_PROBE_ZERO(i) __atomic_store_n(&xf_probe_gathered[i], 0, __ATOMIC_RELAXED)
+    """
+    void XF_PROBE_COUNT(int i) nogil
+    unsigned long long XF_PROBE_READ(int i) nogil
+    void XF_PROBE_ZERO(int i) nogil
+
+
+def gathered():
+    """The to_endpoint packets handed with an out area so far: {"one", "two", "bad"}."""
+    return {"one": XF_PROBE_READ(0), "two": XF_PROBE_READ(1), "bad": XF_PROBE_READ(2)}
+
+
+def reset_gathered():
+    for i in range(3):
+        XF_PROBE_ZERO(i)
+
+
+cdef bint gather_ok(const tunpump_pkt *p) noexcept nogil:
+    """Whether p came as TUNPUMP_GATHER_TO_ENDPOINT promises: its pieces,
+    no room, and out of at least the minimum size."""
+    cdef size_t need = <size_t>p.head_len + p.len + TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM
+    return (p.headroom == 0 and p.tailroom == 0 and p.out != NULL and p.out_size >= need
+            and (p.head_len == 0) == (p.head == NULL))
+
+
+cdef void gather_copy(tunpump_pkt *p, bint magic, bint keep_head) noexcept nogil:
+    """head then data into out at TUNPUMP_MIN_HEADROOM (behind MAGIC when
+    magic), data / len set there; head_len 0 unless keep_head."""
+    cdef uint8_t *at = p.out + TUNPUMP_MIN_HEADROOM
+    cdef uint32_t total = p.head_len + p.len
+    if p.head_len:
+        memcpy(at, p.head, p.head_len)
+    memcpy(at + p.head_len, p.data, p.len)
+    if magic:
+        at -= HDR
+        total += HDR
+        memcpy(at, MAGIC, HDR)
+    p.data = at
+    p.len = total
+    if not keep_head:
+        p.head = NULL
+        p.head_len = 0
+
 
 cdef struct probe_state:
     uint8_t mode
@@ -73,7 +142,17 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
     cdef unsigned i
     cdef bint out = d == TUNPUMP_DIR_TO_ENDPOINT
     for i in range(n):
-        if (mode == 9 or mode == 12) and not out:
+        if out and pkts[i].out != NULL:
+            XF_PROBE_COUNT(2 if not gather_ok(&pkts[i]) else 1 if pkts[i].head_len else 0)
+        if (mode == 16 or mode == 17) and out:
+            if not gather_ok(&pkts[i]):
+                pkts[i].outcome = TUNPUMP_DROP
+                pkts[i].drop_reason = 1
+            else:
+                gather_copy(&pkts[i], mode == 16, mode == 17)
+        elif mode == 17:
+            continue
+        elif (mode == 9 or mode == 12) and not out:
             pkts[i].peer = arg
             pkts[i].roam = 1
             if mode == 12:
@@ -99,7 +178,7 @@ cdef void probe_batch(void *state, tunpump_dir d, tunpump_pkt *pkts, unsigned n)
             pkts[i].data -= HDR
             pkts[i].len += HDR
             memcpy(pkts[i].data, MAGIC, HDR)
-        elif mode == 5:
+        elif mode == 5 or mode == 16:
             if pkts[i].len < HDR or memcmp(pkts[i].data, MAGIC, HDR) != 0:
                 pkts[i].outcome = TUNPUMP_DROP
                 continue
@@ -163,6 +242,18 @@ cdef tunpump_transform_ops OPS_IN_PLACE   # to_device packets where they were re
 OPS_IN_PLACE = OPS
 OPS_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_IN_PLACE_TO_DEVICE
 
+cdef tunpump_transform_ops OPS_GATHER   # to_endpoint packets where they lie, in pieces, with out
+OPS_GATHER = OPS
+OPS_GATHER.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_GATHER_TO_ENDPOINT
+
+cdef tunpump_transform_ops OPS_GATHER_IN_PLACE   # both: what an AEAD sets
+OPS_GATHER_IN_PLACE = OPS
+OPS_GATHER_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_GATHER_TO_ENDPOINT | TUNPUMP_IN_PLACE_TO_DEVICE
+
+cdef tunpump_transform_ops OPS_GATHER_WHOLE   # gather, super-packets whole (no NEEDS_SEGMENTS)
+OPS_GATHER_WHOLE = OPS
+OPS_GATHER_WHOLE.flags = TUNPUMP_GATHER_TO_ENDPOINT
+
 cdef tunpump_transform_ops OPS_BAD_REASONS
 OPS_BAD_REASONS = OPS
 OPS_BAD_REASONS.drop_reasons = BAD_REASONS
@@ -188,7 +279,7 @@ class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
     def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False,
-                 bad_reasons=False, in_place=False):
+                 bad_reasons=False, in_place=False, gather=False):
         self.mode = mode
         self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
@@ -196,12 +287,16 @@ class Probe:
         self.arg = arg
         self.unknown_sources = unknown_sources
         self.in_place = in_place
+        self.gather = gather
 
     def __tunpump_transform__(self):
         if self.abi_off_by_one:
             return _capsule(&OPS_OLD_ABI, self.mode)
         if self.unknown_sources:
             return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
+        if self.gather:
+            return _capsule(&OPS_GATHER_IN_PLACE if self.in_place else &OPS_GATHER if self.segments
+                            else &OPS_GATHER_WHOLE, self.mode, self.arg)
         if self.in_place:
             return _capsule(&OPS_IN_PLACE, self.mode, self.arg)
         if self.bad_reasons:
