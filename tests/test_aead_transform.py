@@ -239,7 +239,7 @@ def test_arguments_named(kw, match):
 
 def test_drop_reasons_and_info():
     assert transforms.drop_reasons(transforms.AEAD(KEY, side=0)) == AEAD_REASONS
-    # NEEDS_SEGMENTS | AUTHENTICATED | IN_PLACE_TO_DEVICE | GATHER_TO_ENDPOINT (seals from the pieces into out)
+    # NEEDS_SEGMENTS | AUTHENTICATED | IN_PLACE_TO_DEVICE | GATHER_TO_ENDPOINT (seals from its pieces into out)
     assert transforms.info(transforms.AEAD(KEY, side=0)) == ("aead", 0x1 | 0x4 | 0x8 | 0x10, True)
     assert _tools.AEAD_DROP_REASONS == AEAD_REASONS[:7]   # the core's receive reasons keep their numbers
     assert KEY.hex() not in repr(transforms.AEAD(KEY, side=0)) and str(list(KEY)) not in repr(transforms.AEAD(KEY, side=0))

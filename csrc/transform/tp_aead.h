@@ -141,9 +141,10 @@ int tp_aead_sending_key(const struct tp_aead *st);
 /* The next counter seal will use. */
 uint64_t tp_aead_next_counter(const struct tp_aead *st);
 
-/* Seal from two read-only pieces in one pass: the plaintext is
- * head[0 .. head_len) then data[0 .. len) (either piece may be empty, and
- * then NULL), the datagram (header, ciphertext, tag:
+/* Seal from two read-only pieces: the plaintext is head[0 .. head_len)
+ * then data[0 .. len) (either piece may be empty, and then NULL). One piece
+ * is sealed from where it lies; two are joined in out first (one cipher
+ * call beats two: tp_aead.c says by how much). The datagram (header, ciphertext, tag:
  * head_len + len + 32 bytes, *out_len) is written at out[0 ..), never
  * beyond out_size. out must not overlap the pieces (but see tp_aead_seal).
  * 0, or -ENOKEY (no key yet), -EMSGSIZE (head_len + len >

@@ -97,9 +97,9 @@ static uint8_t seal_reason(int rc)
     }
 }
 
-/* TUNPUMP_GATHER_TO_ENDPOINT: each packet is sealed from where it lies
- * (its one or two read-only pieces) straight into its out area, in one
- * pass; the datagram then lies at the start of out. */
+/* TUNPUMP_GATHER_TO_ENDPOINT: each packet is sealed from its one or two
+ * read-only pieces into its out area (tp_aead_seal_gather), with no copy
+ * into room before; the datagram then lies at the start of out. */
 static void seal_all(struct aead_xf *x, struct tunpump_pkt *pkts, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
@@ -177,7 +177,7 @@ const struct tunpump_transform_ops tp_aead_xf_ops = {
     /* AUTHENTICATED: every packet passed toward the device had its tag
      * verified over all its bytes. IN_PLACE_TO_DEVICE: opens in place.
      * GATHER_TO_ENDPOINT: seals from the packet's pieces into out (no copy
-     * before the seal). */
+     * into room before the seal). */
     .flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_AUTHENTICATED | TUNPUMP_IN_PLACE_TO_DEVICE | TUNPUMP_GATHER_TO_ENDPOINT,
     .name = "aead",
     .create = aead_create,

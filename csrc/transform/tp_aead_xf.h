@@ -1,6 +1,6 @@
 /* The built-in AEAD (tp_aead.h) as a transform (tunpump.h): one tp_aead
  * state per worker, sealing on the way out (from the packet's one or two
- * pieces straight into out: TUNPUMP_GATHER_TO_ENDPOINT) and opening in place
+ * pieces into out: TUNPUMP_GATHER_TO_ENDPOINT) and opening in place
  * on the way in (TUNPUMP_IN_PLACE_TO_DEVICE), with TUNPUMP_NEEDS_SEGMENTS
  * (each wire datagram is sealed on its own).
  *

@@ -108,13 +108,13 @@ enum tunpump_outcome {
  * piece), with headroom and tailroom 0. A packet it changes it writes into
  * pkt->out[0 .. out_size), scratch of at least head_len + len +
  * TUNPUMP_MIN_HEADROOM + TUNPUMP_MIN_TAILROOM bytes, setting data and len
- * there and head_len to 0: encryption seals from the pieces into out in
- * one pass, where without the flag tunpump first copies each packet into
- * room of its own. A packet left with head, head_len, data and len as
- * given leaves as it came, without any copy (a transform that only looks,
- * or passes some packets unchanged). Anything else is dropped as
- * "transform_overflow", whatever the outcome. Endpoint -> device is not
- * affected. */
+ * there and head_len to 0 (encryption seals from the pieces into out, where
+ * without the flag tunpump first copies each packet into room of its own).
+ * A packet left with head, head_len, data and len as given leaves as it
+ * came, without any copy (a transform that only looks, or passes some
+ * packets unchanged). Anything else is dropped as "transform_overflow",
+ * whatever the outcome. Endpoint -> device is not affected (there, and
+ * without the flag, head_len is 0 and must stay 0). */
 #define TUNPUMP_GATHER_TO_ENDPOINT 0x10u
 /* Every flag this ABI knows: a transform with another bit set is refused. */
 #define TUNPUMP_ALL_FLAGS                                                                                   \
