@@ -396,6 +396,7 @@ def test_inject_through_the_transform(world):
 import socket
 import struct
 
+from helpers.capture import CAPTURE_UDP_6000
 from helpers.packets import verify_l4_checksum
 from tunpump import netns
 
@@ -455,26 +456,6 @@ def test_gather_passes_pieces_untouched(world, probe):
         for d in ("to_endpoint", "to_device"):
             drops = s.direction(d).drops
             assert drops["transform"] == drops["transform_overflow"] == drops["too_big"] == 0, (d, drops)
-
-
-CAPTURE_UDP_6000 = r"""
-import select, socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))   # ETH_P_ALL: outgoing too
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-print("ready", flush=True)
-end, out = time.monotonic() + float(sys.argv[1]), []
-while time.monotonic() < end and len(out) < int(sys.argv[2]):
-    if not select.select([s], [], [], 0.2)[0]:
-        continue
-    pkt = s.recv(1 << 17)
-    if len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 17:
-        continue
-    ihl = (pkt[0] & 15) * 4
-    sport, dport = int.from_bytes(pkt[ihl:ihl+2], "big"), int.from_bytes(pkt[ihl+2:ihl+4], "big")
-    if 6000 in (sport, dport):
-        out.append("%d %s" % (sport == 6000, pkt[ihl + 8:].hex()))
-print("\n".join(out))
-"""
 
 
 @pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from helpers.capture import CAPTURE_UDP_6000, payloads
 from helpers.extbuild import built_extension
 from helpers.world import assert_stats_add_up, check_traffic
 from tunpump import Pump, UDPEndpoint
@@ -22,25 +23,6 @@ KEY = b"tunpump-xor-demo-key"
 # inner header from a to b carries them.
 INNER_ADDRS = bytes([198, 18, 11, 1, 198, 18, 11, 2])
 
-# Capture UDP port 6000 on every interface of the namespace with an
-# AF_PACKET socket for a bounded time / count; print the payloads as hex.
-CAPTURE = r"""
-import select, socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))   # ETH_P_ALL: outgoing too
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-print("ready", flush=True)
-end, out = time.monotonic() + float(sys.argv[1]), []
-while time.monotonic() < end and len(out) < int(sys.argv[2]):
-    if not select.select([s], [], [], 0.2)[0]:
-        continue
-    pkt = s.recv(1 << 17)
-    if len(pkt) < 28 or pkt[0] >> 4 != 4:
-        continue
-    ihl = (pkt[0] & 15) * 4
-    if pkt[9] == 17 and 6000 in (int.from_bytes(pkt[ihl:ihl+2], "big"), int.from_bytes(pkt[ihl+2:ihl+4], "big")):
-        out.append(pkt[ihl + 8:].hex())
-print("\n".join(out))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +52,23 @@ def test_example_builds_against_public_header_only(tpxor):
 
 @pytest.mark.parametrize("world", [{"vnet": True}], ids=["vnet"], indirect=True)
 def test_xor_tunnel_transforms_the_wire_and_delivers_intact(world, tpxor):
-    cap = world.ns.python(world.n1, "-c", CAPTURE, "30", "400")
+    cap = world.ns.python(world.n1, "-c", CAPTURE_UDP_6000, "30", "400")
     assert cap.stdout.readline().strip() == "ready"
     p1, p2 = _tunnel(world, tpxor)
     with p1, p2:
         check_traffic(world, 32 << 20, inner=(4, 6))
     out, err = cap.communicate(timeout=60)
-    payloads = [bytes.fromhex(x) for x in out.split()]
-    assert len(payloads) >= 50, err
+    sent = payloads(out)
+    assert len(sent) >= 50, err
     to_b = 0
-    for p in payloads:
+    for p in sent:
         # every datagram on the wire has the header, and its first segment decodes
         assert p[:4] == b"TPX1" and p[4:6] == b"\x00\x01", p[:16].hex()
         inner = xor(p[8:8 + 40], KEY)
         assert inner[0] >> 4 in (4, 6), inner.hex()
         assert INNER_ADDRS not in p   # no plaintext inner IPv4 header anywhere
         to_b += inner[0] >> 4 == 4 and inner[12:20] == INNER_ADDRS
-    assert to_b > 0, [xor(p[8:48], KEY).hex() for p in payloads[:5]]
+    assert to_b > 0, [xor(p[8:48], KEY).hex() for p in sent[:5]]
     s1, s2 = p1.stats(), p2.stats()
     assert s1.to_endpoint.gso_split > 0 and s2.to_device.gro_built > 0   # offloads stayed on
     for s in (s1, s2):
