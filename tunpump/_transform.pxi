@@ -28,7 +28,8 @@ cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
                          f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, "
                          f"UNKNOWN_SOURCES={TUNPUMP_UNKNOWN_SOURCES:#x}, "
                          f"AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x}, "
-                         f"IN_PLACE_TO_DEVICE={TUNPUMP_IN_PLACE_TO_DEVICE:#x})")
+                         f"IN_PLACE_TO_DEVICE={TUNPUMP_IN_PLACE_TO_DEVICE:#x}, "
+                         f"GATHER_TO_ENDPOINT={TUNPUMP_GATHER_TO_ENDPOINT:#x})")
     _transform_drop_names(t)
     return t
 

@@ -603,6 +603,7 @@ static void test_seal_gather_refusals(int cipher)
     CHECK(tp_aead_seal_gather(st, head, 40, data, 100, out, 100 + 40 + 31, &out_len) == -ENOBUFS,
           "%s out one byte short", name);
     CHECK(tp_aead_seal_gather(st, head, 40, data, 100, out, 0, &out_len) == -ENOBUFS, "%s out size 0", name);
+    CHECK(tp_aead_seal_gather(st, head, 40, data, 100, NULL, 0, &out_len) == -ENOBUFS, "%s out NULL", name);
     int untouched = 1;
     for (int i = 0; i < 100 + 40 + 31; i++)
         untouched &= out[i] == 0x5c;

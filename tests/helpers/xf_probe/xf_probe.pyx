@@ -53,7 +53,7 @@ from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 
 from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_transform_ops,
                       TUNPUMP_TRANSFORM_ABI, TUNPUMP_TRANSFORM_CAPSULE, TUNPUMP_NEEDS_SEGMENTS,
-                      TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE, TUNPUMP_GATHER_TO_ENDPOINT,
+                      TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE, TUNPUMP_ALL_FLAGS, TUNPUMP_GATHER_TO_ENDPOINT,
                       TUNPUMP_MIN_HEADROOM, TUNPUMP_MIN_TAILROOM,
                       TUNPUMP_DIR_TO_ENDPOINT, TUNPUMP_PASS, TUNPUMP_DROP, TUNPUMP_TO_PYTHON)
 
@@ -254,6 +254,10 @@ cdef tunpump_transform_ops OPS_GATHER_WHOLE   # gather, super-packets whole (no 
 OPS_GATHER_WHOLE = OPS
 OPS_GATHER_WHOLE.flags = TUNPUMP_GATHER_TO_ENDPOINT
 
+cdef tunpump_transform_ops OPS_UNKNOWN_FLAG   # a flag this ABI does not know
+OPS_UNKNOWN_FLAG = OPS
+OPS_UNKNOWN_FLAG.flags = TUNPUMP_NEEDS_SEGMENTS | ((TUNPUMP_ALL_FLAGS << 1) & ~TUNPUMP_ALL_FLAGS)
+
 cdef tunpump_transform_ops OPS_BAD_REASONS
 OPS_BAD_REASONS = OPS
 OPS_BAD_REASONS.drop_reasons = BAD_REASONS
@@ -279,7 +283,7 @@ class Probe:
     """A probe transform in mode `mode` (its capsule is made per pump)."""
 
     def __init__(self, mode=0, abi_off_by_one=False, segments=True, arg=0, unknown_sources=False,
-                 bad_reasons=False, in_place=False, gather=False):
+                 bad_reasons=False, in_place=False, gather=False, unknown_flag=False):
         self.mode = mode
         self.bad_reasons = bad_reasons
         self.abi_off_by_one = abi_off_by_one
@@ -288,10 +292,13 @@ class Probe:
         self.unknown_sources = unknown_sources
         self.in_place = in_place
         self.gather = gather
+        self.unknown_flag = unknown_flag
 
     def __tunpump_transform__(self):
         if self.abi_off_by_one:
             return _capsule(&OPS_OLD_ABI, self.mode)
+        if self.unknown_flag:
+            return _capsule(&OPS_UNKNOWN_FLAG, self.mode)
         if self.unknown_sources:
             return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
         if self.gather:
