@@ -113,8 +113,9 @@ enum tunpump_outcome {
  * A packet left with head, head_len, data and len as given leaves as it
  * came, without any copy (a transform that only looks, or passes some
  * packets unchanged). Anything else passed or punted is dropped as
- * "transform_overflow" (a DROP counts under its own reason). Endpoint -> device is not affected (there, and
- * without the flag, head_len is 0 and must stay 0). */
+ * "transform_overflow" (a DROP counts under its own reason). Endpoint ->
+ * device is not affected (there, and without the flag, head_len is 0 and
+ * must stay 0). */
 #define TUNPUMP_GATHER_TO_ENDPOINT 0x10u
 /* Every flag this ABI knows: a transform with another bit set is refused. */
 #define TUNPUMP_ALL_FLAGS                                                                                   \
