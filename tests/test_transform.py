@@ -409,7 +409,6 @@ from helpers.capture import CAPTURE_UDP_6000
 from helpers.packets import verify_l4_checksum
 from tunpump import netns
 
-MAGIC = b"tunpump-probe-header-32-bytes!!!"   # probe modes 5 and 16
 SOL_UDP, UDP_SEGMENT = 17, 103
 
 
@@ -489,7 +488,7 @@ def test_gather_copy_into_out_end_to_end(world, probe):
     for mine, hexdata in lines:
         p = bytes.fromhex(hexdata)
         # UDP_SEGMENT: the capture sees a super-datagram whole; its first segment starts here
-        assert p[:32] == MAGIC, p[:48].hex()
+        assert p[:32] == probe.HEADER, p[:48].hex()
         assert p[32] >> 4 in (4, 6), p[:48].hex()
         if mine == "1" and p[32] >> 4 == 4:
             sent_by_n1 += p[32 + 12:32 + 20] == bytes([198, 18, 11, 1, 198, 18, 11, 2])

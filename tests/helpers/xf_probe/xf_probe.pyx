@@ -36,10 +36,12 @@ config and changed by control messages (one byte), says what it does:
                     one in one piece leaves from out; to_device: pass
 
 The capsule's config is [mode, arg]; a control message [mode] or [mode, arg].
-Probe(..., unknown_sources=True) sets TUNPUMP_UNKNOWN_SOURCES;
-Probe(..., in_place=True) sets TUNPUMP_IN_PLACE_TO_DEVICE;
-Probe(..., gather=True) sets TUNPUMP_GATHER_TO_ENDPOINT (with in_place=True: both;
-with segments=False: without TUNPUMP_NEEDS_SEGMENTS).
+Each capsule has an ops table of its own, its flags from the options, which
+combine: TUNPUMP_NEEDS_SEGMENTS unless segments=False, and
+unknown_sources=True, in_place=True, gather=True set
+TUNPUMP_UNKNOWN_SOURCES, TUNPUMP_IN_PLACE_TO_DEVICE, TUNPUMP_GATHER_TO_ENDPOINT;
+unknown_flag=True a bit this ABI does not know, abi_off_by_one=True the
+next ABI version, bad_reasons=True a drop reason stats cannot show.
 
 gathered() counts, over the module's life (reset_gathered() zeroes it), the
 to_endpoint packets handed with an out area, in any mode: "one" in one piece
@@ -59,6 +61,7 @@ from tunpump cimport (tunpump_pkt, tunpump_dir, tunpump_transform, tunpump_trans
 
 DEF HDR = 32
 cdef const char *MAGIC = b"tunpump-probe-header-32-bytes!!!"
+HEADER = MAGIC[:HDR]   # what modes 5 and 16 put before a packet, for tests to look for
 
 # Counters shared by every worker (relaxed atomics: workers run without the GIL).
 cdef extern from *:
@@ -226,55 +229,29 @@ OPS.batch = probe_batch
 OPS.control = probe_control
 OPS.drop_reasons = REASONS
 
-cdef tunpump_transform_ops OPS_OLD_ABI
-OPS_OLD_ABI = OPS
-OPS_OLD_ABI.abi = TUNPUMP_TRANSFORM_ABI + 1
-
-cdef tunpump_transform_ops OPS_WHOLE   # takes super-packets whole (no NEEDS_SEGMENTS)
-OPS_WHOLE = OPS
-OPS_WHOLE.flags = 0
-
-cdef tunpump_transform_ops OPS_UNKNOWN   # datagrams from strangers reach it
-OPS_UNKNOWN = OPS
-OPS_UNKNOWN.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_UNKNOWN_SOURCES
-
-cdef tunpump_transform_ops OPS_IN_PLACE   # to_device packets where they were received
-OPS_IN_PLACE = OPS
-OPS_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_IN_PLACE_TO_DEVICE
-
-cdef tunpump_transform_ops OPS_GATHER   # to_endpoint packets where they lie, in pieces, with out
-OPS_GATHER = OPS
-OPS_GATHER.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_GATHER_TO_ENDPOINT
-
-cdef tunpump_transform_ops OPS_GATHER_IN_PLACE   # both: what an AEAD sets
-OPS_GATHER_IN_PLACE = OPS
-OPS_GATHER_IN_PLACE.flags = TUNPUMP_NEEDS_SEGMENTS | TUNPUMP_GATHER_TO_ENDPOINT | TUNPUMP_IN_PLACE_TO_DEVICE
-
-cdef tunpump_transform_ops OPS_GATHER_WHOLE   # gather, super-packets whole (no NEEDS_SEGMENTS)
-OPS_GATHER_WHOLE = OPS
-OPS_GATHER_WHOLE.flags = TUNPUMP_GATHER_TO_ENDPOINT
-
-cdef tunpump_transform_ops OPS_UNKNOWN_FLAG   # a flag this ABI does not know
-OPS_UNKNOWN_FLAG = OPS
-OPS_UNKNOWN_FLAG.flags = TUNPUMP_NEEDS_SEGMENTS | ((TUNPUMP_ALL_FLAGS << 1) & ~TUNPUMP_ALL_FLAGS)
-
-cdef tunpump_transform_ops OPS_BAD_REASONS
-OPS_BAD_REASONS = OPS
-OPS_BAD_REASONS.drop_reasons = BAD_REASONS
-
 
 cdef void _free_transform(object capsule) noexcept:
     free(PyCapsule_GetPointer(capsule, TUNPUMP_TRANSFORM_CAPSULE))
 
 
-cdef object _capsule(const tunpump_transform_ops *ops, uint8_t mode, uint8_t arg=0):
-    cdef tunpump_transform *t = <tunpump_transform *>malloc(sizeof(tunpump_transform) + 2)
+cdef object _capsule(uint32_t abi, uint32_t flags, const char **reasons, uint8_t mode, uint8_t arg):
+    """One block: the transform, an ops table of its own (OPS with this abi,
+    flags and reasons), then the config [mode, arg]. The pump keeps the
+    capsule, so the block, alive while it runs."""
+    cdef tunpump_transform *t = <tunpump_transform *>malloc(
+        sizeof(tunpump_transform) + sizeof(tunpump_transform_ops) + 2)
     if t == NULL:
         raise MemoryError()
-    (<uint8_t *>(t + 1))[0] = mode
-    (<uint8_t *>(t + 1))[1] = arg
+    cdef tunpump_transform_ops *ops = <tunpump_transform_ops *>(t + 1)
+    cdef uint8_t *cfg = <uint8_t *>(ops + 1)
+    ops[0] = OPS
+    ops.abi = abi
+    ops.flags = flags
+    ops.drop_reasons = reasons
+    cfg[0] = mode
+    cfg[1] = arg
     t.ops = ops
-    t.config = <const void *>(t + 1)
+    t.config = <const void *>cfg
     t.config_len = 2
     return PyCapsule_New(t, TUNPUMP_TRANSFORM_CAPSULE, _free_transform)
 
@@ -295,17 +272,14 @@ class Probe:
         self.unknown_flag = unknown_flag
 
     def __tunpump_transform__(self):
-        if self.abi_off_by_one:
-            return _capsule(&OPS_OLD_ABI, self.mode)
-        if self.unknown_flag:
-            return _capsule(&OPS_UNKNOWN_FLAG, self.mode)
+        flags = TUNPUMP_NEEDS_SEGMENTS if self.segments else 0
         if self.unknown_sources:
-            return _capsule(&OPS_UNKNOWN, self.mode, self.arg)
-        if self.gather:
-            return _capsule(&OPS_GATHER_IN_PLACE if self.in_place else &OPS_GATHER if self.segments
-                            else &OPS_GATHER_WHOLE, self.mode, self.arg)
+            flags |= TUNPUMP_UNKNOWN_SOURCES
         if self.in_place:
-            return _capsule(&OPS_IN_PLACE, self.mode, self.arg)
-        if self.bad_reasons:
-            return _capsule(&OPS_BAD_REASONS, self.mode)
-        return _capsule(&OPS if self.segments else &OPS_WHOLE, self.mode, self.arg)
+            flags |= TUNPUMP_IN_PLACE_TO_DEVICE
+        if self.gather:
+            flags |= TUNPUMP_GATHER_TO_ENDPOINT
+        if self.unknown_flag:   # the lowest bit this ABI does not know
+            flags |= (TUNPUMP_ALL_FLAGS << 1) & ~TUNPUMP_ALL_FLAGS
+        return _capsule(TUNPUMP_TRANSFORM_ABI + (1 if self.abi_off_by_one else 0), flags,
+                        &BAD_REASONS[0] if self.bad_reasons else &REASONS[0], self.mode, self.arg)
