@@ -8,13 +8,15 @@ process is ended by its PID; transfers are bounded."""
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
 from helpers import wg
-from helpers.nettest import wait_until
+from helpers.nettest import CI, wait_until
 
 PORT = wg.PORT
 PATTERN = "5aa5c33c0ff0e11e"            # ping -p: the inner payload's bytes, to look for on the wire
@@ -22,7 +24,13 @@ A_INNER = ["198.18.31.1/24", "fd00:31::1/64"]
 B_INNER = ["198.18.31.2/24", "fd00:31::2/64"]
 B_ALLOWED = "198.18.31.2/32, fd00:31::2/128"
 A_ALLOWED = "198.18.31.1/32,fd00:31::1/128"
-SHORT = {"rekey_after_time": 1.5, "reject_after_time": 4, "rekey_timeout": 1, "keepalive_timeout": 1}
+# Rekey every 1.5 s. A key is still accepted for 6.5 s after that, room for
+# about five initiations, as the protocol's 60 s leaves room for twelve: a
+# bulk transfer overflows wireguard-go's socket (it drops ~15 % of what it is
+# sent, measured), and an initiation lost there costs a 1 s retry. With 4 s
+# (2.5 s of room) two lost initiations in a row let the old key expire under
+# traffic, and the packets it still carried were dropped as `expired`.
+SHORT = {"rekey_after_time": 1.5, "reject_after_time": 8, "rekey_timeout": 1, "keepalive_timeout": 1}
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +49,9 @@ def net(ns):
     return ns
 
 
-def ping(ns, n, addr, count=3, deadline=10):
+def ping(ns, n, addr, count=3, deadline=10, interval=0.2):
     """A ping expected to fail gets a short deadline (CI time)."""
-    return ns.run(n, "ping", "-c", str(count), "-i", "0.2", "-W", "2", "-w", str(deadline), "-p", PATTERN, addr)
+    return ns.run(n, "ping", "-c", str(count), "-i", str(interval), "-W", "2", "-w", str(deadline), "-p", PATTERN, addr)
 
 
 def start_pair(net, wgbuild, *, go_endpoint=True, a_peer_key=None, a_psk=None, b_psk=None, timers=None,
@@ -120,7 +128,49 @@ def test_rekey_with_wireguard_go(net, wgbuild):
     assert a.handshakes() - start >= 3, a.text()
     check_transfers(net, 8 << 20)
     d = a.drops()
-    assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], a.show()
+    assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], a.show() + a.text()
+
+
+def drop_initiations(net, ns_name, hook, first, last):
+    """nftables in `ns_name` (a namespace of this test), at `hook`, drops the
+    handshake initiations it sees numbered first..last (0: the first)."""
+    if not shutil.which("nft"):
+        (pytest.fail if CI else pytest.skip)("nft not installed (apt-get install nftables)")
+    rules = (f"add table inet wgtest\n"
+             f"add chain inet wgtest c {{ type filter hook {hook} priority 0; }}\n"
+             f"add rule inet wgtest c udp dport {PORT} @th,64,8 1 numgen inc mod 1000000 "
+             f"{first}-{last} counter drop\n")
+    r = subprocess.run(["ip", "netns", "exec", ns_name, "nft", "-f", "-"], input=rules, text=True,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def nft_dropped(net, ns_name):
+    out = net.run(ns_name, "nft", "list", "table", "inet", "wgtest").stdout
+    return int(re.search(r"counter packets (\d+)", out).group(1))
+
+
+def test_rekey_survives_refused_and_lost_initiations(net, wgbuild):
+    """The rekey's first initiation is refused by a firewall on wgtun's side
+    (sendto fails with EPERM) and the next two are lost on the way; wgtun
+    logs the refusal, retries every rekey_timeout, and completes on the
+    fourth try, about 4.5-5.5 s after the old key's birth. Meanwhile
+    wireguard-go's pings still come sealed with the old key: none is lost,
+    nothing is dropped as expired. (With SHORT's first reject_after_time of
+    4 s, the old key expired first, and CI once failed that way.)"""
+    drop_initiations(net, net.n1, "output", 1, 1)
+    drop_initiations(net, net.n2, "prerouting", 1, 2)   # the n2 count skips the refused one
+    a, b = start_pair(net, wgbuild, timers=SHORT)
+    assert ping(net, net.n1, "198.18.31.2", count=1).returncode == 0   # wgtun initiates: it rekeys
+    r = ping(net, net.n2, "198.18.31.1", count=160, deadline=20, interval=0.05)   # 8 s of pings
+    assert r.returncode == 0, r.stdout + a.text()
+    text = a.text()
+    assert re.search(r"peer 0: handshake initiation not sent: .*Operation not permitted", text), text
+    assert "Traceback" not in text and a.handshakes() >= 2, text
+    assert text.count("initiation sent") >= 4, text   # the first, then three tries of the rekey
+    assert nft_dropped(net, net.n1) == 1 and nft_dropped(net, net.n2) == 2
+    d = a.drops()
+    assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], a.show() + text
 
 
 def test_rekey_between_two_wgtun(net, wgbuild):
@@ -131,7 +181,8 @@ def test_rekey_between_two_wgtun(net, wgbuild):
     # responder's unconfirmed session, and packets already sent under it are
     # lost as no_session (the protocol's rule, wireguard-go's too). With
     # SHORT's 1 s, a handshake slowed by a loaded CI machine did that once.
-    timers = dict(SHORT, rekey_timeout=2.5, reject_after_time=6)
+    # Keys stay accepted for 10.5 s past the rekey: four such retries.
+    timers = dict(SHORT, rekey_timeout=2.5, reject_after_time=12)
     a_priv, a_pub = wg.keypair()
     b_priv, b_pub = wg.keypair()
     a = wg.Wgtun(net, net.n1, wgbuild, wg.config(a_priv, PORT, A_INNER, [
@@ -151,7 +202,8 @@ def test_rekey_between_two_wgtun(net, wgbuild):
     assert a.handshakes() + b.handshakes() - start >= 6, a.text() + b.text()
     for end in (a, b):   # no packet lost to a key change
         d = end.drops()
-        assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], end.show()
+        assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], \
+            end.show() + end.text()
 
 
 @pytest.mark.parametrize("wrong", ["public_key", "preshared_key"])

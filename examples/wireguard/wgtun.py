@@ -146,8 +146,19 @@ class Tunnel:
         msg, peer.handshake = self.static.initiation(peer.cfg.public_key, peer.cfg.preshared_key, sender, cookie)
         self.pending[sender] = peer
         peer.timers.initiation_sent(now)
-        log.debug("peer %d: handshake initiation sent", peer.index)
-        self.pump.inject(msg, "endpoint", peer=peer.index)
+        if self._send_handshake(peer, msg, "initiation"):
+            log.debug("peer %d: handshake initiation sent", peer.index)
+
+    def _send_handshake(self, peer: Peer, msg: bytes, what: str) -> bool:
+        """Send a handshake message; a refused send (a firewall's EPERM, no
+        route, a full socket) is as if it was lost: the initiator's retry
+        timer recovers, as wireguard-go does."""
+        try:
+            self.pump.inject(msg, "endpoint", peer=peer.index)
+            return True
+        except OSError as exc:
+            log.warning("peer %d: handshake %s not sent: %s (the retry timer tries again)", peer.index, what, exc)
+            return False
 
     def _cookie_for(self, peer: Peer, now: float) -> Optional[bytes]:
         """The peer's cookie while fresh: our messages to it then carry mac2."""
@@ -166,7 +177,7 @@ class Tunnel:
         msg, keys = self.static.response(c, peer.cfg.preshared_key, sender, cookie)
         self._install(peer, keys, now)   # posted before the response leaves: the keys are there first
         self._move(peer, p.source)
-        self.pump.inject(msg, "endpoint", peer=peer.index)
+        self._send_handshake(peer, msg, "response")
 
     def _response(self, p: Packet, now: float) -> None:
         peer = self.pending.get(noise.receiver_index(p.data))
