@@ -150,6 +150,14 @@ def test_probe_unknown_flag_refused(world, probe):
         Pump(world.a, e1, transform=probe.Probe(0, unknown_flag=True))
 
 
+def test_flag_names_cover_every_flag_once():
+    """The names the unknown-flags error lists are every flag of the ABI."""
+    from tunpump import _core
+    values = list(_core.TRANSFORM_FLAGS.values())
+    assert all(v and v & (v - 1) == 0 for v in values), values   # one bit each
+    assert sum(values) == _core.TRANSFORM_ALL_FLAGS and len(set(values)) == len(values)
+
+
 def test_probe_wrong_abi_refused(world, probe):
     e1, _ = _udp(world)
     with pytest.raises(ValueError, match="built for ABI version 3, this tunpump speaks 2"):

@@ -6,6 +6,12 @@ TRANSFORM_ABI = TUNPUMP_TRANSFORM_ABI
 TRANSFORM_CONTROL_MAX = TUNPUMP_CONTROL_MAX
 DEFAULT_PUNT_RING = TP_DEFAULT_PUNT_RING
 MAX_PUNT_RING = TP_MAX_PUNT_RING
+# The flags this ABI knows, by name, for error messages (a test checks they
+# make up TUNPUMP_ALL_FLAGS, so a new flag cannot be left out).
+TRANSFORM_FLAGS = {"NEEDS_SEGMENTS": TUNPUMP_NEEDS_SEGMENTS, "UNKNOWN_SOURCES": TUNPUMP_UNKNOWN_SOURCES,
+                   "AUTHENTICATED": TUNPUMP_AUTHENTICATED, "IN_PLACE_TO_DEVICE": TUNPUMP_IN_PLACE_TO_DEVICE,
+                   "GATHER_TO_ENDPOINT": TUNPUMP_GATHER_TO_ENDPOINT}
+TRANSFORM_ALL_FLAGS = TUNPUMP_ALL_FLAGS
 
 
 cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
@@ -24,12 +30,8 @@ cdef const tunpump_transform *_transform_ptr(capsule) except NULL:
         raise ValueError(f"transform: built for ABI version {t.ops.abi}, this tunpump speaks "
                          f"{TRANSFORM_ABI} (rebuild it against tunpump.get_include())")
     if t.ops.flags & ~TUNPUMP_ALL_FLAGS:
-        raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows "
-                         f"NEEDS_SEGMENTS={TUNPUMP_NEEDS_SEGMENTS:#x}, "
-                         f"UNKNOWN_SOURCES={TUNPUMP_UNKNOWN_SOURCES:#x}, "
-                         f"AUTHENTICATED={TUNPUMP_AUTHENTICATED:#x}, "
-                         f"IN_PLACE_TO_DEVICE={TUNPUMP_IN_PLACE_TO_DEVICE:#x}, "
-                         f"GATHER_TO_ENDPOINT={TUNPUMP_GATHER_TO_ENDPOINT:#x})")
+        known = ", ".join(f"{name}={value:#x}" for name, value in TRANSFORM_FLAGS.items())
+        raise ValueError(f"transform: unknown flags {t.ops.flags:#x} (ABI {TRANSFORM_ABI} knows {known})")
     _transform_drop_names(t)
     return t
 
