@@ -80,23 +80,41 @@ def test_libfuzzer_short_run(tmp_path):
     assert out.count("stat::number_of_executed_units") == len(TARGETS), out[-4000:]
 
 
-def test_run_sh_reports_a_finding(tmp_path):
-    """A target that crashes makes run.sh exit non-zero."""
+def _fake_fuzz_tree(tmp_path, name, body):
+    """A copy of tests/fuzz with one more target, fuzz_NAME.c (its seed: "x"),
+    in the layout run.sh expects (csrc/packet two levels up)."""
     _need("clang", "libFuzzer builds of tests/fuzz")
     fake = tmp_path / "fuzz"
-    shutil.copytree(FUZZ, fake, ignore=shutil.ignore_patterns("corpus", "findings"))
-    (fake / "corpus" / "boom").mkdir(parents=True)
-    (fake / "corpus" / "boom" / "seed").write_bytes(b"x")
-    (fake / "fuzz_boom.c").write_text(
-        "#include <stdint.h>\n#include <stdlib.h>\n"
-        "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { if (n) abort(); return 0; }\n")
-    # run.sh finds csrc/packet two levels up: give the copy the same layout
+    shutil.copytree(FUZZ, fake, ignore=shutil.ignore_patterns("corpus", "findings", "grown"))
+    (fake / "corpus" / name).mkdir(parents=True)
+    (fake / "corpus" / name / "seed").write_bytes(b"x")
+    (fake / f"fuzz_{name}.c").write_text("#include <stdint.h>\n#include <stdlib.h>\n"
+                                         f"int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {{ {body} }}\n")
     os.makedirs(tmp_path / "csrc")
     os.symlink(os.path.join(ROOT, "csrc", "packet"), tmp_path / "csrc" / "packet")
     os.makedirs(tmp_path / "tests")
     os.rename(fake, tmp_path / "tests" / "fuzz")
-    res = subprocess.run([str(tmp_path / "tests" / "fuzz" / "run.sh"), "5", "boom"], capture_output=True,
-                         text=True, timeout=300)
+    return tmp_path / "tests" / "fuzz"
+
+
+def test_run_sh_keeps_grown_inputs_when_asked(tmp_path):
+    """KEEP_GROWN=1: inputs that reach new code land in grown/TARGET; the
+    committed corpus is left as it was."""
+    body = "static volatile int s; if (n > 1 && d[0] == 'a') s = d[1] == 'b' ? 2 : 1; return 0;"
+    fuzz = _fake_fuzz_tree(tmp_path, "grow", body)
+    res = subprocess.run([str(fuzz / "run.sh"), "3", "grow"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, KEEP_GROWN="1"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    grown = os.listdir(fuzz / "grown" / "grow")
+    assert grown and re.search(rf"{len(grown)} new input\(s\) reaching new code", res.stdout), res.stdout
+    assert any((fuzz / "grown" / "grow" / f).read_bytes().startswith(b"a") for f in grown)
+    assert os.listdir(fuzz / "corpus" / "grow") == ["seed"]
+
+
+def test_run_sh_reports_a_finding(tmp_path):
+    """A target that crashes makes run.sh exit non-zero."""
+    fuzz = _fake_fuzz_tree(tmp_path, "boom", "if (n) abort(); return 0;")
+    res = subprocess.run([str(fuzz / "run.sh"), "5", "boom"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FINDING in boom" in res.stderr
     assert os.listdir(tmp_path / "tests" / "fuzz" / "findings")

@@ -7,8 +7,11 @@
 # over a scratch copy of its committed seed corpus (tests/fuzz/corpus/TARGET;
 # the committed corpus is never modified). Exits non-zero on any finding: the
 # crashing input is kept under tests/fuzz/findings/ and its path printed.
-# Environment: CLANG (default clang). Targets run one after another, one
-# process each, so a shared machine is not swamped.
+# Environment: CLANG (default clang). KEEP_GROWN=1: after a clean run, the
+# inputs that reached code the committed corpus does not (libFuzzer's
+# -merge=1) are copied to tests/fuzz/grown/TARGET/ to review and commit as
+# found-*. Targets run one after another, one process each, so a shared
+# machine is not swamped.
 set -euo pipefail
 
 secs=${1:?usage: tests/fuzz/run.sh SECONDS [TARGET...]}
@@ -19,6 +22,22 @@ cc=${CLANG:-clang}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(split gro parse csum frame dgram aead_open xform)
 command -v "$cc" >/dev/null || { echo "run.sh: $cc not found (install clang)" >&2; exit 2; }
+
+# The scratch corpus's inputs that add coverage to the committed one, into grown/TARGET.
+keep_grown() {
+    local t=$1 merged="$work/merged-$1" n=0 f
+    mkdir -p "$merged"
+    cp "$here/corpus/$t"/* "$merged/"
+    "$work/$t" -merge=1 -timeout=10 -rss_limit_mb=2048 -max_len=70000 "$merged" "$work/corpus-$t" \
+        > "$work/$t.merge.log" 2>&1 || { tail -20 "$work/$t.merge.log"; return 1; }
+    for f in "$merged"/*; do
+        [ -e "$here/corpus/$t/$(basename "$f")" ] && continue
+        mkdir -p "$here/grown/$t"
+        cp "$f" "$here/grown/$t/"
+        n=$((n + 1))
+    done
+    echo "   $n new input(s) reaching new code: $here/grown/$t/"
+}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -47,5 +66,6 @@ for t in "${targets[@]}"; do
         continue
     fi
     grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$work/$t.log" | sed "s/^/   /"
+    if [ "${KEEP_GROWN:-0}" = 1 ]; then keep_grown "$t" || status=1; fi
 done
 exit $status
