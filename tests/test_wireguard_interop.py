@@ -51,7 +51,8 @@ def net(ns):
 
 def ping(ns, n, addr, count=3, deadline=10, interval=0.2):
     """A ping expected to fail gets a short deadline (CI time)."""
-    return ns.run(n, "ping", "-c", str(count), "-i", str(interval), "-W", "2", "-w", str(deadline), "-p", PATTERN, addr)
+    return ns.run(n, "ping", "-c", str(count), "-i", str(interval), "-W", "2", "-w", str(deadline),
+                  "-p", PATTERN, addr)
 
 
 def start_pair(net, wgbuild, *, go_endpoint=True, a_peer_key=None, a_psk=None, b_psk=None, timers=None,
