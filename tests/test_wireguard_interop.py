@@ -132,7 +132,7 @@ def test_rekey_with_wireguard_go(net, wgbuild):
     assert [d.get(r, 0) for r in ("no_session", "expired", "auth", "replay")] == [0, 0, 0, 0], a.show() + a.text()
 
 
-def drop_initiations(net, ns_name, hook, first, last):
+def drop_initiations(ns_name, hook, first, last):
     """nftables in `ns_name` (a namespace of this test), at `hook`, drops the
     handshake initiations it sees numbered first..last (0: the first)."""
     if not shutil.which("nft"):
@@ -159,8 +159,8 @@ def test_rekey_survives_refused_and_lost_initiations(net, wgbuild):
     wireguard-go's pings still come sealed with the old key: none is lost,
     nothing is dropped as expired. (With SHORT's first reject_after_time of
     4 s, the old key expired first, and CI once failed that way.)"""
-    drop_initiations(net, net.n1, "output", 1, 1)
-    drop_initiations(net, net.n2, "prerouting", 1, 2)   # the n2 count skips the refused one
+    drop_initiations(net.n1, "output", 1, 1)
+    drop_initiations(net.n2, "prerouting", 1, 2)   # the n2 count skips the refused one
     a, b = start_pair(net, wgbuild, timers=SHORT)
     assert ping(net, net.n1, "198.18.31.2", count=1).returncode == 0   # wgtun initiates: it rekeys
     r = ping(net, net.n2, "198.18.31.1", count=160, deadline=20, interval=0.05)   # 8 s of pings
